@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Shared helpers for the task runner and test scripts: each installs a tool only
+# when it is missing, so a second `make test` is quick and a fresh machine works.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export ROOT
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# apt_ensure PKG... : install Debian packages that are not installed yet.
+apt_ensure() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "apt-get install ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# venv_ensure NAME REQUIREMENTS_FILE : a virtualenv at .venv/NAME with the pinned
+# requirements; re-installs only when the requirements file changes. Prints its path.
+venv_ensure() {
+  local name="$1" req="$2" dir="$ROOT/.venv/$1"
+  local stamp="$dir/.requirements.sha256"
+  local want; want="$(sha256sum "$req" | cut -d' ' -f1)"
+  if [ ! -x "$dir/bin/python" ]; then
+    log "creating virtualenv .venv/$name"
+    python3 -m venv "$dir" >&2
+  fi
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "pip install -r ${req#"$ROOT"/} into .venv/$name"
+    "$dir/bin/pip" install -q --disable-pip-version-check -r "$req" >&2
+    echo "$want" >"$stamp"
+  fi
+  echo "$dir"
+}
+
+# npm_ensure DIR : npm ci (or install) in DIR when node_modules is missing or stale.
+npm_ensure() {
+  local dir="$1"
+  local stamp="$dir/node_modules/.package-lock.sha256"
+  local want; want="$(cat "$dir/package.json" "$dir/package-lock.json" 2>/dev/null | sha256sum | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "npm install in ${dir#"$ROOT"/}"
+    if [ -f "$dir/package-lock.json" ]; then
+      (cd "$dir" && npm ci --silent --no-audit --no-fund >&2)
+    else
+      (cd "$dir" && npm install --silent --no-audit --no-fund >&2)
+    fi
+    echo "$want" >"$stamp"
+  fi
+}
