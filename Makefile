@@ -1,0 +1,29 @@
+# The task runner. `make run` and `make test` are the two commands the README leads with;
+# every target installs what it needs (only when missing) through scripts/.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+
+.PHONY: help run test test-rust models bench ort tools
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+run: ## run the whole system on this machine (bundled models, no cluster)
+	@scripts/run-local.sh
+
+test: ## run every test (installs what the tests need)
+	@scripts/test.sh
+
+test-rust: ## Rust unit and integration tests only (real gRPC/HTTP on 127.0.0.1)
+	@scripts/test.sh rust
+
+models: ## retrain models/v1 and models/v2 from the data set (deterministic)
+	@scripts/train.sh
+
+bench: ## throughput/latency benchmark of the model service, with an in-run baseline
+	@scripts/bench.sh
+
+ort: ## fetch the ONNX Runtime shared library (printed path)
+	@scripts/ensure-ort.sh
