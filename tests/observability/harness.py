@@ -1,0 +1,343 @@
+"""Process and Prometheus helpers for the observability tests.
+
+Every process is started on 127.0.0.1 with ports picked here, logs to a file, and is
+stopped by its own PID (SIGTERM, then SIGKILL) by the fixture that started it.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMESPACE = "sms-app"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_tool(name: str) -> str:
+    """Path of a program the tests need; a missing one fails the test (never a skip)."""
+    path = shutil.which(name)
+    assert path, f"{name} is not installed: tests/observability/run.sh installs it (apt_ensure)"
+    return path
+
+
+def run(cmd, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120, **kw)
+
+
+def binary(name: str) -> Path:
+    path = ROOT / "target" / "debug" / name
+    assert path.is_file() and os.access(path, os.X_OK), (
+        f"{path.relative_to(ROOT)} is missing: run.sh builds it with "
+        f"`cargo build -p model-service -p app-service` (did the build fail?)")
+    return path
+
+
+def poll(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    """Call predicate until it returns a truthy value; return it, or fail after timeout."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - remembered for the failure message
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}"
+                         + (f" (last error: {last_exc!r})" if last_exc else ""))
+
+
+class Proc:
+    """A child process with its output in a log file, stopped by PID."""
+
+    def __init__(self, name: str, cmd: list[str], log_dir: Path, env: dict | None = None,
+                 cwd: Path | None = None):
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self._log = open(self.log_path, "wb")
+        self.popen = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, env=full_env,
+                                      cwd=str(cwd or ROOT))
+        self.pid = self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def tail(self, n: int = 30) -> str:
+        return "\n".join(self.log().splitlines()[-n:])
+
+    def check_alive(self):
+        assert self.alive(), (f"{self.name} exited with {self.popen.returncode}; "
+                              f"last lines of its log:\n{self.tail()}")
+
+    def stop(self, timeout: float = 10):
+        if self.popen.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.popen.wait(timeout=timeout)
+            except ProcessLookupError:
+                pass
+        self._log.close()
+
+
+class ProcGroup:
+    """Starts processes and stops every one of them (last started first)."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.procs: list[Proc] = []
+
+    def start(self, name, cmd, env=None, cwd=None) -> Proc:
+        p = Proc(name, [str(c) for c in cmd], self.log_dir, env=env, cwd=cwd)
+        self.procs.append(p)
+        return p
+
+    def stop_all(self):
+        errors = []
+        for p in reversed(self.procs):
+            try:
+                p.stop()
+            except Exception as exc:  # noqa: BLE001 - stop the others anyway
+                errors.append(f"{p.name}: {exc!r}")
+        self.procs.clear()
+        assert not errors, f"could not stop: {errors}"
+
+
+def wait_http_ok(url: str, proc: Proc, timeout: float = 60):
+    def ok():
+        proc.check_alive()
+        return requests.get(url, timeout=2).status_code == 200
+    poll(ok, timeout, what=f"{proc.name} to answer {url}")
+
+
+# --------------------------------------------------------------------------- Prometheus
+
+def scrape_config(targets: list[dict], interval: str = "1s") -> dict:
+    """A Prometheus scrape config equivalent to the chart's ServiceMonitors.
+
+    The operator's ServiceMonitor makes job = the Service's name and adds namespace, pod,
+    service and endpoint; a static config with the same labels gives the same series.
+    `targets` items: {job, address, pod, endpoint}.
+    """
+    jobs: dict[str, list] = {}
+    for t in targets:
+        jobs.setdefault(t["job"], []).append({
+            "targets": [t["address"]],
+            "labels": {"namespace": NAMESPACE, "pod": t["pod"], "service": t["job"],
+                       "endpoint": t["endpoint"]},
+        })
+    return {
+        "global": {"scrape_interval": interval, "scrape_timeout": interval,
+                   "evaluation_interval": interval},
+        "scrape_configs": [{"job_name": job, "metrics_path": "/metrics", "scheme": "http",
+                            "static_configs": cfgs} for job, cfgs in jobs.items()],
+    }
+
+
+class Prometheus:
+    def __init__(self, group: ProcGroup, workdir: Path, config: dict, name: str = "prometheus"):
+        import yaml
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        cfg_path = workdir / "prometheus.yml"
+        cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.proc = group.start(name, [
+            require_tool("prometheus"), f"--config.file={cfg_path}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--storage.tsdb.retention.time=1h", "--log.level=info"])
+        wait_http_ok(f"{self.url}/-/ready", self.proc)
+
+    def api(self, path: str, **params):
+        r = requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)
+        body = r.json()
+        assert r.status_code == 200 and body.get("status") == "success", (
+            f"Prometheus {path} {params}: HTTP {r.status_code} {body}")
+        return body["data"]
+
+    def query(self, expr: str):
+        data = self.api("query", query=expr)
+        assert data["resultType"] == "vector", f"{expr}: {data['resultType']}"
+        return data["result"]
+
+    def query_range(self, expr: str, seconds: int = 30, step: str = "1s"):
+        end = time.time()
+        return self.api("query_range", query=expr, start=end - seconds, end=end, step=step)["result"]
+
+    def targets_up(self, n: int) -> bool:
+        active = self.api("targets")["activeTargets"]
+        return len(active) == n and all(t["health"] == "up" for t in active)
+
+
+def finite(sample) -> bool:
+    value = float(sample["value"][1])
+    return not math.isnan(value) and not math.isinf(value)
+
+
+class Load:
+    """Bounded background traffic: calls fn() in a loop until stopped or the deadline."""
+
+    def __init__(self, fn, pause: float = 0.05, max_seconds: float = 240, max_calls: int = 20000):
+        self.fn, self.pause, self.max_seconds, self.max_calls = fn, pause, max_seconds, max_calls
+        self.stop_event = threading.Event()
+        self.calls = 0
+        self.errors: list[str] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        deadline = time.monotonic() + self.max_seconds
+        while (not self.stop_event.is_set() and time.monotonic() < deadline
+               and self.calls < self.max_calls):
+            try:
+                self.fn()
+            except Exception as exc:  # noqa: BLE001 - reported by the test that reads it
+                if len(self.errors) < 20:
+                    self.errors.append(repr(exc))
+            self.calls += 1
+            self.stop_event.wait(self.pause)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        self.thread.join(timeout=30)
+
+
+# --------------------------------------------------------------------------- PromQL text
+
+_TOP_SET_OPS = re.compile(r"\b(and|or|unless)\b(\s+(on|ignoring)\s*\([^)]*\))?")
+_TRAILING_CMP = re.compile(r"\s*(==|!=|>=|<=|>|<)\s*(bool\s+)?[-+]?[0-9.]+(e[-+]?[0-9]+)?\s*$")
+
+
+def _depth_map(expr: str) -> list[int]:
+    depth, out, quote = 0, [], None
+    for ch in expr:
+        if quote:
+            out.append(-1)
+            if ch == quote:
+                quote = None
+            continue
+        if ch in "\"'`":
+            quote = ch
+            out.append(-1)
+            continue
+        if ch in "([{":
+            out.append(depth)
+            depth += 1
+            continue
+        if ch in ")]}":
+            depth -= 1
+        out.append(depth)
+    return out
+
+
+def split_set_operators(expr: str) -> list[str]:
+    """Operands of the top-level `and` / `or` / `unless` of a PromQL expression."""
+    depth = _depth_map(expr)
+    parts, start = [], 0
+    for m in _TOP_SET_OPS.finditer(expr):
+        if depth[m.start()] == 0 and m.start() >= start:
+            parts.append(expr[start:m.start()])
+            start = m.end()
+    parts.append(expr[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def strip_outer_parens(expr: str) -> str:
+    expr = expr.strip()
+    while expr.startswith("(") and expr.endswith(")"):
+        depth = _depth_map(expr)
+        # the opening paren must close at the very end
+        if any(d == 0 for d in depth[1:-1]):
+            break
+        expr = expr[1:-1].strip()
+    return expr
+
+
+def data_queries(alert_expr: str) -> list[str]:
+    """What an alert expression looks at, without its threshold: the operands of its
+    top-level set operators, each with a trailing comparison against a number removed."""
+    out = []
+    for part in split_set_operators(strip_outer_parens(alert_expr)):
+        part = strip_outer_parens(part)
+        if len(split_set_operators(part)) > 1:
+            out.extend(data_queries(part))
+            continue
+        depth = _depth_map(part)
+        m = _TRAILING_CMP.search(part)
+        if m and depth[m.start()] == 0:
+            part = part[:m.start()]
+        out.append(strip_outer_parens(part))
+    return out
+
+
+_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
+             "unless", "bool", "offset", "inf", "nan"}
+_GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+_SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)?\s*\{([^}]*)\}")
+_MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*\"((?:[^\"\\\\]|\\\\.)*)\"")
+_IDENT = re.compile(r"(?<![\w$.])([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()")
+
+
+def promql_names(expr: str) -> dict:
+    """Metric names, label matchers and grouping labels used in a PromQL expression.
+
+    Returns {"metrics": {name: [(label, op, value), ...]}, "grouping": {label, ...}}.
+    Enough for the expressions of this repository's dashboards and rules (it is checked
+    against known answers in the tests), not a full PromQL parser.
+    """
+    metrics: dict[str, list] = {}
+    grouping = set()
+    for m in _GROUPING.finditer(expr):
+        grouping.update(x.strip() for x in m.group(2).split(",") if x.strip())
+    rest = _GROUPING.sub(" ", expr)
+    for m in _SELECTOR.finditer(rest):
+        matchers = _MATCHER.findall(m.group(2))
+        name = m.group(1)
+        if name is None:  # {__name__=~"a|b"}
+            name = next((v for (l, _, v) in matchers if l == "__name__"), None)
+            if name is None:
+                continue
+            for alt in name.split("|"):
+                metrics.setdefault(alt, []).extend(x for x in matchers if x[0] != "__name__")
+            continue
+        metrics.setdefault(name, []).extend(matchers)
+    rest = _SELECTOR.sub(lambda m: " " + (m.group(1) or "") + " ", rest)
+    rest = re.sub(r"\[[^\]]*\]", " ", rest)
+    rest = re.sub(r"\"[^\"]*\"", " ", rest)
+    for m in _IDENT.finditer(rest):
+        name = m.group(1)
+        if name.lower() in _KEYWORDS:
+            continue
+        metrics.setdefault(name, [])
+    return {"metrics": metrics, "grouping": grouping}

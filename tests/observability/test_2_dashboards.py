@@ -1,0 +1,154 @@
+"""Static checks of the dashboards and rules against docs/contracts.md: every metric and
+label they use is one the contract lists, and each dashboard is importable Grafana JSON
+with units, legends and the datasource / namespace variables."""
+import json
+import re
+
+import pytest
+import yaml
+
+from harness import ROOT, promql_names
+
+CONTRACT = ROOT / "docs" / "contracts.md"
+DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
+RULES = ROOT / "grafana" / "rules" / "sms-app.rules.yml"
+
+# Labels that the scrape adds (ServiceMonitor: namespace, pod, service, endpoint, job,
+# instance, container) and Prometheus' own series.
+SCRAPE_LABELS = {"namespace", "pod", "service", "endpoint", "job", "instance", "container"}
+BUILTIN = {"up": set()}
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def contract_metrics() -> dict:
+    """{metric: {labels}} from the contract's Metrics section (histograms expanded)."""
+    text = CONTRACT.read_text()
+    section = re.search(r"^## Metrics\n(.*?)(?=^## )", text, re.S | re.M)
+    assert section, "docs/contracts.md has no '## Metrics' section"
+    out = {}
+    for line in section.group(1).splitlines():
+        if not line.lstrip().startswith("- "):
+            continue
+        kind = "histogram" if "histogram" in line else "other"
+        for name, labels in re.findall(r"`([a-z_:][a-z0-9_:]*)(?:\{([^}]*)\})?`", line):
+            if not name.startswith("sms_"):
+                continue
+            labelset = {x.strip() for x in (labels or "").split(",") if x.strip()}
+            if kind == "histogram":
+                for suffix in HISTOGRAM_SUFFIXES:
+                    out[name + suffix] = labelset | ({"le"} if suffix == "_bucket" else set())
+            else:
+                out[name] = labelset
+    return out
+
+
+def test_contract_parser_reads_the_metrics():
+    m = contract_metrics()
+    # known answers, so that a parser that reads nothing cannot pass the tests below
+    assert m["sms_model_predictions_total"] == {"version", "source", "result"}
+    assert m["sms_model_inference_seconds_bucket"] == {"version", "source", "le"}
+    assert m["sms_cache_misses_total"] == {"version"}
+    assert m["sms_requests_total"] == {"version", "method", "route", "status"}
+    assert len(m) >= 16
+
+
+def load(path):
+    return json.loads(path.read_text())
+
+
+def dashboard_exprs():
+    for path in DASHBOARDS:
+        for panel in load(path)["panels"]:
+            for target in panel.get("targets", []):
+                yield f"{path.name}: {panel['title']} ({target['refId']})", target["expr"]
+
+
+def rule_exprs():
+    for g in yaml.safe_load(RULES.read_text())["groups"]:
+        for r in g["rules"]:
+            yield f"rule {r.get('alert') or r.get('record')}", r["expr"]
+
+
+def test_both_dashboards_exist():
+    assert [p.name for p in DASHBOARDS] == ["experiment.json", "operational.json"]
+
+
+@pytest.mark.parametrize("where,expr", list(dashboard_exprs()) + list(rule_exprs()),
+                         ids=lambda x: x if isinstance(x, str) and len(x) < 80 else None)
+def test_every_metric_and_label_is_in_the_contract(where, expr):
+    contract = contract_metrics()
+    known = dict(contract, **BUILTIN)
+    used = promql_names(expr)
+    assert used["metrics"], f"{where}: no metric found in {expr}"
+    allowed_labels = set(SCRAPE_LABELS) | {"le"}
+    for name, matchers in used["metrics"].items():
+        assert name in known, f"{where}: {name} is not a metric of docs/contracts.md"
+        labels = known[name] | SCRAPE_LABELS
+        allowed_labels |= known[name]
+        for label, _, _ in matchers:
+            assert label in labels, f"{where}: {name} has no label {label!r}"
+    assert used["grouping"] <= allowed_labels, (
+        f"{where}: groups by {used['grouping'] - allowed_labels}, which none of its metrics has")
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboard_structure(path):
+    d = load(path)
+    assert d["uid"].startswith("sms-app-") and d["title"]
+    assert d["schemaVersion"] >= 36
+    assert d.get("id") is None, "no fixed id: Grafana assigns it on import"
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    ns = variables["namespace"]
+    assert ns["type"] == "query" and ns["datasource"]["uid"] == "${datasource}"
+    assert ns["current"]["value"] == "sms-app"
+    assert re.fullmatch(r"label_values\(.+, *namespace\)", ns["definition"])
+
+    ids = [p["id"] for p in d["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    graphs = [p for p in d["panels"] if p["type"] != "row"]
+    assert len(graphs) >= 8
+    for p in graphs:
+        where = f"{path.name}: {p['title']}"
+        assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, where
+        assert p["fieldConfig"]["defaults"].get("unit"), f"{where}: no unit"
+        assert p.get("description"), f"{where}: no description"
+        assert p["options"]["legend"]["showLegend"] is True, f"{where}: legend hidden"
+        assert {"h", "w", "x", "y"} <= set(p["gridPos"]), where
+        assert p["targets"], f"{where}: no query"
+        for t in p["targets"]:
+            assert t["datasource"]["uid"] == "${datasource}", where
+            legend = t.get("legendFormat", "")
+            assert legend and legend != "__auto", f"{where} {t['refId']}: no legend"
+            # every selector is restricted to the dashboard's namespace
+            for name, matchers in promql_names(t["expr"])["metrics"].items():
+                assert ("namespace", "=", "$namespace") in matchers, (
+                    f"{where}: {name} is not filtered by namespace=\"$namespace\"")
+            # a legend can only name labels the query keeps
+            kept = promql_names(t["expr"])["grouping"] - {"le"}
+            for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", legend):
+                assert not kept or label in kept, f"{where}: legend {{{{{label}}}}} not in by ({kept})"
+
+
+def test_operational_dashboard_panels():
+    d = load(ROOT / "grafana" / "dashboards" / "operational.json")
+    exprs = " ".join(t["expr"] for p in d["panels"] for t in p.get("targets", []))
+    for metric in ("sms_requests_total", "sms_active_requests", "sms_request_latency_seconds_bucket",
+                   "sms_model_predictions_total", "sms_model_inference_seconds_bucket",
+                   "sms_model_inflight_requests"):
+        assert metric in exprs, metric
+    for q in ("0.5", "0.95", "0.99"):
+        assert f"histogram_quantile({q}, sum by (version, le)" in exprs, q
+        assert f"histogram_quantile({q}, sum by (version, source, le)" in exprs, q
+    assert 'status=~"5.."' in exprs
+
+
+def test_experiment_dashboard_panels():
+    d = load(ROOT / "grafana" / "dashboards" / "experiment.json")
+    titles = {p["title"] for p in d["panels"]}
+    for t in ("Throughput", "Error %", "p95 response time", "Cache hit ratio", "Model calls",
+              "Guess agreement rate", "Prediction rate", "Spam share", "Inference latency p95"):
+        assert t in titles, t
+    exprs = " ".join(t["expr"] for p in d["panels"] for t in p.get("targets", []))
+    assert 'source="app"' in exprs and 'source="shadow"' in exprs
