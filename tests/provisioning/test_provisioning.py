@@ -1,0 +1,528 @@
+"""Checks of the cluster provisioning (provisioning/) and the container images.
+
+Every check runs a real tool (yamllint, ansible-playbook, ansible-lint, vagrant,
+kubernetes-validate, hadolint, Node with the Istio CRD models) or parses the real
+files; a missing tool is a failure, never a skip.
+"""
+
+import ipaddress
+import json
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from dockerfile_parse import DockerfileParser
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+PROV = ROOT / "provisioning"
+VENV_BIN = Path(os.environ.get("PROV_VENV_BIN", ROOT / ".venv" / "provisioning" / "bin"))
+GROUP_VARS = yaml.safe_load((PROV / "group_vars" / "all.yml").read_text())
+
+
+def tool(name):
+    """Path of a tool: the test virtualenv first, then PATH. Missing = failure."""
+    candidate = VENV_BIN / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    assert found, f"{name} is not installed (tests/provisioning/run.sh installs it)"
+    return found
+
+
+def run(cmd, cwd=ROOT, env=None, timeout=600):
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def explain(proc):
+    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+
+
+@pytest.fixture(scope="session")
+def ansible_env(tmp_path_factory):
+    base = tmp_path_factory.mktemp("ansible")
+    (base / "home").mkdir()
+    (base / "tmp").mkdir()
+    return {
+        "ANSIBLE_HOME": str(base / "home"),
+        "ANSIBLE_LOCAL_TEMP": str(base / "tmp"),
+        "ANSIBLE_NOCOLOR": "1",
+        "NO_COLOR": "1",
+        "ANSIBLE_CONFIG": str(PROV / "ansible.cfg"),
+    }
+
+
+@pytest.fixture(scope="session")
+def rendered(tmp_path_factory, ansible_env):
+    """Every role template rendered by Ansible itself with group_vars/all.yml."""
+    out = tmp_path_factory.mktemp("rendered")
+    env = dict(ansible_env)
+    env.pop("ANSIBLE_CONFIG")
+    proc = run(
+        [tool("ansible-playbook"), "-i", HERE / "inventory.ini", HERE / "render.yml", "-e", f"out_dir={out}"],
+        env=env,
+    )
+    assert proc.returncode == 0, explain(proc)
+    return out
+
+
+def load_docs(path):
+    return [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
+
+
+def dotted_keys(tree, prefix=""):
+    """Leaf paths of a values tree: {'a': {'b': 1}} -> {'a.b'}."""
+    keys = set()
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            keys |= dotted_keys(value, path + ".")
+        else:
+            keys.add(path)
+    return keys
+
+
+# --------------------------------------------------------------------------- linters
+
+
+def test_yamllint_passes_on_everything_under_provisioning():
+    proc = run([tool("yamllint"), "--strict", "-c", PROV / ".yamllint", PROV])
+    assert proc.returncode == 0, explain(proc)
+
+
+def test_ansible_playbook_syntax_check(ansible_env):
+    proc = run(
+        [tool("ansible-playbook"), "--syntax-check", "-i", HERE / "inventory.ini", "site.yml"],
+        cwd=PROV,
+        env=ansible_env,
+    )
+    assert proc.returncode == 0, explain(proc)
+    assert "playbook: site.yml" in proc.stdout
+
+
+def test_ansible_lint_offline_production_profile(ansible_env):
+    proc = run([tool("ansible-lint"), "--offline", "--nocolor"], cwd=PROV, env=ansible_env)
+    assert proc.returncode == 0, explain(proc)
+    assert "Profile 'production' was required, and it passed" in proc.stdout + proc.stderr, explain(proc)
+
+
+def test_ansible_lint_really_lints_the_roles(ansible_env, tmp_path):
+    """A task without changed_when must fail ansible-lint: the pass above means something."""
+    copy = tmp_path / "provisioning"
+    shutil.copytree(PROV, copy, ignore=shutil.ignore_patterns(".vagrant", "shared", "kubeconfig"))
+    tasks = copy / "roles" / "common" / "tasks" / "main.yml"
+    tasks.write_text(tasks.read_text() + "\n- name: Not idempotent\n  ansible.builtin.command: touch /tmp/x\n")
+    proc = run([tool("ansible-lint"), "--offline", "--nocolor"], cwd=copy, env=ansible_env)
+    assert proc.returncode != 0, explain(proc)
+    assert "no-changed-when" in proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------- Vagrant
+
+
+@pytest.fixture(scope="session")
+def vagrant_env(tmp_path_factory):
+    base = tmp_path_factory.mktemp("vagrant")
+    return {"VAGRANT_HOME": str(base / "home"), "SHARED_DIR": str(base / "shared"), "VAGRANT_CHECKPOINT_DISABLE": "1"}
+
+
+@pytest.mark.parametrize("workers", ["0", "2", "3"])
+def test_vagrant_validate(vagrant_env, workers):
+    env = dict(vagrant_env, WORKERS=workers)
+    proc = run([tool("vagrant"), "validate", "--ignore-provider"], cwd=PROV, env=env, timeout=300)
+    assert proc.returncode == 0, explain(proc)
+    assert "Vagrantfile validated successfully" in proc.stdout
+    machines = re.findall(r"==> (\S+): Ignoring provider config", proc.stdout)
+    assert machines == ["ctrl"] + [f"node-{i}" for i in range(1, int(workers) + 1)], proc.stdout
+
+
+def test_vagrant_refuses_a_nonsense_worker_count(vagrant_env):
+    env = dict(vagrant_env, WORKERS="12")
+    proc = run([tool("vagrant"), "validate", "--ignore-provider"], cwd=PROV, env=env, timeout=300)
+    assert proc.returncode != 0
+    assert "WORKERS must be between 0 and 9" in proc.stdout + proc.stderr
+
+
+def test_vagrantfile_takes_box_and_addresses_from_group_vars():
+    text = (PROV / "Vagrantfile").read_text()
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    assert not re.search(r"\d+\.\d+\.\d+\.\d+", code), "IP addresses belong in group_vars/all.yml"
+    assert "bento/" not in code and "vagrant_box_version" in code
+    for needle in ('"private_network"', "/vagrant", '"ansible"', 'ansible.limit = "all"', "synced_folder SHARED_DIR"):
+        assert needle in code, needle
+    assert GROUP_VARS["shared_mount"] == "/mnt/shared"
+    assert GROUP_VARS["models_dir"] == "/mnt/shared/models"
+    assert GROUP_VARS["control_ip"] == "192.168.56.100"
+    assert GROUP_VARS["worker_ip_start"] == 101
+
+
+# --------------------------------------------------------------------------- playbook structure
+
+
+def all_task_files():
+    files = sorted(PROV.glob("roles/*/tasks/*.yml")) + sorted(PROV.glob("roles/*/handlers/*.yml"))
+    return files + sorted(PROV.glob("tasks/*.yml"))
+
+
+def test_every_command_is_idempotent_by_construction():
+    """command/shell tasks either have `creates`, a `when` guard with changed_when, or
+    report changed only from what they observed."""
+    offenders = []
+    for path in all_task_files():
+        for task in yaml.safe_load(path.read_text()) or []:
+            module = next((k for k in task if k in ("ansible.builtin.command", "ansible.builtin.shell")), None)
+            if not module:
+                continue
+            args = task.get("args", {})
+            if "creates" in args:
+                continue
+            changed_when = task.get("changed_when")
+            if changed_when is False or isinstance(changed_when, str):
+                continue
+            if changed_when is True and ("when" in task or "handlers" in path.parts):
+                continue
+            offenders.append(f"{path.relative_to(PROV)}: {task['name']}")
+    assert not offenders, offenders
+
+
+def test_helm_installs_only_when_missing_outdated_or_changed():
+    for path in [PROV / "tasks" / "helm_release.yml", PROV / "roles" / "sms_app" / "tasks" / "main.yml"]:
+        tasks = yaml.safe_load(path.read_text())
+        installs = [t for t in tasks if "helm upgrade --install" in str(t.get("ansible.builtin.command", ""))]
+        assert installs, path
+        for task in installs:
+            assert "when" in task and "deployed" in task["when"], task["name"]
+            assert "--wait" in task["ansible.builtin.command"]
+
+
+def test_versions_are_pinned_in_group_vars_only():
+    version = re.compile(r"(?<![\d.])v?\d+\.\d+\.\d+(?:-\d+)?(?![\d.])")
+    offenders = []
+    for path in [PROV / "site.yml", PROV / "Vagrantfile", *all_task_files(), *PROV.glob("roles/*/templates/*.j2")]:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if line.lstrip().startswith("#"):
+                continue
+            if version.search(line):
+                offenders.append(f"{path.relative_to(PROV)}:{number}: {line.strip()}")
+    assert not offenders, offenders
+    for key in ("kubernetes_version", "containerd_version", "helm_version", "istio_version", "vagrant_box_version"):
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+(-\d+)?", str(GROUP_VARS[key])), key
+    for name, chart in GROUP_VARS["charts"].items():
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+", chart["version"]), name
+        assert chart["repo"].startswith("https://") and chart["namespace"], name
+    assert GROUP_VARS["kubernetes_version"].startswith(GROUP_VARS["kubernetes_minor"] + ".")
+
+
+def test_site_runs_the_roles_in_cluster_order():
+    plays = yaml.safe_load((PROV / "site.yml").read_text())
+    assert [(p["hosts"], p["roles"]) for p in plays] == [
+        ("all", ["common"]),
+        ("control", ["control_plane"]),
+        ("workers", ["workers"]),
+        ("control", ["addons", "sms_app"]),
+    ]
+
+
+def test_node_setup_covers_what_kubeadm_needs():
+    text = (PROV / "roles" / "common" / "tasks" / "main.yml").read_text()
+    for needle in ("swapoff -a", "overlay", "br_netfilter", "net.bridge.bridge-nf-call-iptables",
+                   "net.ipv4.ip_forward", "SystemdCgroup = true", "/etc/hosts", "selection: hold",
+                   "kubelet={{ kubernetes_version }}", "kubeadm={{ kubernetes_version }}",
+                   "kubectl={{ kubernetes_version }}", "--node-ip={{ node_ip }}"):
+        assert needle in text, needle
+    control = (PROV / "roles" / "control_plane" / "tasks" / "main.yml").read_text()
+    for needle in ("kubeadm init", "--apiserver-advertise-address={{ node_ip }}", "--pod-network-cidr",
+                   "creates: /etc/kubernetes/admin.conf", "ansible.builtin.fetch", "kubeconfig_host_path"):
+        assert needle in control, needle
+    workers = (PROV / "roles" / "workers" / "tasks" / "main.yml").read_text()
+    assert "kubeadm token create --print-join-command" in workers
+    assert "creates: /etc/kubernetes/kubelet.conf" in workers
+
+
+# --------------------------------------------------------------------------- rendered manifests
+
+
+def test_every_rendered_file_is_valid_yaml(rendered):
+    files = sorted(p for p in rendered.rglob("*.yaml"))
+    assert len(files) >= 10, files
+    for path in files:
+        yaml.safe_load_all(path.read_text())  # raises on a YAML error
+        assert "{{" not in path.read_text() and "{%" not in path.read_text(), path
+
+
+def test_rendered_hosts_name_every_node(rendered):
+    lines = (rendered / "common" / "hosts").read_text().split("\n")
+    assert "192.168.56.100 ctrl" in lines
+    assert "192.168.56.101 node-1" in lines
+    assert "192.168.56.102 node-2" in lines
+
+
+def test_core_manifests_pass_kubernetes_validate_strict(rendered):
+    files = [rendered / "addons" / "dashboard-ingress.yaml", rendered / "sms_app" / "sms-app-namespace.yaml"]
+    proc = run([tool("kubernetes-validate"), "-k", "1.32.0", "--strict", *files])
+    assert proc.returncode == 0, explain(proc)
+    passed = re.findall(r"passed for resource (\S+)", proc.stdout + proc.stderr)
+    assert sorted(passed) == sorted([
+        "ingress/kubernetes-dashboard", "serviceaccount/admin-user",
+        "clusterrolebinding/kubernetes-dashboard-admin-user", "secret/admin-user-token", "namespace/sms-app",
+    ]), explain(proc)
+
+
+def test_strict_validation_catches_a_broken_manifest(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: x}\n"
+                   "spec: {ingressClassName: nginx, rulez: []}\n")
+    proc = run([tool("kubernetes-validate"), "-k", "1.32.0", "--strict", bad])
+    assert proc.returncode != 0, explain(proc)
+
+
+def test_dashboard_ingress_serves_dashboard_local_over_https(rendered):
+    docs = {d["kind"]: d for d in load_docs(rendered / "addons" / "dashboard-ingress.yaml")}
+    ingress = docs["Ingress"]
+    ns = GROUP_VARS["charts"]["kubernetes_dashboard"]["namespace"]
+    assert ingress["metadata"]["namespace"] == ns
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    rule = ingress["spec"]["rules"][0]
+    assert rule["host"] == "dashboard.local"
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    # the kubernetes-dashboard 7.x chart's Kong proxy, named after the release
+    assert backend == {"name": "kubernetes-dashboard-kong-proxy", "port": {"number": 443}}
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "HTTPS"
+    assert ingress["spec"]["tls"][0]["hosts"] == ["dashboard.local"]
+    assert docs["ClusterRoleBinding"]["subjects"][0] == {"kind": "ServiceAccount", "name": "admin-user", "namespace": ns}
+    assert docs["Secret"]["type"] == "kubernetes.io/service-account-token"
+
+
+def test_metallb_pool_and_l2_advertisement(rendered):
+    """No registry package ships MetalLB's CRD schema: check the fields its CRDs
+    (metallb.io/v1beta1 IPAddressPool, L2Advertisement) require, and the addresses."""
+    docs = load_docs(rendered / "addons" / "metallb-pool.yaml")
+    assert [(d["apiVersion"], d["kind"]) for d in docs] == [
+        ("metallb.io/v1beta1", "IPAddressPool"), ("metallb.io/v1beta1", "L2Advertisement")]
+    pool, l2 = docs
+    ns = GROUP_VARS["charts"]["metallb"]["namespace"]
+    for doc in docs:
+        assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}
+        assert doc["metadata"]["namespace"] == ns == "metallb-system"
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", doc["metadata"]["name"])
+    assert set(pool["spec"]) <= {"addresses", "autoAssign", "avoidBuggyIPs", "serviceAllocation"}
+    assert pool["spec"]["addresses"] == ["192.168.56.90-192.168.56.99"]
+    assert pool["spec"]["autoAssign"] is True
+    assert set(l2["spec"]) <= {"ipAddressPools", "ipAddressPoolSelectors", "nodeSelectors", "interfaces"}
+    assert l2["spec"]["ipAddressPools"] == [pool["metadata"]["name"]]
+    first, last = (ipaddress.ip_address(a) for a in pool["spec"]["addresses"][0].split("-"))
+    for key in ("ingress_nginx_ip", "istio_gateway_ip"):
+        assert first <= ipaddress.ip_address(GROUP_VARS[key]) <= last, key
+    nodes = ipaddress.ip_address(GROUP_VARS["control_ip"])
+    assert not first <= nodes <= last, "the pool must not overlap the node addresses"
+
+
+def test_istio_operator_against_its_crd_schema(rendered):
+    node = tool("node")
+    proc = run([node, HERE / "validate_crd.mjs", rendered / "addons" / "istio-operator.yaml"], cwd=HERE)
+    assert proc.returncode == 0, explain(proc)
+    assert "1 valid, 0 invalid" in proc.stdout
+
+
+def test_crd_validator_rejects_a_wrong_istio_operator(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nmetadata: {name: [1]}\n")
+    proc = run([tool("node"), HERE / "validate_crd.mjs", bad], cwd=HERE)
+    assert proc.returncode != 0, explain(proc)
+
+
+def test_istio_profile_puts_the_gateway_at_96(rendered):
+    """The IstioOperator CRD leaves spec open (preserve-unknown-fields): assert it."""
+    (op,) = load_docs(rendered / "addons" / "istio-operator.yaml")
+    spec = op["spec"]
+    assert op["metadata"]["namespace"] == "istio-system"
+    assert spec["profile"] == "default"
+    assert set(spec) <= {"profile", "tag", "hub", "meshConfig", "components", "values", "revision", "namespace"}
+    (gateway,) = spec["components"]["ingressGateways"]
+    # the chart's Gateway selects `istio: ingressgateway`, the label of this gateway
+    assert gateway["name"] == "istio-ingressgateway" and gateway["enabled"] is True
+    assert gateway["k8s"]["service"]["type"] == "LoadBalancer"
+    assert gateway["k8s"]["serviceAnnotations"]["metallb.universe.tf/loadBalancerIPs"] == "192.168.56.96"
+    chart_values = yaml.safe_load((ROOT / "helm" / "values.yaml").read_text())
+    assert chart_values["istio"]["gateway"]["selector"] == {"istio": "ingressgateway"}
+    assert spec["meshConfig"]["accessLogFile"] == "/dev/stdout"
+
+
+def test_ingress_nginx_at_95(rendered):
+    values = yaml.safe_load((rendered / "addons" / "ingress-nginx-values.yaml").read_text())
+    controller = values["controller"]
+    assert controller["service"]["type"] == "LoadBalancer"
+    assert controller["service"]["annotations"]["metallb.universe.tf/loadBalancerIPs"] == "192.168.56.95"
+    assert controller["ingressClassResource"] == {"name": "nginx", "default": True}
+
+
+def test_monitoring_values_serve_grafana_and_select_every_monitor(rendered):
+    values = yaml.safe_load((rendered / "addons" / "kube-prometheus-stack-values.yaml").read_text())
+    prom = values["prometheus"]["prometheusSpec"]
+    assert prom["serviceMonitorSelectorNilUsesHelmValues"] is False
+    assert prom["ruleSelectorNilUsesHelmValues"] is False
+    grafana = values["grafana"]
+    assert grafana["ingress"]["enabled"] is True
+    assert grafana["ingress"]["hosts"] == ["grafana.local"]
+    assert grafana["ingress"]["ingressClassName"] == "nginx"
+    chart_values = yaml.safe_load((ROOT / "helm" / "values.yaml").read_text())
+    dashboards = chart_values["monitoring"]["dashboards"]
+    assert grafana["sidecar"]["dashboards"]["label"] in dashboards["labels"]
+    assert grafana["sidecar"]["dashboards"]["searchNamespace"] == "ALL"
+    assert chart_values["monitoring"]["labels"] == {"release": "kube-prometheus-stack"}
+
+
+def test_flannel_uses_the_private_network(rendered):
+    values = yaml.safe_load((rendered / "control_plane" / "flannel-values.yaml").read_text())
+    assert values["podCidr"] == GROUP_VARS["pod_network_cidr"]
+    (arg,) = [a for a in values["flannel"]["args"] if a.startswith("--iface-regex=")]
+    pattern = re.compile(arg.split("=", 1)[1])
+    assert pattern.search(GROUP_VARS["control_ip"]) and pattern.search("192.168.56.101")
+    assert not pattern.search("10.0.2.15")  # VirtualBox NAT address, the same on every VM
+
+
+def test_app_values_use_names_the_chart_defines(rendered):
+    ours = yaml.safe_load((rendered / "sms_app" / "sms-app-values.yaml").read_text())
+    chart = yaml.safe_load((ROOT / "helm" / "values.yaml").read_text())
+    missing = dotted_keys(ours) - dotted_keys(chart)
+    assert not missing, f"values the chart does not define: {missing}"
+    assert ours["ingress"]["host"] == "sms-app.local"
+    assert ours["istio"]["hosts"] == ["sms-istio.local"]
+    assert ours["modelService"]["modelStorage"]["hostPath"] == "/mnt/shared/models"
+    ns = load_docs(rendered / "sms_app" / "sms-app-namespace.yaml")[0]
+    assert ns["metadata"] == {"name": "sms-app", "labels": {"istio-injection": "enabled"}}
+
+
+# --------------------------------------------------------------------------- images
+
+
+def contract_ports():
+    text = (ROOT / "docs" / "contracts.md").read_text()
+    ports = {}
+    for service, port in re.findall(r"^\| (model service|app service) \|[^|]*\| (\d+) \(", text, re.M):
+        ports.setdefault(service.split()[0], set()).add(port)
+    return ports
+
+
+def parse(name):
+    path = ROOT / name / "Dockerfile"
+    parser = DockerfileParser(path=str(path))
+    return parser, path
+
+
+def stages(parser):
+    """Instructions grouped by stage, with ARG defaults substituted in FROM lines."""
+    args = {}
+    result = []
+    for ins in parser.structure:
+        if ins["instruction"] == "ARG" and not result:
+            key, _, default = ins["value"].partition("=")
+            args[key] = default
+        if ins["instruction"] == "FROM":
+            image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], ins["value"])
+            result.append({"from": image, "ins": []})
+        elif result:
+            result[-1]["ins"].append(ins)
+    return result
+
+
+@pytest.mark.parametrize("name", ["app-service", "model-service"])
+def test_hadolint_passes(name):
+    proc = run([tool("hadolint"), "--failure-threshold", "info", ROOT / name / "Dockerfile"])
+    assert proc.returncode == 0, explain(proc)
+
+
+def test_hadolint_really_lints(tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM debian\nRUN apt-get install curl\n")
+    proc = run([tool("hadolint"), bad])
+    assert proc.returncode != 0 and "DL3006" in proc.stdout, explain(proc)
+
+
+@pytest.mark.parametrize("name", ["app-service", "model-service"])
+def test_image_is_multi_stage_small_and_non_root(name):
+    parser, _ = parse(name)
+    st = stages(parser)
+    build = [s for s in st if s["from"].startswith("rust:")]
+    assert len(build) == 1 and build[0]["from"].startswith("rust:1.95-slim"), [s["from"] for s in st]
+    runtime = st[-1]
+    assert re.match(r"gcr\.io/distroless/cc-debian\d+:nonroot$|debian:\w+-slim$", runtime["from"])
+    user = [i["value"] for i in runtime["ins"] if i["instruction"] == "USER"]
+    assert user and user[-1].split(":")[0] == "65532"
+    build_cmd = " ".join(i["value"] for i in build[0]["ins"] if i["instruction"] == "RUN")
+    assert f"--package {name}" in build_cmd and "--release" in build_cmd and "--locked" in build_cmd
+    copies = [i["value"] for i in runtime["ins"] if i["instruction"] == "COPY"]
+    assert all(c.startswith("--from=") for c in copies), "the runtime gets only built artifacts"
+    entry = [i["value"] for i in runtime["ins"] if i["instruction"] == "ENTRYPOINT"]
+    assert entry == [f'["/usr/local/bin/{name}"]']
+
+
+@pytest.mark.parametrize("name", ["app-service", "model-service"])
+def test_image_exposes_the_contract_ports(name):
+    parser, _ = parse(name)
+    exposed = set()
+    for ins in stages(parser)[-1]["ins"]:
+        if ins["instruction"] == "EXPOSE":
+            exposed |= set(ins["value"].split())
+    assert exposed == contract_ports()[name.split("-")[0]], exposed
+
+
+@pytest.mark.parametrize("name", ["app-service", "model-service"])
+def test_image_copies_every_workspace_member(name):
+    members = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["members"]
+    parser, _ = parse(name)
+    build = [s for s in stages(parser) if s["from"].startswith("rust:")][0]
+    copied = {i["value"].split()[0] for i in build["ins"] if i["instruction"] == "COPY"}
+    assert {"Cargo.toml", *members} <= copied, (members, copied)
+    assert {"app-service", "model-service", "proto"} <= copied
+
+
+def test_model_image_carries_onnx_runtime_but_no_models():
+    parser, path = parse("model-service")
+    text = path.read_text()
+    assert 'ARG ORT_VERSION=1.31.1' in text
+    assert '"onnxruntime==${ORT_VERSION}"' in text
+    assert "onnxruntime/capi/libonnxruntime.so.${ORT_VERSION}" in text
+    runtime = stages(parser)[-1]["ins"]
+    copies = [i["value"] for i in runtime if i["instruction"] == "COPY"]
+    assert "--from=ort /ort/libonnxruntime.so /usr/lib/onnxruntime/libonnxruntime.so" in copies
+    env = " ".join(i["value"] for i in runtime if i["instruction"] == "ENV")
+    assert "ORT_DYLIB_PATH=/usr/lib/onnxruntime/libonnxruntime.so" in env
+    assert "MODEL_ROOT=/mnt/shared/models" in env
+    assert not re.search(r"^\s*(COPY|ADD)\b.*\bmodels\b", text, re.M), "models must not be baked in"
+
+
+def test_dockerignore_keeps_the_context_to_the_workspace():
+    lines = [l.strip() for l in (ROOT / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    assert lines[0] == "*", "allow-list: everything is excluded first"
+    allowed = {l[1:].rstrip("/") for l in lines if l.startswith("!")}
+    assert allowed == {"Cargo.toml", "Cargo.lock", "proto", "app-service", "model-service"}
+    assert "**/target/" in lines
+
+
+# --------------------------------------------------------------------------- docs
+
+
+def test_cluster_doc_walks_from_vagrant_up_to_the_browser():
+    text = (ROOT / "docs" / "cluster.md").read_text()
+    for host, ip in [("sms-app.local", "95"), ("sms-istio.local", "96"), ("grafana.local", "95"),
+                     ("dashboard.local", "95")]:
+        assert re.search(rf"^192\.168\.56\.{ip}\s+.*\b{re.escape(host)}\b", text, re.M), host
+    for needle in ("vagrant up", "KUBECONFIG", "docker build", "docker push", "-f app-service/Dockerfile",
+                   "-f model-service/Dockerfile", "image.registry", "appService.image.tag",
+                   "modelService.image.tag", "helm upgrade", "http://sms-app.local", "http://sms-istio.local",
+                   "http://grafana.local", "https://dashboard.local", "vagrant provision", "SMS_IMAGE_REGISTRY"):
+        assert needle in text, needle
+    # every chart value the page tells users to set exists in the chart
+    chart = dotted_keys(yaml.safe_load((ROOT / "helm" / "values.yaml").read_text()))
+    for key in re.findall(r"--set(?:-string)?\s+([\w.]+)=", text):
+        assert key in chart, key
