@@ -1,0 +1,125 @@
+"""ServiceMonitors, the PrometheusRule and dashboard ConfigMaps built from grafana/
+(one source of truth, through the helm/files/grafana link), and the AlertmanagerConfig."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+
+import yaml
+
+from conftest import CHART, GRAFANA, parse_set, render
+
+
+def dashboards():
+    return sorted((GRAFANA / "dashboards").glob("*.json"))
+
+
+def rule_files():
+    return sorted((GRAFANA / "rules").glob("*.rules.yml"))
+
+
+def test_grafana_files_come_through_the_link_not_a_copy():
+    link = CHART / "files" / "grafana"
+    assert link.is_symlink(), "helm/files/grafana must be a link to ../../grafana"
+    assert os.readlink(link) == "../../grafana"
+    assert link.resolve() == GRAFANA.resolve()
+    copies = [p for p in (CHART / "files").rglob("*") if p.is_file() and not str(p).startswith(str(link))]
+    assert not copies, f"files copied into the chart: {copies}"
+
+
+def test_service_monitors(scenario):
+    r = scenario("defaults")
+    for name, port, component in (("sms-app-app", "http", "app"), ("sms-app-model", "http-metrics", "model")):
+        sm = r.get("ServiceMonitor", name)
+        assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        assert sm["spec"]["namespaceSelector"] == {"matchNames": ["sms-app"]}
+        (ep,) = sm["spec"]["endpoints"]
+        assert ep["port"] == port and ep["path"] == "/metrics" and ep["interval"] == "15s"
+        # It selects exactly one Service, which has that port (no duplicate targets
+        # through the -stable or -headless Services).
+        selected = [s for s in r.all("Service")
+                    if sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+        assert [s["metadata"]["name"] for s in selected] == [name]
+        assert port in [p["name"] for p in selected[0]["spec"]["ports"]]
+        assert selected[0]["spec"]["selector"]["app.kubernetes.io/component"] == component
+
+
+def test_release_label_is_configurable():
+    r = render(parse_set("monitoring.labels.release=prom"), tag="release-label")
+    for sm in r.all("ServiceMonitor") + r.all("PrometheusRule"):
+        assert sm["metadata"]["labels"]["release"] == "prom"
+
+
+def test_prometheus_rule_is_the_rules_file(scenario):
+    r = scenario("defaults")
+    files = rule_files()
+    if not files:
+        assert not r.all("PrometheusRule")
+        return
+    want = [g for f in files for g in (yaml.safe_load(f.read_text()) or {}).get("groups", [])]
+    pr = r.get("PrometheusRule", "sms-app-rules")
+    assert pr["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert pr["spec"]["groups"] == want
+    assert want, "the rules file has no groups"
+
+
+def test_dashboard_config_maps_are_the_dashboard_files(scenario):
+    r = scenario("defaults")
+    cms = [c for c in r.all("ConfigMap") if c["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    files = dashboards()
+    assert len(cms) == len(files)
+    by_key = {k: v for c in cms for k, v in c["data"].items()}
+    for f in files:
+        assert json.loads(by_key[f.name]) == json.loads(f.read_text()), f.name
+    for c in cms:
+        assert c["metadata"]["name"].startswith("sms-app-dashboard-")
+        assert c["metadata"]["annotations"]["grafana_folder"] == "SMS app"
+
+
+def test_dashboards_can_go_to_grafanas_namespace():
+    r = render(parse_set("monitoring.dashboards.namespace=monitoring"), tag="dashboards-ns")
+    cms = [c for c in r.all("ConfigMap") if "grafana_dashboard" in c["metadata"].get("labels", {})]
+    assert len(cms) == len(dashboards())
+    assert all(c["metadata"]["namespace"] == "monitoring" for c in cms)
+
+
+def test_monitoring_off_renders_no_monitoring_objects(scenario):
+    r = scenario("everything-off")
+    kinds = {d["kind"] for d in r.docs}
+    assert not kinds & {"ServiceMonitor", "PrometheusRule", "AlertmanagerConfig"}
+    assert not [c for c in r.all("ConfigMap") if "grafana_dashboard" in c["metadata"].get("labels", {})]
+
+
+def email_config(r):
+    amc = r.get("AlertmanagerConfig", "sms-app-email")
+    (receiver,) = amc["spec"]["receivers"]
+    assert amc["spec"]["route"]["receiver"] == receiver["name"]
+    (email,) = receiver["emailConfigs"]
+    return email
+
+
+def test_alerting_with_an_existing_secret(scenario):
+    r = scenario("alerting")
+    email = email_config(r)
+    assert email["authPassword"] == {"name": "smtp-credentials", "key": "password"}
+    assert email["to"] == "ops@sms-app.local" and email["smarthost"] == "smtp.sms-app.local:587"
+    assert not r.all("Secret")  # the chart creates none
+
+
+def test_alerting_with_a_chart_made_secret(scenario):
+    r = scenario("alerting-chart-secret")
+    email = email_config(r)
+    secret = r.get("Secret", "sms-app-smtp")
+    assert email["authPassword"] == {"name": "sms-app-smtp", "key": "password"}
+    assert base64.b64decode(secret["data"]["password"]).decode() == "not-a-real-password"
+    # The password is in the Secret only: no ConfigMap or other object carries it.
+    for doc in r.docs:
+        if doc["kind"] != "Secret":
+            assert "not-a-real-password" not in yaml.safe_dump(doc), doc["kind"]
+
+
+def test_alerting_is_off_by_default(scenario):
+    assert not scenario("defaults").all("AlertmanagerConfig")
+    assert not scenario("defaults").all("Secret")
