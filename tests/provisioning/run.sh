@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Provisioning and image checks: yamllint, ansible-playbook --syntax-check and
 # ansible-lint --offline on provisioning/, vagrant validate, the manifests the playbooks
-# apply rendered by Ansible and validated (kubernetes-validate, Istio CRD schema),
-# hadolint and structural checks of the Dockerfiles. Installs what is missing first.
+# apply rendered (Ansible templates, kustomize for istio/) and validated
+# (kubernetes-validate, Istio CRD schema), hadolint and structural checks of the
+# Dockerfiles. Installs what is missing first.
 source "$(dirname "$0")/../../scripts/lib.sh"
 HERE="$ROOT/tests/provisioning"
 
@@ -10,7 +11,7 @@ apt_ensure vagrant
 venv="$(venv_ensure provisioning "$HERE/requirements.txt")"
 npm_ensure "$HERE"
 
-for t in vagrant node "$venv/bin/ansible-playbook" "$venv/bin/ansible-lint" "$venv/bin/yamllint" \
+for t in vagrant node kubectl "$venv/bin/ansible-playbook" "$venv/bin/ansible-lint" "$venv/bin/yamllint" \
   "$venv/bin/kubernetes-validate" "$venv/bin/hadolint"; do
   command -v "$t" >/dev/null || die "required tool missing: $t"
 done

@@ -253,7 +253,10 @@ def test_node_setup_covers_what_kubeadm_needs():
 
 def test_every_rendered_file_is_valid_yaml(rendered):
     files = sorted(p for p in rendered.rglob("*.yaml"))
-    assert len(files) >= 10, files
+    templates = sorted(PROV.glob("roles/*/templates/*.yaml.j2"))
+    assert [f.relative_to(rendered).as_posix() for f in files] == sorted(
+        f"{t.parent.parent.name}/{t.name[:-3]}" for t in templates)
+    assert len(files) >= 9
     for path in files:
         yaml.safe_load_all(path.read_text())  # raises on a YAML error
         assert "{{" not in path.read_text() and "{%" not in path.read_text(), path
@@ -326,9 +329,26 @@ def test_metallb_pool_and_l2_advertisement(rendered):
     assert not first <= nodes <= last, "the pool must not overlap the node addresses"
 
 
-def test_istio_operator_against_its_crd_schema(rendered):
-    node = tool("node")
-    proc = run([node, HERE / "validate_crd.mjs", rendered / "addons" / "istio-operator.yaml"], cwd=HERE)
+@pytest.fixture(scope="session")
+def istio_profile(tmp_path_factory):
+    """The Istio install profile the playbook applies: the project's istio/ folder
+    rendered by kustomize, as the addons role does on the control node."""
+    proc = run([tool("kubectl"), "kustomize", ROOT / "istio"])
+    assert proc.returncode == 0, explain(proc)
+    path = tmp_path_factory.mktemp("istio") / "istio-install.yaml"
+    path.write_text(proc.stdout)
+    return path
+
+
+def test_playbook_installs_istio_from_the_kustomized_profile():
+    tasks = yaml.safe_load((PROV / "roles" / "addons" / "tasks" / "istio.yml").read_text())
+    commands = [t.get("ansible.builtin.command", "") for t in tasks]
+    assert "kubectl kustomize {{ manifests_dir }}/istio" in commands
+    assert any(c.startswith("istioctl install") and "istio-install.yaml" in c for c in commands)
+
+
+def test_istio_operator_against_its_crd_schema(istio_profile):
+    proc = run([tool("node"), HERE / "validate_crd.mjs", istio_profile], cwd=HERE)
     assert proc.returncode == 0, explain(proc)
     assert "1 valid, 0 invalid" in proc.stdout
 
@@ -340,9 +360,9 @@ def test_crd_validator_rejects_a_wrong_istio_operator(tmp_path):
     assert proc.returncode != 0, explain(proc)
 
 
-def test_istio_profile_puts_the_gateway_at_96(rendered):
+def test_istio_profile_puts_the_gateway_at_96(istio_profile):
     """The IstioOperator CRD leaves spec open (preserve-unknown-fields): assert it."""
-    (op,) = load_docs(rendered / "addons" / "istio-operator.yaml")
+    (op,) = load_docs(istio_profile)
     spec = op["spec"]
     assert op["metadata"]["namespace"] == "istio-system"
     assert spec["profile"] == "default"
@@ -351,9 +371,13 @@ def test_istio_profile_puts_the_gateway_at_96(rendered):
     # the chart's Gateway selects `istio: ingressgateway`, the label of this gateway
     assert gateway["name"] == "istio-ingressgateway" and gateway["enabled"] is True
     assert gateway["k8s"]["service"]["type"] == "LoadBalancer"
-    assert gateway["k8s"]["serviceAnnotations"]["metallb.universe.tf/loadBalancerIPs"] == "192.168.56.96"
+    ip = GROUP_VARS["istio_gateway_ip"]
+    assert ip == "192.168.56.96"
+    assert gateway["k8s"]["serviceAnnotations"]["metallb.universe.tf/loadBalancerIPs"] == ip
+    # the same check the playbook makes before installing
+    assert f"loadBalancerIPs: {ip}" in istio_profile.read_text()
     chart_values = yaml.safe_load((ROOT / "helm" / "values.yaml").read_text())
-    assert chart_values["istio"]["gateway"]["selector"] == {"istio": "ingressgateway"}
+    assert chart_values["istio"]["gateway"]["selector"].items() <= {"istio": "ingressgateway", **gateway.get("label", {})}.items()
     assert spec["meshConfig"]["accessLogFile"] == "/dev/stdout"
 
 
