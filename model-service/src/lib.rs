@@ -1,0 +1,132 @@
+//! The model service: serves `sms.v1.SpamClassifier` over gRPC for one model version,
+//! with health, reflection, Prometheus metrics on their own port and hot model reload.
+//!
+//! A request's path: `service::Classifier::classify` (validate, metrics) ->
+//! `workers::InferencePool` (queue, worker thread) -> `model::Model` (ONNX Runtime).
+
+pub mod config;
+pub mod metrics;
+pub mod model;
+pub mod reload;
+pub mod service;
+pub mod workers;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use sms_proto::{MAX_GRPC_MESSAGE_BYTES, v1::spam_classifier_server::SpamClassifierServer};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::Config;
+use metrics::Metrics;
+use service::Classifier;
+use workers::InferencePool;
+
+/// A started model service. `stop` drains in-flight calls and shuts down.
+pub struct RunningServer {
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.context("server task panicked")?
+    }
+}
+
+/// Loads the model (failing with a clear message if it or ONNX Runtime is missing),
+/// binds both listeners and starts serving. Addresses with port 0 get a free port.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    config.validate()?;
+    let env = model::ort_environment(config.ort_dylib.as_deref())?;
+    let dir = config.model_dir();
+    let (e, d, n) = (env.clone(), dir.clone(), config.workers);
+    let models = tokio::task::spawn_blocking(move || reload::load_models(&e, &d, n)).await??;
+    let card = models[0].card.clone();
+
+    let metrics = Arc::new(Metrics::new(&config.model_version, &config.source));
+    metrics.set_model_info(&card.name, &card.data.sha256);
+    let pool = Arc::new(InferencePool::start(models));
+
+    let grpc_listener = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {} (GRPC_ADDR)", config.grpc_addr))?;
+    let metrics_listener = TcpListener::bind(config.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {} (METRICS_ADDR)", config.metrics_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let metrics_addr = metrics_listener.local_addr()?;
+
+    // Health goes SERVING only now: the model is loaded and warmed on every worker.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<SpamClassifierServer<Classifier>>().await;
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let classifier = SpamClassifierServer::new(Classifier {
+        pool: pool.clone(),
+        metrics: metrics.clone(),
+        source: config.source.clone(),
+    })
+    .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let grpc_shutdown = {
+        let mut rx = shutdown_rx.clone();
+        async move {
+            let _ = rx.changed().await;
+            health.set_not_serving::<SpamClassifierServer<Classifier>>().await;
+        }
+    };
+    let grpc = tonic::transport::Server::builder()
+        .timeout(config.request_timeout)
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(classifier)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), grpc_shutdown);
+
+    let metrics_app = Router::new().route("/metrics", get(render_metrics)).with_state(metrics.clone());
+    let metrics_server = {
+        let mut rx = shutdown_rx.clone();
+        axum::serve(metrics_listener, metrics_app).with_graceful_shutdown(async move {
+            let _ = rx.changed().await;
+        })
+    };
+
+    let watcher = config.reload_interval.map(|every| {
+        tokio::spawn(reload::watch_for_new_model(dir, every, env, pool.clone(), metrics.clone(), shutdown_rx))
+    });
+
+    let task = tokio::spawn(async move {
+        let (grpc, http) = tokio::join!(grpc, metrics_server);
+        if let Some(w) = watcher {
+            let _ = w.await;
+        }
+        // Every accepted call has been answered; now the workers can go.
+        if let Ok(pool) = Arc::try_unwrap(pool) {
+            tokio::task::spawn_blocking(move || pool.shutdown()).await?;
+        }
+        grpc.context("gRPC server")?;
+        http.context("metrics server")?;
+        Ok(())
+    });
+    Ok(RunningServer { grpc_addr, metrics_addr, shutdown, task })
+}
+
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sms_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics.render())
+}

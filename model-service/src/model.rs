@@ -1,0 +1,161 @@
+//! One loaded model: its card (`model.json`) and an ONNX Runtime session. All text
+//! preprocessing lives in the ONNX graph except whitespace normalization, which the
+//! model card declares and `normalize` applies (see training/train.py).
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use ort::{environment::Environment, session::Session, value::Tensor};
+use serde::Deserialize;
+
+/// The model card written by training next to `model.onnx`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelCard {
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub description: String,
+    pub classes: Vec<String>,
+    pub threshold: f32,
+    pub data: DataInfo,
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    /// Filled in by the loader, not read from the file.
+    #[serde(skip)]
+    pub loaded_at_unix: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DataInfo {
+    pub sha256: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model card {path}: {reason}")]
+    Card { path: PathBuf, reason: String },
+    #[error("model file {path}: {reason}")]
+    Onnx { path: PathBuf, reason: String },
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+pub struct Model {
+    session: Session,
+    spam_index: usize,
+    pub card: Arc<ModelCard>,
+}
+
+impl Model {
+    /// Loads `dir/model.json` and `dir/model.onnx`, checks they agree, and warms the
+    /// session up so the first real request does not pay for lazy initialisation.
+    pub fn load(env: &Environment, dir: &Path) -> Result<Self, ModelError> {
+        let card = read_card(dir)?;
+        let onnx = dir.join("model.onnx");
+        let onnx_err = |reason: String| ModelError::Onnx { path: onnx.clone(), reason };
+        if !onnx.is_file() {
+            return Err(onnx_err("not found (run `make models`, or point MODEL_ROOT at the models folder)".into()));
+        }
+        let session = Session::builder(env)
+            .and_then(|b| Ok(b.with_intra_threads(1)?))
+            .and_then(|mut b| b.commit_from_file(&onnx))
+            .map_err(|e| onnx_err(format!("cannot be loaded by ONNX Runtime: {e}")))?;
+        let graph_classes = session.metadata().ok().and_then(|m| m.custom("classes"));
+        if let Some(graph_classes) = graph_classes {
+            if graph_classes != card.classes.join(",") {
+                return Err(onnx_err(format!(
+                    "class order {graph_classes:?} disagrees with model.json {:?}",
+                    card.classes
+                )));
+            }
+        }
+        let spam_index = card.classes.iter().position(|c| c == "spam").ok_or_else(|| ModelError::Card {
+            path: dir.join("model.json"),
+            reason: "`classes` has no \"spam\"".into(),
+        })?;
+        let mut model = Self { session, spam_index, card: Arc::new(card) };
+        for probe in ["WINNER!! Claim your free prize now, call 09061701461", "see you at lunch?"] {
+            let p = model.spam_probability(probe).map_err(|e| onnx_err(format!("warm-up failed: {e}")))?;
+            if !(0.0..=1.0).contains(&p) {
+                return Err(onnx_err(format!("warm-up returned probability {p}, not in [0, 1]")));
+            }
+        }
+        Ok(model)
+    }
+
+    /// Spam probability of one normalized text.
+    pub fn spam_probability(&mut self, text: &str) -> Result<f32, ModelError> {
+        let err = |e: ort::Error| ModelError::Inference(e.to_string());
+        // ort wants owned (`'static`) strings for a string tensor.
+        let input = Tensor::from_string_array(([1usize, 1], &[text.to_owned()][..])).map_err(err)?;
+        let outputs = self.session.run(ort::inputs!["text" => input]).map_err(err)?;
+        let probabilities = outputs
+            .get("probabilities")
+            .ok_or_else(|| ModelError::Inference("model has no `probabilities` output".into()))?;
+        let (_, probs) = probabilities.try_extract_tensor::<f32>().map_err(err)?;
+        probs.get(self.spam_index).copied().ok_or_else(|| ModelError::Inference("probabilities too short".into()))
+    }
+}
+
+fn read_card(dir: &Path) -> Result<ModelCard, ModelError> {
+    let path = dir.join("model.json");
+    let card_err = |reason: String| ModelError::Card { path: path.clone(), reason };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        card_err(format!("cannot be read ({e}); MODEL_ROOT/MODEL_VERSION must name a folder with model.json and model.onnx"))
+    })?;
+    let mut card: ModelCard = serde_json::from_str(&text).map_err(|e| card_err(format!("is not a valid model card: {e}")))?;
+    if !(0.0..=1.0).contains(&card.threshold) {
+        return Err(card_err(format!("threshold {} is not in [0, 1]", card.threshold)));
+    }
+    card.loaded_at_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    Ok(card)
+}
+
+/// The models' input contract: trim, and collapse each run of whitespace into one space.
+/// Whitespace is what Python's `str.split()` splits on, so training and serving agree.
+pub fn normalize(text: &str) -> String {
+    let is_space = |c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c);
+    text.split(is_space).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+/// The process-wide ONNX Runtime environment. ort allows one per process, and tests run
+/// several servers in one process, so it is created once and shared.
+pub fn ort_environment(dylib: Option<&Path>) -> anyhow::Result<Environment> {
+    static ENV: Mutex<Option<Environment>> = Mutex::new(None);
+    let mut slot = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(env) = slot.as_ref() {
+        return Ok(env.clone());
+    }
+    let path = dylib.map_or_else(|| PathBuf::from("libonnxruntime.so"), Path::to_path_buf);
+    if dylib.is_some() && !path.is_file() {
+        anyhow::bail!(
+            "ONNX Runtime library not found at ORT_DYLIB_PATH={} (run `make ort` to fetch libonnxruntime 1.31)",
+            path.display()
+        );
+    }
+    let builder = ort::init_from(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot load the ONNX Runtime library {} ({e}); set ORT_DYLIB_PATH to libonnxruntime.so 1.31 (`make ort` fetches it)",
+            path.display()
+        )
+    })?;
+    let env = builder.with_name("model-service").build().map_err(|e| anyhow::anyhow!("ONNX Runtime: {e}"))?;
+    *slot = Some(env.clone());
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    #[test]
+    fn normalize_matches_the_training_contract() {
+        assert_eq!(normalize("  WIN\t\ta  prize\n"), "WIN a prize");
+        assert_eq!(normalize("a\u{1f}b\u{a0}c"), "a b c");
+        assert_eq!(normalize(" \n\t "), "");
+    }
+}

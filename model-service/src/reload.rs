@@ -1,0 +1,68 @@
+//! Hot reload: new files in the served version's folder are picked up without a restart.
+//! The new model is loaded and warmed for every worker first, then swapped in; if it
+//! fails to load, the old one keeps serving. Polling (not inotify) because the folder
+//! is a hostPath/shared mount where file events are unreliable.
+
+use std::{path::PathBuf, sync::Arc, time::Duration, time::SystemTime};
+
+use ort::environment::Environment;
+use tokio::sync::watch;
+
+use crate::{metrics::Metrics, model::Model, workers::InferencePool};
+
+type Fingerprint = Vec<Option<(SystemTime, u64)>>;
+
+fn fingerprint(dir: &std::path::Path) -> Fingerprint {
+    ["model.onnx", "model.json"]
+        .iter()
+        .map(|f| std::fs::metadata(dir.join(f)).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
+        .collect()
+}
+
+/// Loads one warmed model per worker (blocking: run it off the async threads).
+pub fn load_models(env: &Environment, dir: &std::path::Path, workers: usize) -> anyhow::Result<Vec<Model>> {
+    (0..workers).map(|_| Model::load(env, dir).map_err(anyhow::Error::from)).collect()
+}
+
+pub async fn watch_for_new_model(
+    dir: PathBuf,
+    interval: Duration,
+    env: Environment,
+    pool: Arc<InferencePool>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut seen = fingerprint(&dir);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = fingerprint(&dir);
+        if now == seen {
+            continue;
+        }
+        // Let a copy in progress finish: act only once the files stop changing.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if fingerprint(&dir) != now {
+            continue;
+        }
+        seen = now;
+        let [version, source] = metrics.labels();
+        let (d, e, n) = (dir.clone(), env.clone(), pool.workers());
+        match tokio::task::spawn_blocking(move || load_models(&e, &d, n)).await {
+            Ok(Ok(models)) => {
+                let card = models[0].card.clone();
+                pool.swap(models);
+                metrics.set_model_info(&card.name, &card.data.sha256);
+                metrics.reloads.with_label_values(&[version, source, "success"]).inc();
+                tracing::info!(model = %card.name, version = %card.version, "loaded new model files");
+            }
+            Ok(Err(err)) => {
+                metrics.reloads.with_label_values(&[version, source, "failure"]).inc();
+                tracing::error!("new model files failed to load, still serving the previous model: {err:#}");
+            }
+            Err(join) => tracing::error!("model reload task failed: {join}"),
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The `sms.v1.SpamClassifier` gRPC handlers: validate, queue for inference, record
+//! metrics. Thin on purpose: inference lives in `workers`, the model in `model`.
+
+use std::sync::Arc;
+
+use sms_proto::{
+    MAX_TEXT_CHARS,
+    trace::{TRACEPARENT, TraceContext},
+    v1::{
+        ClassifyRequest, ClassifyResponse, GetModelInfoRequest, ModelInfo, spam_classifier_server::SpamClassifier,
+    },
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    metrics::Metrics,
+    model::normalize,
+    workers::{InferencePool, PoolError},
+};
+
+pub struct Classifier {
+    pub pool: Arc<InferencePool>,
+    pub metrics: Arc<Metrics>,
+    pub source: String,
+}
+
+/// The text the model will see, or INVALID_ARGUMENT saying what is wrong.
+pub fn validate(text: &str) -> Result<String, Status> {
+    if text.contains('\0') {
+        return Err(Status::invalid_argument("`text` contains a NUL character"));
+    }
+    let normalized = normalize(text);
+    if normalized.is_empty() {
+        return Err(Status::invalid_argument("`text` is empty or only whitespace: send the SMS message to classify"));
+    }
+    let chars = normalized.chars().count();
+    if chars > MAX_TEXT_CHARS {
+        return Err(Status::invalid_argument(format!(
+            "`text` is {chars} characters long; the limit is {MAX_TEXT_CHARS}"
+        )));
+    }
+    Ok(normalized)
+}
+
+impl Classifier {
+    async fn classify_inner(&self, text: &str) -> Result<ClassifyResponse, Status> {
+        let text = validate(text)?;
+        let [version, source] = self.metrics.labels();
+        let inflight = self.metrics.inflight.with_label_values(&[version, source]);
+        inflight.inc();
+        let result = self.pool.classify(text).await;
+        inflight.dec();
+        let prediction = result.map_err(|e| match e {
+            PoolError::Stopped => Status::unavailable("the model service is shutting down"),
+            PoolError::Model(e) => Status::internal(e.to_string()),
+        })?;
+        let card = &prediction.card;
+        let label = if prediction.spam_probability >= card.threshold { "spam" } else { "ham" };
+        self.metrics.predictions.with_label_values(&[version, source, label]).inc();
+        self.metrics
+            .inference_seconds
+            .with_label_values(&[version, source])
+            .observe(prediction.inference_time.as_secs_f64());
+        Ok(ClassifyResponse {
+            label: label.into(),
+            spam_probability: prediction.spam_probability,
+            model_version: card.version.clone(),
+            model_name: card.name.clone(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl SpamClassifier for Classifier {
+    async fn classify(&self, request: Request<ClassifyRequest>) -> Result<Response<ClassifyResponse>, Status> {
+        let trace = TraceContext::continue_or_start(
+            request.metadata().get(TRACEPARENT).and_then(|v| v.to_str().ok()),
+        );
+        let result = self.classify_inner(&request.get_ref().text).await;
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        let [version, source] = self.metrics.labels();
+        self.metrics.requests.with_label_values(&[version, source, &format!("{code:?}")]).inc();
+        match &result {
+            Ok(r) => tracing::info!(
+                trace_id = %trace.trace_id_hex(), label = %r.label, spam_probability = r.spam_probability,
+                model_version = %r.model_version, source = %self.source, "classified"
+            ),
+            Err(s) => tracing::warn!(
+                trace_id = %trace.trace_id_hex(), code = ?s.code(), message = %s.message(), "classify refused"
+            ),
+        }
+        result.map(Response::new)
+    }
+
+    async fn get_model_info(&self, _: Request<GetModelInfoRequest>) -> Result<Response<ModelInfo>, Status> {
+        let card = self.pool.current_card();
+        Ok(Response::new(ModelInfo {
+            name: card.name.clone(),
+            version: card.version.clone(),
+            description: card.description.clone(),
+            classes: card.classes.clone(),
+            threshold: card.threshold,
+            data_sha256: card.data.sha256.clone(),
+            metrics: card.metrics.clone().into_iter().collect(),
+            loaded_at_unix: card.loaded_at_unix,
+            source: self.source.clone(),
+            max_text_chars: MAX_TEXT_CHARS as u32,
+        }))
+    }
+}
