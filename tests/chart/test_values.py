@@ -114,3 +114,41 @@ def test_chart_metadata():
     meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert meta["name"] == "sms-app" and meta["appVersion"] == "0.1.0" and meta["apiVersion"] == "v2"
     assert (CHART / "templates" / "NOTES.txt").exists() and (CHART / ".helmignore").exists()
+
+
+def _merge(a: dict, b: dict) -> dict:
+    for k, v in b.items():
+        a[k] = _merge(a.get(k, {}), v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+    return a
+
+
+def doc_examples():
+    """Every `$U --set ...` example of docs/helm.md, as the argument list a shell gives helm."""
+    import re
+    import shlex
+
+    from conftest import ROOT
+
+    for line in (ROOT / "docs" / "helm.md").read_text().splitlines():
+        for span in re.findall(r"`(\$U [^`]+)`", line):
+            yield span
+
+
+@pytest.mark.parametrize("example", list(doc_examples()))
+def test_every_documented_set_example_renders(example):
+    """The README's `helm upgrade --set` examples are accepted by the chart as written."""
+    import shlex
+
+    from conftest import render
+
+    args = shlex.split(example.replace('"$SMTP_PASSWORD"', "example-password").replace("<64 hex>", "a" * 64))[1:]
+    values: dict = {}
+    it = iter(args)
+    for arg in it:
+        if arg == "--set":
+            values = _merge(values, helm.parse_set_string(next(it)))
+        elif arg == "--set-string":
+            values = _merge(values, helm.parse_set_string_values(next(it)))
+        else:
+            raise AssertionError(f"unexpected argument {arg!r} in {example!r}")
+    render(values, tag="doc-example")
