@@ -162,7 +162,8 @@ def scrape_config(targets: list[dict], interval: str = "1s") -> dict:
 
 
 class Prometheus:
-    def __init__(self, group: ProcGroup, workdir: Path, config: dict, name: str = "prometheus"):
+    def __init__(self, group: ProcGroup, workdir: Path, config: dict, name: str = "prometheus",
+                 extra_args: tuple = ()):
         import yaml
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -173,7 +174,7 @@ class Prometheus:
             require_tool("prometheus"), f"--config.file={cfg_path}",
             f"--storage.tsdb.path={workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
-            "--storage.tsdb.retention.time=1h", "--log.level=info"])
+            "--storage.tsdb.retention.time=1h", "--log.level=info", *extra_args])
         wait_http_ok(f"{self.url}/-/ready", self.proc)
 
     def api(self, path: str, **params):
