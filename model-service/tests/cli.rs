@@ -1,0 +1,98 @@
+//! The gRPC surface as a user sees it: the real grpcurl with no .proto at hand, and the
+//! real binary's start-up errors.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{SPAM, TestModel};
+
+fn grpcurl(args: &[&str]) -> Output {
+    let bin = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into());
+    let out = Command::new(&bin)
+        .args(["-max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run grpcurl ({bin}): {e}; `make test` installs it"));
+    out
+}
+
+fn ok_stdout(out: Output) -> String {
+    assert!(out.status.success(), "grpcurl failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn grpcurl_lists_describes_and_calls_through_reflection() {
+    let m = TestModel::version("v1").await;
+    let addr = m.server.grpc_addr.to_string();
+    let (addr, spam_body) = (addr.clone(), format!("{{\"text\":{}}}", serde_json::to_string(SPAM).unwrap()));
+    let (list, describe, classify, health, info, bad) = tokio::task::spawn_blocking(move || {
+        (
+            ok_stdout(grpcurl(&["-plaintext", &addr, "list"])),
+            ok_stdout(grpcurl(&["-plaintext", &addr, "describe", "sms.v1.SpamClassifier"])),
+            ok_stdout(grpcurl(&["-plaintext", "-d", &spam_body, &addr, "sms.v1.SpamClassifier/Classify"])),
+            ok_stdout(grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"])),
+            ok_stdout(grpcurl(&["-plaintext", &addr, "sms.v1.SpamClassifier/GetModelInfo"])),
+            grpcurl(&["-plaintext", "-d", r#"{"text":"   "}"#, &addr, "sms.v1.SpamClassifier/Classify"]),
+        )
+    })
+    .await
+    .unwrap();
+
+    for service in ["sms.v1.SpamClassifier", "grpc.health.v1.Health"] {
+        assert!(list.lines().any(|l| l == service), "list: {list}");
+    }
+    assert!(describe.contains("rpc Classify") && describe.contains("rpc GetModelInfo"), "{describe}");
+    let answer: serde_json::Value = serde_json::from_str(&classify).unwrap();
+    assert_eq!(answer["label"], "spam");
+    assert_eq!(answer["modelVersion"], "v1");
+    assert!(answer["spamProbability"].as_f64().unwrap() > 0.5);
+    assert!(health.contains("\"SERVING\""), "{health}");
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["classes"], serde_json::json!(["ham", "spam"]));
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("InvalidArgument") && stderr.contains("empty"), "{stderr}");
+    m.server.stop().await.unwrap();
+}
+
+fn run_binary(envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_model-service"));
+    cmd.env_clear()
+        .env("GRPC_ADDR", "127.0.0.1:0")
+        .env("METRICS_ADDR", "127.0.0.1:0")
+        .env("MODEL_ROOT", common::repo_models());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn missing_onnx_runtime_stops_start_up_with_one_clear_line() {
+    let out = run_binary(&[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<_> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("ORT_DYLIB_PATH") && lines[0].contains("make ort"), "{stderr}");
+}
+
+#[test]
+fn missing_model_stops_start_up_with_one_clear_line() {
+    let ort = common::ort_dylib();
+    let out = run_binary(&[("ORT_DYLIB_PATH", ort.to_str().unwrap()), ("MODEL_VERSION", "v7")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("v7/model.json") && stderr.contains("MODEL_ROOT"), "{stderr}");
+}
+
+#[test]
+fn invalid_configuration_is_refused() {
+    let ort = common::ort_dylib();
+    let out = run_binary(&[("ORT_DYLIB_PATH", ort.to_str().unwrap()), ("METRICS_SOURCE", "canary")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("METRICS_SOURCE must be `app` or `shadow`"));
+}

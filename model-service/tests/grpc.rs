@@ -1,0 +1,251 @@
+//! The model service over real gRPC on loopback: classification, metadata, health,
+//! bad input, concurrency, hot reload, start-up failures and graceful shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{HAM, SPAM, TestModel, sample, test_config};
+use sms_proto::{
+    MAX_TEXT_CHARS,
+    v1::{ClassifyRequest, GetModelInfoRequest},
+};
+use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+fn req(text: &str) -> ClassifyRequest {
+    ClassifyRequest { text: text.into() }
+}
+
+#[tokio::test]
+async fn both_models_tell_spam_from_ham() {
+    for version in ["v1", "v2"] {
+        let mut m = TestModel::version(version).await;
+        let spam = m.client.classify(req(SPAM)).await.unwrap().into_inner();
+        assert_eq!(spam.label, "spam", "{version}");
+        assert!(spam.spam_probability > 0.5, "{version}: {spam:?}");
+        assert_eq!(spam.model_version, version);
+        assert_eq!(spam.model_name, format!("sms-spam-{version}"));
+        let ham = m.client.classify(req(HAM)).await.unwrap().into_inner();
+        assert_eq!(ham.label, "ham", "{version}");
+        assert!(ham.spam_probability < 0.5, "{version}: {ham:?}");
+        m.server.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn whitespace_is_normalized_like_training() {
+    let mut m = TestModel::version("v2").await;
+    let plain = m.client.classify(req("Free entry to win a prize")).await.unwrap().into_inner();
+    let spaced = m.client.classify(req("  Free\t\tentry  to\n\nwin a   prize ")).await.unwrap().into_inner();
+    assert_eq!(plain.spam_probability, spaced.spam_probability);
+    m.server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn model_info_comes_from_the_model_card() {
+    let mut m = TestModel::version("v1").await;
+    let info = m.client.get_model_info(GetModelInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.name, "sms-spam-v1");
+    assert_eq!(info.version, "v1");
+    assert_eq!(info.classes, ["ham", "spam"]);
+    assert_eq!(info.threshold, 0.5);
+    assert_eq!(info.data_sha256.len(), 64);
+    assert!(info.metrics["spam_f1"] > 0.85, "{:?}", info.metrics);
+    assert_eq!(info.source, "app");
+    assert_eq!(info.max_text_chars as usize, MAX_TEXT_CHARS);
+    assert!(info.loaded_at_unix > 1_700_000_000);
+    m.server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn health_reports_serving_once_loaded() {
+    let m = TestModel::version("v1").await;
+    let mut health = HealthClient::new(common::channel(m.server.grpc_addr).await);
+    for service in ["", "sms.v1.SpamClassifier"] {
+        let status = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+        assert_eq!(status.status(), ServingStatus::Serving, "service {service:?}");
+    }
+    m.server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_input_gets_invalid_argument_with_a_reason() {
+    let mut m = TestModel::version("v1").await;
+    let too_long = "a".repeat(MAX_TEXT_CHARS + 1);
+    let cases = [
+        ("", "empty"),
+        (" \t\n ", "empty"),
+        (too_long.as_str(), "limit is 1000"),
+        ("nul\0byte", "NUL"),
+    ];
+    for (text, why) in cases {
+        let err = m.client.classify(req(text)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{why}: {err:?}");
+        assert!(err.message().contains(why), "{why}: {}", err.message());
+    }
+    // Exactly at the limit (after trimming) is fine.
+    let at_limit = format!("  {}  ", "word ".repeat(MAX_TEXT_CHARS / 5).trim_end());
+    m.client.classify(req(&at_limit)).await.unwrap();
+    // Multi-byte characters count as characters, not bytes.
+    m.client.classify(req(&"é".repeat(MAX_TEXT_CHARS))).await.unwrap();
+
+    // A message larger than the server's decoding limit is refused before decoding.
+    let huge = "x".repeat(64 * 1024);
+    let err = m.client.classify(req(&huge)).await.unwrap_err();
+    assert!(matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted), "{err:?}");
+
+    // The refusals are counted, and the service still works.
+    let text = m.metrics().await;
+    assert_eq!(sample(&text, "sms_model_requests_total", &[("code", "InvalidArgument")]), Some(4.0));
+    assert_eq!(m.client.classify(req(SPAM)).await.unwrap().into_inner().label, "spam");
+    m.server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn metrics_count_predictions_with_version_and_source() {
+    let mut config = test_config("v2");
+    config.source = "shadow".into();
+    let mut m = TestModel::start(config).await;
+    for _ in 0..3 {
+        m.client.classify(req(SPAM)).await.unwrap();
+    }
+    m.client.classify(req(HAM)).await.unwrap();
+    let text = m.metrics().await;
+    let labels = |result| [("version", "v2"), ("source", "shadow"), ("result", result)];
+    assert_eq!(sample(&text, "sms_model_predictions_total", &labels("spam")), Some(3.0));
+    assert_eq!(sample(&text, "sms_model_predictions_total", &labels("ham")), Some(1.0));
+    assert_eq!(sample(&text, "sms_model_inference_seconds_count", &[("source", "shadow")]), Some(4.0));
+    assert_eq!(sample(&text, "sms_model_inflight_requests", &[("version", "v2")]), Some(0.0));
+    assert_eq!(sample(&text, "sms_model_info", &[("model_name", "sms-spam-v2")]), Some(1.0));
+    // Sub-millisecond buckets exist for a sub-millisecond model.
+    assert!(text.contains("sms_model_inference_seconds_bucket{source=\"shadow\",version=\"v2\",le=\"0.00025\"}"));
+    m.server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_calls_all_succeed_on_the_worker_pool() {
+    let m = TestModel::version("v1").await;
+    let calls = (0..200).map(|i| {
+        let mut client = m.client.clone();
+        tokio::spawn(async move {
+            let text = if i % 2 == 0 { SPAM } else { HAM };
+            client.classify(req(text)).await.map(|r| (i, r.into_inner().label))
+        })
+    });
+    for call in futures_join(calls).await {
+        let (i, label) = call.unwrap();
+        assert_eq!(label, if i % 2 == 0 { "spam" } else { "ham" });
+    }
+    m.server.stop().await.unwrap();
+}
+
+async fn futures_join<T: Send + 'static>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn new_model_files_are_picked_up_and_bad_ones_rejected() {
+    let root = tempdir("reload");
+    copy_model(&common::repo_models().join("v1"), &root.join("v1"));
+    let mut config = test_config("v1");
+    config.model_root = root.clone();
+    config.reload_interval = Some(Duration::from_millis(200));
+    let mut m = TestModel::start(config).await;
+    let info = || GetModelInfoRequest {};
+    assert_eq!(m.client.get_model_info(info()).await.unwrap().into_inner().name, "sms-spam-v1");
+
+    // Replace the files with the v2 model: it is loaded, warmed and swapped in.
+    copy_model(&common::repo_models().join("v2"), &root.join("v1"));
+    wait_for(|| async { m.client.clone().get_model_info(info()).await.unwrap().into_inner().name == "sms-spam-v2" })
+        .await;
+    let answer = m.client.classify(req(SPAM)).await.unwrap().into_inner();
+    assert_eq!(answer.model_name, "sms-spam-v2");
+
+    // A corrupt model is refused; the previous one keeps serving.
+    std::fs::write(root.join("v1/model.onnx"), b"not an onnx file").unwrap();
+    let metrics_has_failure = || async {
+        sample(&m.metrics().await, "sms_model_reloads_total", &[("outcome", "failure")]) == Some(1.0)
+    };
+    wait_for(metrics_has_failure).await;
+    let answer = m.client.classify(req(SPAM)).await.unwrap().into_inner();
+    assert_eq!((answer.label.as_str(), answer.model_name.as_str()), ("spam", "sms-spam-v2"));
+    assert_eq!(sample(&m.metrics().await, "sms_model_reloads_total", &[("outcome", "success")]), Some(1.0));
+    m.server.stop().await.unwrap();
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+#[tokio::test]
+async fn missing_or_corrupt_model_stops_start_up_with_a_clear_error() {
+    let mut config = test_config("v9");
+    let err = model_service::start(config.clone()).await.err().expect("must fail").to_string();
+    assert!(err.contains("v9") && err.contains("model.json"), "{err}");
+
+    let root = tempdir("corrupt");
+    copy_model(&common::repo_models().join("v1"), &root.join("v1"));
+    std::fs::write(root.join("v1/model.onnx"), b"garbage").unwrap();
+    config.model_root = root.clone();
+    config.model_version = "v1".into();
+    let err = format!("{:#}", model_service::start(config).await.err().expect("must fail"));
+    assert!(err.contains("model.onnx") && err.contains("cannot be loaded"), "{err}");
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_answers_every_accepted_call() {
+    let m = TestModel::version("v2").await;
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let mut client = m.client.clone();
+            tokio::spawn(async move { client.classify(req(SPAM)).await })
+        })
+        .collect();
+    // Let the calls reach the server, then stop it while they are in flight.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let stop = tokio::spawn(m.server.stop());
+    let mut ok = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => ok += 1,
+            // Calls that had not reached the server when it stopped listening are refused
+            // cleanly (never dropped half-way).
+            Err(status) => assert!(matches!(status.code(), Code::Unavailable | Code::Cancelled), "{status:?}"),
+        }
+    }
+    assert!(ok > 0);
+    stop.await.unwrap().unwrap();
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("model-service-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn copy_model(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    // Write under a temporary name and rename, as a deployment should, so a reload never
+    // sees half a file.
+    for f in ["model.onnx", "model.json"] {
+        let tmp = to.join(format!(".{f}.tmp"));
+        std::fs::copy(from.join(f), &tmp).unwrap();
+        std::fs::rename(&tmp, to.join(f)).unwrap();
+    }
+}
+
+async fn wait_for<F, Fut>(mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cond().await {
+        assert!(tokio::time::Instant::now() < deadline, "condition not met within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
