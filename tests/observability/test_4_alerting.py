@@ -117,9 +117,9 @@ def test_high_request_rate_sends_email(stack, alerting):
         return {a["labels"]["alertname"]: a["state"] for a in alerts}
 
     # before: no traffic, the counters are flat: the alert is inactive and no mail went out
-    poll(lambda: prom.query('count(sms_messages_classified_total{namespace="sms-app"})'), 30,
-         what="first scrapes")
-    time.sleep(3)  # a few 1 s evaluations over flat counters
+    poll(lambda: prom.query('count(count_over_time(up{job="sms-app-app"}[1m]) >= 3) == 2'), 30,
+         what="three scrapes of both apps")
+    time.sleep(2)  # and a few more 1 s rule evaluations over them
     assert "HighRequestRate" not in state(), state()
     assert subjects(smtp.log()) == []
 
