@@ -152,3 +152,17 @@ def test_experiment_dashboard_panels():
         assert t in titles, t
     exprs = " ".join(t["expr"] for p in d["panels"] for t in p.get("targets", []))
     assert 'source="app"' in exprs and 'source="shadow"' in exprs
+
+
+def test_alert_threshold_stripping_used_by_the_prometheus_test():
+    """test_3 runs each alert expression without its threshold; check that cut on known answers."""
+    from harness import data_queries
+    assert data_queries("sum by (namespace) (rate(x[1m])) * 60 > 15") == [
+        "sum by (namespace) (rate(x[1m])) * 60"]
+    assert data_queries('(max by (namespace) (up{job="a"}) == 0)\nor\n(count(up) unless on (namespace) count(up{pod=~"s-.*"}))') == [
+        'max by (namespace) (up{job="a"})', "count(up)", 'count(up{pod=~"s-.*"})']
+    assert data_queries('(a or b * 0) / b > 0.05') == ["(a or b * 0) / b"]
+    for g in yaml.safe_load(RULES.read_text())["groups"]:
+        for r in g["rules"]:
+            for q in data_queries(r["expr"]):
+                assert not re.search(r"(>|<|==)\s*[0-9.]+\s*$", q), (r["alert"], q)
