@@ -123,3 +123,27 @@ def test_alerting_with_a_chart_made_secret(scenario):
 def test_alerting_is_off_by_default(scenario):
     assert not scenario("defaults").all("AlertmanagerConfig")
     assert not scenario("defaults").all("Secret")
+
+
+def test_packaged_chart_carries_the_grafana_files(tmp_path):
+    """`helm package` follows the files/grafana link: the archive holds real copies of the
+    dashboards and rules (and not grafana's promtool tests), and renders the same objects."""
+    import helm_python as helm
+
+    from conftest import NAMESPACE, RELEASE
+
+    archive = helm.package(CHART, destination=tmp_path)
+    with helm.Chart.load(archive) as chart:
+        names = {f["name"] for f in chart.files}
+        manifests = chart.render({}, name=RELEASE, namespace=NAMESPACE)
+    for f in dashboards() + rule_files():
+        assert f"files/grafana/{f.parent.name}/{f.name}" in names
+    assert not [n for n in names if n.endswith(".test.yml")]
+    docs = [d for k, v in manifests.items() if not k.endswith("NOTES.txt") for d in yaml.safe_load_all(v) if d]
+    assert sum(1 for d in docs if d["kind"] == "ConfigMap" and "grafana_dashboard" in d["metadata"].get("labels", {})) \
+        == len(dashboards())
+
+
+def test_notes_warn_about_a_password_given_as_a_value(scenario):
+    assert "Helm's release record" in scenario("alerting-chart-secret").notes
+    assert "release record" not in scenario("alerting").notes
