@@ -1,6 +1,6 @@
 //! One loaded model: its card (`model.json`) and an ONNX Runtime session. All text
 //! preprocessing lives in the ONNX graph except whitespace normalization, which the
-//! model card declares and `normalize` applies (see training/train.py).
+//! model card declares and `sms_proto::normalize_text` applies (see training/train.py).
 
 use std::{
     collections::BTreeMap,
@@ -115,13 +115,6 @@ fn read_card(dir: &Path) -> Result<ModelCard, ModelError> {
     Ok(card)
 }
 
-/// The models' input contract: trim, and collapse each run of whitespace into one space.
-/// Whitespace is what Python's `str.split()` splits on, so training and serving agree.
-pub fn normalize(text: &str) -> String {
-    let is_space = |c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c);
-    text.split(is_space).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
-}
-
 /// The process-wide ONNX Runtime environment. ort allows one per process, and tests run
 /// several servers in one process, so it is created once and shared.
 pub fn ort_environment(dylib: Option<&Path>) -> anyhow::Result<Environment> {
@@ -146,16 +139,4 @@ pub fn ort_environment(dylib: Option<&Path>) -> anyhow::Result<Environment> {
     let env = builder.with_name("model-service").build().map_err(|e| anyhow::anyhow!("ONNX Runtime: {e}"))?;
     *slot = Some(env.clone());
     Ok(env)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::normalize;
-
-    #[test]
-    fn normalize_matches_the_training_contract() {
-        assert_eq!(normalize("  WIN\t\ta  prize\n"), "WIN a prize");
-        assert_eq!(normalize("a\u{1f}b\u{a0}c"), "a b c");
-        assert_eq!(normalize(" \n\t "), "");
-    }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use sms_proto::{
-    MAX_TEXT_CHARS,
+    MAX_TEXT_CHARS, validate_text,
     trace::{TRACEPARENT, TraceContext},
     v1::{
         ClassifyRequest, ClassifyResponse, GetModelInfoRequest, ModelInfo, spam_classifier_server::SpamClassifier,
@@ -14,7 +14,6 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     metrics::Metrics,
-    model::normalize,
     workers::{InferencePool, PoolError},
 };
 
@@ -26,20 +25,7 @@ pub struct Classifier {
 
 /// The text the model will see, or INVALID_ARGUMENT saying what is wrong.
 pub fn validate(text: &str) -> Result<String, Status> {
-    if text.contains('\0') {
-        return Err(Status::invalid_argument("`text` contains a NUL character"));
-    }
-    let normalized = normalize(text);
-    if normalized.is_empty() {
-        return Err(Status::invalid_argument("`text` is empty or only whitespace: send the SMS message to classify"));
-    }
-    let chars = normalized.chars().count();
-    if chars > MAX_TEXT_CHARS {
-        return Err(Status::invalid_argument(format!(
-            "`text` is {chars} characters long; the limit is {MAX_TEXT_CHARS}"
-        )));
-    }
-    Ok(normalized)
+    validate_text(text).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 impl Classifier {

@@ -19,3 +19,61 @@ pub const MAX_TEXT_CHARS: usize = 1000;
 /// Largest gRPC message either side accepts: a 1,000-character text is at most 4 KB of
 /// UTF-8, so 16 KiB leaves room for framing and refuses anything absurd early.
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// The models' input contract: trim, and collapse each run of whitespace into one space.
+/// "Whitespace" is what Python's `str.split()` splits on, so training (training/train.py)
+/// and serving agree on every input.
+pub fn normalize_text(text: &str) -> String {
+    let is_space = |c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c);
+    text.split(is_space).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+/// Why a text cannot be classified. Both tiers refuse the same texts with the same words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TextError {
+    Empty,
+    TooLong { chars: usize },
+    NulCharacter,
+}
+
+impl std::fmt::Display for TextError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Empty => write!(f, "the message is empty or only whitespace: send the SMS text to classify"),
+            Self::TooLong { chars } => {
+                write!(f, "the message is {chars} characters long; the limit is {MAX_TEXT_CHARS}")
+            }
+            Self::NulCharacter => write!(f, "the message contains a NUL character"),
+        }
+    }
+}
+
+impl std::error::Error for TextError {}
+
+/// The normalized text the model will see, or why it cannot be classified.
+pub fn validate_text(text: &str) -> Result<String, TextError> {
+    if text.contains('\0') {
+        return Err(TextError::NulCharacter);
+    }
+    let normalized = normalize_text(text);
+    if normalized.is_empty() {
+        return Err(TextError::Empty);
+    }
+    let chars = normalized.chars().count();
+    if chars > MAX_TEXT_CHARS {
+        return Err(TextError::TooLong { chars });
+    }
+    Ok(normalized)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_text;
+
+    #[test]
+    fn normalize_matches_the_training_contract() {
+        assert_eq!(normalize_text("  WIN\t\ta  prize\n"), "WIN a prize");
+        assert_eq!(normalize_text("a\u{1f}b\u{a0}c"), "a b c");
+        assert_eq!(normalize_text(" \n\t "), "");
+    }
+}

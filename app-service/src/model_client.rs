@@ -1,0 +1,153 @@
+//! The app's gRPC client for the model tier. Every call carries a deadline and the W3C
+//! `traceparent`. One HTTP/2 connection per model address; when MODEL_HOST resolves to
+//! several addresses (a headless Service), calls are balanced over all of them and the
+//! set is re-resolved periodically, because without a sidecar nobody else would spread
+//! one long-lived HTTP/2 connection's calls.
+
+use std::{collections::HashSet, net::SocketAddr, time::Duration};
+
+use sms_proto::{
+    MAX_GRPC_MESSAGE_BYTES,
+    trace::{TRACEPARENT, TraceContext},
+    v1::{ClassifyRequest, spam_classifier_client::SpamClassifierClient},
+};
+use tonic::{
+    Code,
+    transport::{Channel, Endpoint, Uri, channel::Change},
+};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classification {
+    pub label: String,
+    pub spam_probability: f32,
+    pub model_version: String,
+    pub model_name: String,
+}
+
+#[derive(Debug)]
+pub enum ModelCallError {
+    /// The model tier cannot be reached or is not serving (connection refused, DNS, ...).
+    Unavailable(String),
+    /// No answer within the deadline.
+    Timeout,
+    /// The model refused the input (should not happen: the app validates first).
+    Rejected(String),
+    /// Anything else the model answered with.
+    Failed(String),
+}
+
+impl ModelCallError {
+    /// The `outcome` label of `sms_model_calls_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::Timeout => "timeout",
+            Self::Rejected(_) | Self::Failed(_) => "error",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ModelClient {
+    channel: Channel,
+    timeout: Duration,
+}
+
+impl ModelClient {
+    /// Connects lazily (the app starts, and stays up, while the model is down) and keeps
+    /// the address set of `model_host` up to date in the background.
+    pub async fn new(model_host: &str, timeout: Duration, resolve_every: Duration) -> anyhow::Result<Self> {
+        let uri: Uri = if model_host.contains("://") { model_host.parse()? } else { format!("http://{model_host}").parse()? };
+        let host = uri.host().ok_or_else(|| anyhow::anyhow!("MODEL_HOST {model_host:?} has no host"))?.to_string();
+        let port = uri.port_u16().unwrap_or(8081);
+        let (channel, changes) = Channel::balance_channel::<SocketAddr>(16);
+        let endpoint_for = {
+            let authority = format!("{host}:{port}");
+            move |addr: SocketAddr| {
+                // :authority stays the configured host name (Istio routes on it); the
+                // connection goes to one resolved address.
+                Endpoint::from_shared(format!("http://{addr}"))
+                    .expect("valid endpoint")
+                    .origin(format!("http://{authority}").parse().expect("valid origin"))
+                    .connect_timeout(timeout)
+                    .timeout(timeout)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(30))
+                    .keep_alive_while_idle(true)
+            }
+        };
+        tokio::spawn(async move {
+            let mut current: HashSet<SocketAddr> = HashSet::new();
+            loop {
+                match tokio::time::timeout(timeout.max(Duration::from_secs(2)), tokio::net::lookup_host((host.as_str(), port))).await {
+                    Ok(Ok(addrs)) => {
+                        let fresh: HashSet<SocketAddr> = addrs.collect();
+                        for gone in current.difference(&fresh) {
+                            let _ = changes.send(Change::Remove(*gone)).await;
+                        }
+                        for new in fresh.difference(&current) {
+                            let _ = changes.send(Change::Insert(*new, endpoint_for(*new))).await;
+                        }
+                        if fresh != current {
+                            tracing::info!(model_host = %host, addresses = ?fresh, "model endpoints updated");
+                        }
+                        current = fresh;
+                    }
+                    Ok(Err(e)) => tracing::warn!(model_host = %host, "cannot resolve the model host: {e}"),
+                    Err(_) => tracing::warn!(model_host = %host, "resolving the model host timed out"),
+                }
+                if changes.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(resolve_every).await;
+            }
+        });
+        Ok(Self { channel, timeout })
+    }
+
+    pub async fn classify(&self, text: String, trace: &TraceContext) -> Result<Classification, ModelCallError> {
+        let mut request = tonic::Request::new(ClassifyRequest { text });
+        request.set_timeout(self.timeout);
+        if let Ok(value) = trace.to_string().parse() {
+            request.metadata_mut().insert(TRACEPARENT, value);
+        }
+        let mut client = SpamClassifierClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        // The outer timeout bounds everything, waiting for a connection included.
+        let answer = match tokio::time::timeout(self.timeout, client.classify(request)).await {
+            Err(_) => return Err(ModelCallError::Timeout),
+            Ok(answer) => answer,
+        };
+        match answer {
+            Ok(r) => {
+                let r = r.into_inner();
+                Ok(Classification {
+                    label: r.label,
+                    spam_probability: r.spam_probability,
+                    model_version: r.model_version,
+                    model_name: r.model_name,
+                })
+            }
+            Err(s) => Err(match s.code() {
+                Code::Unavailable => ModelCallError::Unavailable(s.message().to_string()),
+                Code::DeadlineExceeded | Code::Cancelled => ModelCallError::Timeout,
+                Code::InvalidArgument => ModelCallError::Rejected(s.message().to_string()),
+                _ => ModelCallError::Failed(format!("{:?}: {}", s.code(), s.message())),
+            }),
+        }
+    }
+
+    /// Whether the model tier answers its health check as SERVING within the deadline.
+    pub async fn is_serving(&self) -> Result<(), String> {
+        let mut health = HealthClient::new(self.channel.clone());
+        let mut request = tonic::Request::new(HealthCheckRequest { service: "sms.v1.SpamClassifier".into() });
+        request.set_timeout(self.timeout);
+        match tokio::time::timeout(self.timeout, health.check(request)).await {
+            Err(_) => Err("the model service did not answer its health check in time".into()),
+            Ok(Err(s)) => Err(format!("the model service is unreachable: {}", s.message())),
+            Ok(Ok(r)) if r.get_ref().status() == ServingStatus::Serving => Ok(()),
+            Ok(Ok(r)) => Err(format!("the model service reports {:?}", r.get_ref().status())),
+        }
+    }
+}
