@@ -18,6 +18,7 @@ def test_trace_id_in_app_and_model_logs(stack, trace_id):
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- app log tail:\n{app.tail(8)}\n"
                              f"--- model log tail:\n{model.tail(8)}") from None
-    # and a response traceparent (if the app returns one) continues the same trace
+    # what the app hands back (if it does) names the same trace
     back = r.headers.get("traceparent")
     assert back is None or back.split("-")[1] == trace_id, back
+    assert r.headers.get("x-trace-id", trace_id) == trace_id, r.headers

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Observability tests (issue 4): the alert rules (promtool check + unit tests), the
+# dashboards and rules against docs/contracts.md, then the real services scraped by a
+# real Prometheus (every panel and alert query), Alertmanager e-mail through an SMTP sink,
+# and one trace id in both services' logs.
+# Installs what it needs when missing; exits non-zero on any failure; a missing tool is a
+# failure, not a skip. Extra arguments go to pytest (e.g. -k alerting).
+source "$(dirname "$0")/../../scripts/lib.sh"
+cd "$ROOT"
+
+apt_ensure prometheus prometheus-alertmanager
+venv="$(venv_ensure observability tests/observability/requirements.txt)"
+
+# The services under test. A build failure does not stop the suite: the tests that need
+# the binaries then fail and say so, and the static tests still report.
+if cargo build -q --locked -p model-service -p app-service >&2; then
+  log "built target/debug/model-service and target/debug/app-service"
+else
+  log "cargo build -p model-service -p app-service FAILED: the service tests will fail"
+fi
+if ort="$(scripts/ensure-ort.sh)"; then
+  export ORT_DYLIB_PATH="$ort"
+else
+  log "scripts/ensure-ort.sh FAILED: the model service cannot start"
+fi
+
+cd tests/observability
+exec "$venv/bin/python" -m pytest -p no:cacheprovider --timeout=300 -ra "$@" \
+  test_1_rules.py test_2_dashboards.py test_3_prometheus.py test_4_alerting.py test_5_tracing.py
