@@ -44,11 +44,10 @@ pub struct AppState {
     pub classifier: Arc<Classifier>,
 }
 
-pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
-    let model = ModelClient::new(&config.model_host, config.model_timeout, config.resolve_interval).await?;
+pub fn build_state(config: Config, model: ModelClient) -> AppState {
     let cache = config.cache.enabled.then(|| PredictionCache::new(config.cache.ttl, config.cache.max_entries));
     let metrics = Arc::new(Metrics::new(&config.app_version, config.cache.enabled));
-    Ok(AppState { classifier: Arc::new(Classifier { model, cache, metrics }), config: Arc::new(config) })
+    AppState { classifier: Arc::new(Classifier { model, cache, metrics }), config: Arc::new(config) }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -126,11 +125,17 @@ impl RunningApp {
 }
 
 pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
+    let model = ModelClient::new(&config.model_host, config.model_timeout, config.resolve_interval)?;
+    start_with_model(config, model).await
+}
+
+/// `start` with a given model client (tests use one with a fixed address set).
+pub async fn start_with_model(config: Config, model: ModelClient) -> anyhow::Result<RunningApp> {
     let listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen on {} (HTTP_ADDR)", config.http_addr))?;
     let addr = listener.local_addr()?;
-    let app = router(build_state(config).await?);
+    let app = router(build_state(config, model));
     let (shutdown, mut rx) = watch::channel(false);
     let task = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -4,7 +4,7 @@
 //! set is re-resolved periodically, because without a sidecar nobody else would spread
 //! one long-lived HTTP/2 connection's calls.
 
-use std::{collections::HashSet, net::SocketAddr, time::Duration};
+use std::{collections::HashSet, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use sms_proto::{
     MAX_GRPC_MESSAGE_BYTES,
@@ -16,6 +16,10 @@ use tonic::{
     transport::{Channel, Endpoint, Uri, channel::Change},
 };
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+/// Looks up the model's addresses (DNS in production).
+pub type Resolver =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + Send>> + Send + Sync>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classification {
@@ -56,33 +60,41 @@ pub struct ModelClient {
 
 impl ModelClient {
     /// Connects lazily (the app starts, and stays up, while the model is down) and keeps
-    /// the address set of `model_host` up to date in the background.
-    pub async fn new(model_host: &str, timeout: Duration, resolve_every: Duration) -> anyhow::Result<Self> {
+    /// the address set of `model_host` up to date in the background through DNS.
+    pub fn new(model_host: &str, timeout: Duration, resolve_every: Duration) -> anyhow::Result<Self> {
         let uri: Uri = if model_host.contains("://") { model_host.parse()? } else { format!("http://{model_host}").parse()? };
         let host = uri.host().ok_or_else(|| anyhow::anyhow!("MODEL_HOST {model_host:?} has no host"))?.to_string();
         let port = uri.port_u16().unwrap_or(8081);
+        let authority = format!("{host}:{port}");
+        let resolve: Resolver = Arc::new(move || {
+            let (host, port) = (host.clone(), port);
+            Box::pin(async move { Ok(tokio::net::lookup_host((host.as_str(), port)).await?.collect()) })
+        });
+        Ok(Self::with_resolver(authority, resolve, timeout, resolve_every))
+    }
+
+    /// Like `new`, with the address lookup given (tests use a fixed set of servers).
+    pub fn with_resolver(authority: String, resolve: Resolver, timeout: Duration, resolve_every: Duration) -> Self {
         let (channel, changes) = Channel::balance_channel::<SocketAddr>(16);
-        let endpoint_for = {
-            let authority = format!("{host}:{port}");
-            move |addr: SocketAddr| {
-                // :authority stays the configured host name (Istio routes on it); the
-                // connection goes to one resolved address.
-                Endpoint::from_shared(format!("http://{addr}"))
-                    .expect("valid endpoint")
-                    .origin(format!("http://{authority}").parse().expect("valid origin"))
-                    .connect_timeout(timeout)
-                    .timeout(timeout)
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(30))
-                    .keep_alive_while_idle(true)
-            }
+        let origin: Uri = format!("http://{authority}").parse().expect("valid origin");
+        let endpoint_for = move |addr: SocketAddr| {
+            // :authority stays the configured host name (Istio routes on it); the
+            // connection goes to one resolved address.
+            Endpoint::from_shared(format!("http://{addr}"))
+                .expect("valid endpoint")
+                .origin(origin.clone())
+                .connect_timeout(timeout)
+                .timeout(timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_while_idle(true)
         };
         tokio::spawn(async move {
             let mut current: HashSet<SocketAddr> = HashSet::new();
             loop {
-                match tokio::time::timeout(timeout.max(Duration::from_secs(2)), tokio::net::lookup_host((host.as_str(), port))).await {
+                match tokio::time::timeout(timeout.max(Duration::from_secs(2)), resolve()).await {
                     Ok(Ok(addrs)) => {
-                        let fresh: HashSet<SocketAddr> = addrs.collect();
+                        let fresh: HashSet<SocketAddr> = addrs.into_iter().collect();
                         for gone in current.difference(&fresh) {
                             let _ = changes.send(Change::Remove(*gone)).await;
                         }
@@ -90,12 +102,12 @@ impl ModelClient {
                             let _ = changes.send(Change::Insert(*new, endpoint_for(*new))).await;
                         }
                         if fresh != current {
-                            tracing::info!(model_host = %host, addresses = ?fresh, "model endpoints updated");
+                            tracing::info!(model_host = %authority, addresses = ?fresh, "model endpoints updated");
                         }
                         current = fresh;
                     }
-                    Ok(Err(e)) => tracing::warn!(model_host = %host, "cannot resolve the model host: {e}"),
-                    Err(_) => tracing::warn!(model_host = %host, "resolving the model host timed out"),
+                    Ok(Err(e)) => tracing::warn!(model_host = %authority, "cannot resolve the model host: {e}"),
+                    Err(_) => tracing::warn!(model_host = %authority, "resolving the model host timed out"),
                 }
                 if changes.is_closed() {
                     return;
@@ -103,7 +115,7 @@ impl ModelClient {
                 tokio::time::sleep(resolve_every).await;
             }
         });
-        Ok(Self { channel, timeout })
+        Self { channel, timeout }
     }
 
     pub async fn classify(&self, text: String, trace: &TraceContext) -> Result<Classification, ModelCallError> {

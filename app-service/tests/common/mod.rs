@@ -1,0 +1,105 @@
+//! One helper to start the real model service and the real app on 127.0.0.1 port 0.
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use app_service::{Config, RunningApp, config::CacheConfig};
+use model_service::RunningServer;
+
+pub const SPAM: &str = "WINNER!! As a valued network customer you have been selected to receive a £900 prize reward! To claim call 09061701461. Claim code KL341. Valid 12 hours only.";
+pub const HAM: &str = "Hey, are we still meeting for lunch tomorrow? Let me know what time works for you.";
+
+pub fn model_config(grpc_addr: SocketAddr) -> model_service::Config {
+    let ort = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .expect("ORT_DYLIB_PATH is not set: run the tests through `make test` (it fetches ONNX Runtime)");
+    model_service::Config {
+        model_root: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models"),
+        model_version: "v1".into(),
+        source: "app".into(),
+        grpc_addr,
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        workers: 2,
+        reload_interval: None,
+        ort_dylib: Some(ort),
+        request_timeout: Duration::from_secs(5),
+    }
+}
+
+pub async fn start_model(grpc_addr: SocketAddr) -> RunningServer {
+    model_service::start(model_config(grpc_addr)).await.expect("model service starts")
+}
+
+pub struct TestApp {
+    pub app: RunningApp,
+    pub model: Option<RunningServer>,
+    pub model_addr: SocketAddr,
+    pub http: reqwest::Client,
+}
+
+impl TestApp {
+    /// Model v1 and an app (cache on or off) talking to it.
+    pub async fn start(cache: bool) -> Self {
+        let model = start_model("127.0.0.1:0".parse().unwrap()).await;
+        let model_addr = model.grpc_addr;
+        let app = app_service::start(app_config(model_addr, cache)).await.expect("app starts");
+        Self { app, model: Some(model), model_addr, http: http_client() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.app.addr)
+    }
+
+    pub async fn post_json(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self.http.post(self.url("/sms/")).json(&body).send().await.expect("POST /sms/");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("JSON answer"))
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+
+    pub async fn model_metrics(&self) -> String {
+        let addr = self.model.as_ref().expect("model running").metrics_addr;
+        self.http.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        self.app.stop().await.unwrap();
+        if let Some(m) = self.model.take() {
+            m.stop().await.unwrap();
+        }
+    }
+}
+
+pub fn app_config(model_addr: SocketAddr, cache: bool) -> Config {
+    Config {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        model_host: format!("http://{model_addr}"),
+        app_version: if cache { "v2" } else { "v1" }.into(),
+        model_timeout: Duration::from_millis(500),
+        cache: CacheConfig { enabled: cache, ttl: Duration::from_secs(60), max_entries: 100 },
+        resolve_interval: Duration::from_secs(10),
+    }
+}
+
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The value of one sample in Prometheus text output.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let rest = series.strip_prefix(name)?;
+        if !(rest.is_empty() || rest.starts_with('{')) {
+            return None;
+        }
+        labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))).then(|| value.parse().ok())?
+    })
+}
