@@ -5,13 +5,16 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 
-.PHONY: help run test test-rust models bench ort tools
+.PHONY: help run mesh test test-rust models bench ort
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 run: ## run the whole system on this machine (bundled models, no cluster)
 	@scripts/run-local.sh
+
+mesh: ## the experiment on one machine: app v1/v2, model v1 + shadow v2 behind Envoy with the chart's routing
+	@scripts/mesh.sh
 
 test: ## run every test (installs what the tests need)
 	@scripts/test.sh
