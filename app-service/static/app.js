@@ -4,6 +4,8 @@
 "use strict";
 
 document.addEventListener("DOMContentLoaded", () => {
+  // Marks the page as enhanced (tests tell the JavaScript and form paths apart by it).
+  document.documentElement.dataset.enhanced = "true";
   const form = document.getElementById("classify-form");
   const button = document.getElementById("classify");
   const result = document.getElementById("result");
