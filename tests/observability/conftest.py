@@ -39,6 +39,8 @@ SPAM = [
     "PRIVATE! Your 2003 Account Statement shows 800 un-redeemed points. Call 08719899230",
 ]
 TEXTS = [(t, "ham") for t in HAM] + [(t, "spam") for t in SPAM]
+# JSON as the chart runs them (the serving path), text for the others: both are checked.
+LOG_FORMATS = {"model-v1": "json", "app-v1": "json", "model-shadow-v2": "text", "app-v2": "text"}
 
 
 @pytest.fixture(scope="session")
@@ -129,7 +131,7 @@ class Stack:
                 "MODEL_ROOT": str(ROOT / "models"), "MODEL_VERSION": version,
                 "METRICS_SOURCE": source, "GRPC_ADDR": grpc_addr, "METRICS_ADDR": metrics_addr,
                 "ORT_DYLIB_PATH": ort, "INFERENCE_WORKERS": "1", "MODEL_RELOAD_SECS": "0",
-                "LOG_FORMAT": "text", "RUST_LOG": "info"})
+                "LOG_FORMAT": LOG_FORMATS[name], "RUST_LOG": "info"})
             self.models[source] = {"proc": proc, "grpc": grpc_addr, "metrics": metrics_addr,
                                    "pod": pod, "version": version}
         for m in self.models.values():
@@ -145,7 +147,7 @@ class Stack:
             proc = group.start(name, [app_bin], env={
                 "HTTP_ADDR": addr, "MODEL_HOST": f"http://{self.models['app']['grpc']}",
                 "APP_VERSION": version, "CACHE_ENABLED": cache, "MODEL_TIMEOUT_MS": "2000",
-                "LOG_FORMAT": "text", "RUST_LOG": "info"})
+                "LOG_FORMAT": LOG_FORMATS[name], "RUST_LOG": "info"})
             self.apps[version] = {"proc": proc, "addr": addr, "pod": pod, "url": f"http://{addr}"}
         for a in self.apps.values():
             wait_http_ok(f"{a['url']}/readyz", a["proc"])
