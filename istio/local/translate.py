@@ -414,7 +414,7 @@ def translate(
     t = Translator(mesh, endpoints)
     listeners = [t.gateway_listener(gateway_listen, list(local_domains)), t.mesh_listener(mesh_listen)]
     boot: dict = {
-        "node": {"id": "sms-app-local", "cluster": "sms-app-local"},
+        "node": {"id": "local-mesh", "cluster": "local-mesh"},
         "static_resources": {"listeners": listeners, "clusters": t.build_clusters()},
         # mirrored/weighted choices use runtime fractions: give them a runtime layer
         "layered_runtime": {"layers": [{"name": "static", "static_layer": {}}]},
