@@ -103,6 +103,7 @@ def test_scrape_targets_carry_servicemonitor_labels(prometheus, stack):
 def test_seed_quick_check_returns_both_sources(prometheus, traffic):
     result = prometheus.query(SEED_QUICK_CHECK)
     got = {(s["metric"]["version"], s["metric"]["source"]) for s in result}
+    print("seed quick check:", {(s["metric"]["version"], s["metric"]["source"]): s["value"][1] for s in result})
     assert got == {("v1", "app"), ("v2", "shadow")}, result
     assert all(float(s["value"][1]) > 0 for s in result), result
 
@@ -175,6 +176,7 @@ def test_experiment_signal(prometheus, traffic):
         poll(cache_pays, 60, interval=1, what="v2's model calls per classification to fall")
     except AssertionError as exc:
         raise AssertionError(f"{exc}: {got}") from None
+    print("model calls per classification:", got)
     assert 0.95 <= got["v1"] <= 1.05, got
     hits = prometheus.query('sum by (version) (sms_cache_hits_total{namespace="sms-app"})')
     hits = {s["metric"]["version"]: float(s["value"][1]) for s in hits}

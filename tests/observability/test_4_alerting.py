@@ -137,6 +137,7 @@ def test_high_request_rate_sends_email(stack, alerting):
         mails_about = poll(lambda: [s for s in subjects(smtp.log()) if "HighRequestRate" in s], 45,
                      what="an e-mail about HighRequestRate at the SMTP sink")
     assert not load.errors, load.errors
+    print("e-mail subject:", mails_about[0])
     assert mails_about[0].startswith("[FIRING:1] HighRequestRate"), mails_about
     (msg,) = [m for m in mails(smtp.log()) if m["Subject"] == mails_about[0]][:1]
     assert msg["To"] == "oncall@sms-app.test"
