@@ -428,9 +428,10 @@ def translate(
 def workloads(docs: list[dict]) -> list[dict]:
     """The rendered Deployments, each with the `HOST/SUBSET` keys it backs (the Service
     selector and subset labels matched against its pod labels, as istiod discovers
-    endpoints) and its container environment."""
+    endpoints) and its container environment (ConfigMap `envFrom` resolved)."""
     services = [d for d in docs if d["kind"] == "Service" and d["spec"].get("selector")]
     drs = [d for d in docs if d["kind"] == "DestinationRule"]
+    configmaps = [d for d in docs if d["kind"] == "ConfigMap"]
     out = []
     for dep in (d for d in docs if d["kind"] == "Deployment"):
         labels = dep["spec"]["template"]["metadata"].get("labels", {})
@@ -443,7 +444,12 @@ def workloads(docs: list[dict]) -> list[dict]:
                 if _selects(s.get("labels", {}), labels):
                     keys.append(f"{dr['spec']['host']}/{s['name']}")
         (container,) = dep["spec"]["template"]["spec"]["containers"][:1]
-        env = {e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e}
+        env = {}
+        for src in container.get("envFrom", []):  # ConfigMaps first, `env` wins
+            name = src.get("configMapRef", {}).get("name")
+            cm = next((c for c in configmaps if c["metadata"]["name"] == name), None)
+            env.update({k: str(v) for k, v in ((cm or {}).get("data") or {}).items()})
+        env.update({e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e})
         out.append({"name": dep["metadata"]["name"], "labels": labels, "subsets": keys, "env": env})
     return out
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "istio" / "local"))
+sys.path.insert(0, str(ROOT / "istio" / "local"))  # render, translate, plan
 
 import render as chart  # noqa: E402
 import translate  # noqa: E402

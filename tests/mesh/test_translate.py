@@ -272,3 +272,29 @@ def test_a_routed_subset_without_address_is_refused():
 def test_bad_values_are_refused_by_helm_before_translation():
     with pytest.raises(chart.helm.HelmError, match="must add up to 100"):
         chart.render(chart.values_from(["istio.canary.weights.canary=20"]))
+
+
+# --- the local launcher's plan (scripts/mesh.sh) ---------------------------------------------
+
+
+def test_plan_starts_one_process_per_rendered_deployment(tmp_path):
+    import plan
+
+    procs = plan.plan(chart.render(chart.values_from(["modelService.shadow.enabled=true"])), tmp_path,
+                      GW, MESH, ADMIN, 18080, 18090, 19464, ["*"])
+    env = {name: e for name, _, _, _, e in procs}
+    assert set(env) == {"sms-app-app", "sms-app-app-canary", "sms-app-model", "sms-app-model-shadow"}
+    assert env["sms-app-app"]["CACHE_ENABLED"] == "false" and env["sms-app-app-canary"]["CACHE_ENABLED"] == "true"
+    assert env["sms-app-app"]["MODEL_HOST"] == f"http://{MESH}"
+    assert env["sms-app-model-shadow"]["METRICS_SOURCE"] == "shadow"
+    assert env["sms-app-model-shadow"]["MODEL_VERSION"] == "v2"
+    assert all(v.startswith("127.0.0.1:") for e in env.values() for k, v in e.items() if k.endswith("_ADDR"))
+    b = yaml.safe_load((tmp_path / "envoy.yaml").read_text())
+    addrs = {c["name"]: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+             for c in b["static_resources"]["clusters"]}
+    assert addrs[cluster(APP, "v2")] == {"address": "127.0.0.1", "port_value": int(env["sms-app-app-canary"]["HTTP_ADDR"].split(":")[1])}
+    assert addrs[cluster(MODEL, "v2", 8081)]["port_value"] == int(env["sms-app-model-shadow"]["GRPC_ADDR"].split(":")[1])
+
+    rolled = plan.plan(chart.render(chart.values_from(["istio.canary.enabled=false"])), tmp_path,
+                       GW, MESH, ADMIN, 18080, 18090, 19464, ["*"])
+    assert {p[0] for p in rolled} == {"sms-app-app", "sms-app-model"}
