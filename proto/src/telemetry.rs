@@ -6,7 +6,9 @@ pub fn init_logging() {
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let builder = fmt().with_env_filter(filter).with_target(false);
+    // Colour only for a person at a terminal, never in files or pipes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = fmt().with_env_filter(filter).with_target(false).with_ansi(ansi);
     let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
 }
 
