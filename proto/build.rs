@@ -7,11 +7,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => protoc_bin_vendored::protoc_bin_path()?,
     };
     let out = PathBuf::from(env::var("OUT_DIR")?);
-    let mut config = tonic_prost_build::Config::new();
-    config.protoc_executable(protoc);
+    let config = || {
+        let mut c = tonic_prost_build::Config::new();
+        c.protoc_executable(&protoc);
+        c
+    };
+    let protos = ["sms/v1/classifier.proto"];
+
+    // Messages and the client, with tonic's own codec.
+    let client_dir = out.join("client");
+    std::fs::create_dir_all(&client_dir)?;
     tonic_prost_build::configure()
+        .build_server(false)
+        .out_dir(&client_dir)
         .file_descriptor_set_path(out.join("sms_v1_descriptor.bin"))
-        .compile_with_config(config, &["sms/v1/classifier.proto"], &["."])?;
+        .compile_with_config(config(), &protos, &["."])?;
+
+    // The server reuses those messages; its codec answers a request that does not
+    // decode with INVALID_ARGUMENT (the caller's fault) instead of INTERNAL.
+    let server_dir = out.join("server");
+    std::fs::create_dir_all(&server_dir)?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .out_dir(&server_dir)
+        .extern_path(".sms.v1", "crate::v1")
+        .codec_path("crate::codec::RequestValidatingCodec")
+        .compile_with_config(config(), &protos, &["."])?;
     println!("cargo:rerun-if-changed=sms/v1/classifier.proto");
     Ok(())
 }

@@ -249,3 +249,64 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Raw bytes on the wire, to send what no well-behaved client would.
+mod raw {
+    use bytes::{Buf, BufMut};
+    use tonic::{
+        Status,
+        codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    };
+
+    #[derive(Default)]
+    pub struct RawCodec;
+    pub struct Raw;
+
+    impl Codec for RawCodec {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = Raw;
+        type Decoder = Raw;
+        fn encoder(&mut self) -> Raw {
+            Raw
+        }
+        fn decoder(&mut self) -> Raw {
+            Raw
+        }
+    }
+
+    impl Encoder for Raw {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for Raw {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+            Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+        }
+    }
+}
+
+#[tokio::test]
+async fn undecodable_requests_get_invalid_argument() {
+    let m = TestModel::version("v1").await;
+    let mut grpc = tonic::client::Grpc::new(common::channel(m.server.grpc_addr).await);
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/sms.v1.SpamClassifier/Classify");
+    // Field 1 (`text`), 2 bytes, not UTF-8; then a truncated field.
+    for bytes in [vec![0x0a, 0x02, 0xff, 0xfe], vec![0x0a, 0x10, b'h', b'i']] {
+        grpc.ready().await.unwrap();
+        let err = grpc
+            .unary(tonic::Request::new(bytes.clone()), path.clone(), raw::RawCodec)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{bytes:?}: {err:?}");
+        assert!(err.message().contains("not a valid sms.v1 message"), "{}", err.message());
+    }
+    m.server.stop().await.unwrap();
+}

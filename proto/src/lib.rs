@@ -5,11 +5,19 @@
 pub mod telemetry;
 pub mod trace;
 
+pub mod codec;
+
 pub mod v1 {
-    tonic::include_proto!("sms.v1");
+    include!(concat!(env!("OUT_DIR"), "/client/sms.v1.rs"));
+
+    pub use super::server::spam_classifier_server;
 
     /// Encoded file descriptor set, served by gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("sms_v1_descriptor");
+}
+
+mod server {
+    include!(concat!(env!("OUT_DIR"), "/server/sms.v1.rs"));
 }
 
 /// Longest accepted SMS text, in characters after trimming. A concatenated SMS tops out
