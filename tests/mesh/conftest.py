@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from harness import Client, Stack
+from harness import OUT, Client, Stack
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The measured figures (split shares, flips, shadow share, errors), before the
+    closing `N passed` line."""
+    figures = OUT / "figures.txt"
+    if figures.exists():
+        terminalreporter.write_sep("-", "mesh figures")
+        for line in figures.read_text().splitlines():
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

@@ -150,6 +150,11 @@ def test_rollback_leaves_no_route_to_v2(sets):
     assert not any(c["name"] == cluster(APP, "v2") for c in b["static_resources"]["clusters"])
 
 
+def test_promotion_leaves_the_weight_0_destination_out():
+    split = by_name(boot("istio.canary.weights.stable=0,istio.canary.weights.canary=100"), "split")
+    assert [(c["name"], c["weight"]) for c in split["weighted_clusters"]["clusters"]] == [(cluster(APP, "v2"), 100)]
+
+
 def test_model_listener_is_http2_to_v1_without_mirror_by_default():
     b = boot()
     hcm = listener(b, "mesh-outbound")
@@ -202,6 +207,7 @@ def test_workloads_back_the_subsets_by_labels():
     (), ("modelService.shadow.enabled=true,modelService.shadow.mirror.percent=12.5",),
     ("istio.canary.weights.stable=80,istio.canary.weights.canary=20",),
     ("istio.canary.enabled=false",), ("istio.podAffinityCookie=sms-pod",),
+    ("istio.canary.weights.stable=0,istio.canary.weights.canary=100",),
 ])
 def test_real_envoy_accepts_the_bootstrap(sets, tmp_path):
     cfg = tmp_path / "envoy.yaml"
