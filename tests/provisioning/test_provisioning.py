@@ -248,6 +248,60 @@ def test_node_setup_covers_what_kubeadm_needs():
     assert "creates: /etc/kubernetes/kubelet.conf" in workers
 
 
+# --------------------------------------------------------------------------- idempotency
+
+
+def changed_tasks(output):
+    names, current = [], None
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            current = line[6:line.rindex("]")]
+        elif line.startswith("changed: ") and current:
+            names.append(current)
+    return names
+
+
+def test_a_second_run_changes_nothing_and_a_changed_value_upgrades_only_its_release(tmp_path, ansible_env):
+    """idempotency.yml runs the sms_app role and every add-on Helm release and manifest
+    step against fake helm/kubectl (tests/provisioning/fakes) on a snapshot of the
+    repository's helm/, istio/ and models/."""
+    repo = tmp_path / "repo"
+    for part in ("helm", "istio", "models", "provisioning"):
+        shutil.copytree(ROOT / part, repo / part, symlinks=False,
+                        ignore=shutil.ignore_patterns(".vagrant", "kubeconfig", "shared"))
+    state = tmp_path / "state"
+    state.mkdir()
+    env = dict(ansible_env)
+    env.pop("ANSIBLE_CONFIG")
+    env.update({"FAKE_STATE": str(state), "PATH": f"{HERE / 'fakes'}:{os.environ['PATH']}",
+                "ANSIBLE_ROLES_PATH": str(repo / "provisioning" / "roles")})
+
+    def play(*extra):
+        proc = run([tool("ansible-playbook"), "-i", HERE / "inventory.ini", HERE / "idempotency.yml",
+                    "-e", f"repo_root={repo}", "-e", f"manifests_dir={tmp_path / 'etc'}",
+                    "-e", f"models_dir={tmp_path / 'shared' / 'models'}", *extra], env=env)
+        assert proc.returncode == 0, explain(proc)
+        log = (state / "helm.log").read_text().splitlines()
+        return changed_tasks(proc.stdout), [l.split()[2] for l in log if l.startswith("upgrade")]
+
+    changed, upgrades = play()
+    assert changed, "the first run changed nothing"
+    assert sorted(upgrades) == sorted(["sms-app", "flannel", "metallb", "kube-prometheus-stack",
+                                       "ingress-nginx", "kubernetes-dashboard"]), upgrades
+    releases = {r["name"]: r["chart"] for r in json.loads((state / "helm.json").read_text())}
+    for key, chart in GROUP_VARS["charts"].items():
+        assert releases[chart["chart"]] == f"{chart['chart']}-{chart['version']}", key
+    assert (tmp_path / "shared" / "models" / "v1" / "model.onnx").is_file()
+
+    changed, upgrades_again = play()
+    assert changed == [], f"the second run changed: {changed}"
+    assert upgrades_again == upgrades, "the second run called helm upgrade"
+
+    changed, upgrades_third = play("-e", "sms_app_image_tag=0.2.0")
+    assert upgrades_third[len(upgrades):] == ["sms-app"], upgrades_third
+    assert 'tag: "0.2.0"' in (tmp_path / "etc" / "sms-app-values.yaml").read_text()
+
+
 # --------------------------------------------------------------------------- rendered manifests
 
 
