@@ -101,3 +101,17 @@ impl Metrics {
         String::from_utf8(buf).expect("utf-8 metrics")
     }
 }
+
+/// The value of one sample in Prometheus text output whose labels include `labels`, e.g.
+/// `sample_value(&text, "sms_model_predictions_total", &[("result", "spam")])`. For tests
+/// and tools that read a /metrics page.
+pub fn sample_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let rest = series.strip_prefix(name)?;
+        if !(rest.is_empty() || rest.starts_with('{')) {
+            return None;
+        }
+        labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))).then(|| value.parse().ok())?
+    })
+}

@@ -92,14 +92,4 @@ pub fn http_client() -> reqwest::Client {
         .unwrap()
 }
 
-/// The value of one sample in Prometheus text output.
-pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let rest = series.strip_prefix(name)?;
-        if !(rest.is_empty() || rest.starts_with('{')) {
-            return None;
-        }
-        labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))).then(|| value.parse().ok())?
-    })
-}
+pub use model_service::metrics::sample_value as sample;

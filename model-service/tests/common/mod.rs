@@ -80,18 +80,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     tokio::time::timeout(Duration::from_secs(10), fut).await.expect("GET timed out")
 }
 
-/// The value of one sample line in Prometheus text output, e.g.
-/// `sample(&text, "sms_model_predictions_total", &[("result", "spam")])`.
-pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let rest = series.strip_prefix(name)?;
-        if !(rest.is_empty() || rest.starts_with('{')) {
-            return None;
-        }
-        labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))).then(|| value.parse().ok())?
-    })
-}
+pub use model_service::metrics::sample_value as sample;
 
 pub const SPAM: &str = "WINNER!! As a valued network customer you have been selected to receive a £900 prize reward! To claim call 09061701461. Claim code KL341. Valid 12 hours only.";
 pub const HAM: &str = "Hey, are we still meeting for lunch tomorrow? Let me know what time works for you.";
