@@ -11,7 +11,7 @@ apt_ensure vagrant
 venv="$(venv_ensure provisioning "$HERE/requirements.txt")"
 npm_ensure "$HERE"
 
-for t in vagrant node kubectl "$venv/bin/ansible-playbook" "$venv/bin/ansible-lint" "$venv/bin/yamllint" \
+for t in vagrant ruby node kubectl "$venv/bin/ansible-playbook" "$venv/bin/ansible-lint" "$venv/bin/yamllint" \
   "$venv/bin/kubernetes-validate" "$venv/bin/hadolint"; do
   command -v "$t" >/dev/null || die "required tool missing: $t"
 done
