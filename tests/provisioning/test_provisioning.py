@@ -95,7 +95,7 @@ def dotted_keys(tree, prefix=""):
 
 
 def test_yamllint_passes_on_everything_under_provisioning():
-    proc = run([tool("yamllint"), "--strict", "-c", PROV / ".yamllint", PROV])
+    proc = run([tool("yamllint"), "--strict", "-c", PROV / ".yamllint", PROV, *HERE.glob("*.yml")])
     assert proc.returncode == 0, explain(proc)
 
 
@@ -312,6 +312,7 @@ def test_node_setup_covers_what_kubeadm_needs():
     for needle in ("kubeadm init", "--apiserver-advertise-address={{ node_ip }}", "--pod-network-cidr",
                    "creates: /etc/kubernetes/admin.conf", "ansible.builtin.fetch", "kubeconfig_host_path"):
         assert needle in control, needle
+    assert "node-role.kubernetes.io/control-plane:NoSchedule-" in control  # WORKERS=0
     workers = (PROV / "roles" / "workers" / "tasks" / "main.yml").read_text()
     assert "kubeadm token create --print-join-command" in workers
     assert "creates: /etc/kubernetes/kubelet.conf" in workers
