@@ -1,10 +1,10 @@
 use std::process::ExitCode;
 
-use sms_proto::telemetry::{init_logging, shutdown_signal};
+use sms_proto::telemetry::{self, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_logging();
+    let _telemetry = telemetry::init("app-service");
     let started = async {
         let config = app_service::Config::from_env()?;
         let summary = format!(

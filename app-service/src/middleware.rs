@@ -10,15 +10,18 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-use sms_proto::trace::{TRACEPARENT, TraceContext};
+use sms_proto::{telemetry::continue_trace, trace::TRACEPARENT};
+use tracing::Instrument;
 
 use crate::AppState;
 
 pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let trace = TraceContext::continue_or_start(request.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
-    request.extensions_mut().insert(trace);
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
     let method = request.method().clone();
+    let span = tracing::info_span!("request", otel.name = %format!("{method} {route}"), otel.kind = "server",
+                                   http.request.method = %method, http.route = %route);
+    let trace = continue_trace(&span, request.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
+    request.extensions_mut().insert(trace);
     let metrics = &state.classifier.metrics;
     let version = metrics.version();
 
@@ -32,7 +35,7 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
     metrics.active_requests.inc();
     let active = Active(&metrics.active_requests);
     let started = Instant::now();
-    let mut response = next.run(request).await;
+    let mut response = next.run(request).instrument(span).await;
     let elapsed = started.elapsed();
     drop(active);
 

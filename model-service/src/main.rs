@@ -1,10 +1,10 @@
 use std::process::ExitCode;
 
-use sms_proto::telemetry::{init_logging, shutdown_signal};
+use sms_proto::telemetry::{self, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_logging();
+    let _telemetry = telemetry::init("model-service");
     let started = async {
         let config = model_service::Config::from_env()?;
         let version = config.model_version.clone();

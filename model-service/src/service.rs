@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use sms_proto::{
     MAX_TEXT_CHARS, validate_text,
-    trace::{TRACEPARENT, TraceContext},
+    telemetry::continue_trace,
+    trace::TRACEPARENT,
     v1::{
         ClassifyRequest, ClassifyResponse, GetModelInfoRequest, ModelInfo, spam_classifier_server::SpamClassifier,
     },
 };
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::{
     metrics::Metrics,
@@ -59,10 +61,10 @@ impl Classifier {
 #[tonic::async_trait]
 impl SpamClassifier for Classifier {
     async fn classify(&self, request: Request<ClassifyRequest>) -> Result<Response<ClassifyResponse>, Status> {
-        let trace = TraceContext::continue_or_start(
-            request.metadata().get(TRACEPARENT).and_then(|v| v.to_str().ok()),
-        );
-        let result = self.classify_inner(&request.get_ref().text).await;
+        let span = tracing::info_span!("classify", otel.name = "sms.v1.SpamClassifier/Classify", otel.kind = "server",
+                                       rpc.system = "grpc", source = %self.source);
+        let trace = continue_trace(&span, request.metadata().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
+        let result = self.classify_inner(&request.get_ref().text).instrument(span).await;
         let code = match &result {
             Ok(_) => tonic::Code::Ok,
             Err(status) => status.code(),
