@@ -33,6 +33,7 @@ from conftest import CHART, SCENARIOS, parse_set, render_error
     ("alerting.enabled=true", ["alerting.smtp.existingSecret", "alerting.smtp.password"]),
     ("modelService.modelStorage.hostPath=models", ["/modelService/modelStorage/hostPath"]),
     ("image.pullPolicy=Sometimes", ["/image/pullPolicy"]),
+    ("tracing.otlpEndpoint=collector:4317", ["/tracing/otlpEndpoint"]),
 ])
 def test_nonsense_is_refused_naming_the_value(expr, needles):
     message = render_error(parse_set(expr))

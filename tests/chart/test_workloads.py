@@ -215,3 +215,14 @@ def test_network_policies(scenario):
     open_ports = {p["port"] for rule in model["spec"]["ingress"] if "from" not in rule for p in rule["ports"]}
     assert 8081 not in open_ports and 9464 in open_ports
     assert r.get("NetworkPolicy", APP)["spec"]["ingress"][0]["ports"][0]["port"] == 8080
+
+
+def test_trace_export_is_off_by_default_and_reaches_every_service_when_set(scenario):
+    from conftest import parse_set, render
+    var = "OTEL_EXPORTER_OTLP_ENDPOINT"
+    assert var not in scenario("defaults").get("ConfigMap", APP)["data"]
+    endpoint = "http://otel-collector.observability:4317"
+    r = render(parse_set(f"tracing.otlpEndpoint={endpoint},modelService.shadow.enabled=true"), tag="tracing")
+    assert r.get("ConfigMap", APP)["data"][var] == endpoint
+    for name in ("sms-app-model", "sms-app-model-shadow"):
+        assert container_env(pod_spec(r.get("Deployment", name))["containers"][0])[var] == endpoint
