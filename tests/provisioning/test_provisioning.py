@@ -132,7 +132,8 @@ def test_ansible_lint_really_lints_the_roles(ansible_env, tmp_path):
 @pytest.fixture(scope="session")
 def vagrant_env(tmp_path_factory):
     base = tmp_path_factory.mktemp("vagrant")
-    return {"VAGRANT_HOME": str(base / "home"), "SHARED_DIR": str(base / "shared"), "VAGRANT_CHECKPOINT_DISABLE": "1"}
+    return {"VAGRANT_HOME": str(base / "home"), "VAGRANT_DOTFILE_PATH": str(base / "dot"),
+            "SHARED_DIR": str(base / "shared"), "VAGRANT_CHECKPOINT_DISABLE": "1"}
 
 
 @pytest.mark.parametrize("workers", ["0", "2", "3"])
@@ -548,6 +549,51 @@ def test_app_values_use_names_the_chart_defines(rendered):
     assert ours["modelService"]["modelStorage"]["hostPath"] == "/mnt/shared/models"
     ns = load_docs(rendered / "sms_app" / "sms-app-namespace.yaml")[0]
     assert ns["metadata"] == {"name": "sms-app", "labels": {"istio-injection": "enabled"}}
+
+
+def render_chart(values):
+    import helm_python as helm  # the Helm v4 engine (Go SDK), no helm binary needed
+
+    with helm.Chart.load(str(ROOT / "helm")) as chart:
+        manifests = chart.render(values, name=GROUP_VARS["sms_app_release"],
+                                 namespace=GROUP_VARS["sms_app_namespace"])
+    return [d for k, v in sorted(manifests.items()) if k.endswith(".yaml") for d in yaml.safe_load_all(v) if d]
+
+
+def test_chart_renders_and_validates_with_the_values_the_playbook_passes(rendered, tmp_path):
+    values = yaml.safe_load((rendered / "sms_app" / "sms-app-values.yaml").read_text())
+    docs = render_chart(values)
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+    deployments = by_kind["Deployment"]
+    assert set(deployments) == {"sms-app-app", "sms-app-app-canary", "sms-app-model", "sms-app-model-shadow"}
+    app_version = yaml.safe_load((ROOT / "helm" / "Chart.yaml").read_text())["appVersion"]
+    pod = deployments["sms-app-model"]["spec"]["template"]["spec"]
+    (model,) = [c for c in pod["containers"] if c["name"] != "istio-proxy"]
+    assert model["image"] == f"sms-app/model-service:{app_version}"
+    assert [v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v] == ["/mnt/shared/models"]
+    assert by_kind["Ingress"]["sms-app-ingress"]["spec"]["rules"][0]["host"] == "sms-app.local"
+    assert "sms-istio.local" in by_kind["Gateway"]["sms-app-gateway"]["spec"]["servers"][0]["hosts"]
+
+    core = tmp_path / "core.yaml"
+    core.write_text(yaml.safe_dump_all([d for d in docs if "." not in d["apiVersion"].split("/")[0]
+                                        or d["apiVersion"].split("/")[0].endswith("k8s.io")]))
+    proc = run([tool("kubernetes-validate"), "-k", "1.32.0", "--strict", core])
+    assert proc.returncode == 0, explain(proc)
+
+
+def test_image_registry_and_tag_reach_every_pod():
+    """What SMS_IMAGE_REGISTRY / SMS_IMAGE_TAG become: the chart's image.registry and tags."""
+    text = (PROV / "roles" / "sms_app" / "templates" / "sms-app-values.yaml.j2").read_text()
+    text = text.replace("{{ sms_app_image_registry | to_json }}", '"registry.example:5000"')
+    text = text.replace("{{ sms_app_image_tag | to_json }}", '"0.2.0"')
+    text = re.sub(r"\{\{ (\w+) \}\}", lambda m: str(GROUP_VARS[m.group(1)]), text)
+    docs = render_chart(yaml.safe_load(text))
+    images = {c["image"] for d in docs if d["kind"] == "Deployment"
+              for c in d["spec"]["template"]["spec"]["containers"]}
+    assert images == {"registry.example:5000/sms-app/app-service:0.2.0",
+                      "registry.example:5000/sms-app/model-service:0.2.0"}
 
 
 # --------------------------------------------------------------------------- images
