@@ -7,6 +7,7 @@ cd "$ROOT"
 
 ORT_DYLIB_PATH="$(scripts/ensure-ort.sh)"
 export ORT_DYLIB_PATH MODEL_ROOT="${MODEL_ROOT:-$ROOT/models}"
+tools="$(venv_ensure tools "$ROOT/tests/tools/requirements.txt")"
 log "building (release)"
 cargo build --release --locked --bins -q
 
@@ -29,9 +30,8 @@ cat <<MSG
   SMS spam detection is running (Ctrl-C stops it):
 $( [ -x target/release/app-service ] && printf '    web UI        http://127.0.0.1:%s/sms/\n    app metrics   http://127.0.0.1:%s/metrics\n' "$APP_PORT" "$APP_PORT")
     model gRPC    127.0.0.1:$MODEL_PORT   e.g.
-      grpcurl -plaintext -d '{"text":"WIN a free prize now!"}' 127.0.0.1:$MODEL_PORT sms.v1.SpamClassifier/Classify
+      ${tools#"$ROOT"/}/bin/grpcurl -plaintext -d '{"text":"WIN a free prize now!"}' 127.0.0.1:$MODEL_PORT sms.v1.SpamClassifier/Classify
     model metrics http://127.0.0.1:$MODEL_METRICS_PORT/metrics
-  (grpcurl: .venv/tools/bin/grpcurl after \`make test\`)
 
 MSG
 wait -n "${pids[@]}"
