@@ -4,12 +4,7 @@ here, each logging to a file under test-output/mesh/ and stopped by its own PID.
 from __future__ import annotations
 
 import os
-import re
-import signal
-import socket
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,26 +12,16 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "istio" / "local"))  # render, translate, plan
+sys.path.insert(0, str(ROOT / "tests" / "common"))
+
+import procs  # noqa: E402
+from procs import binary, free_port, metric, poll  # noqa: E402,F401 - re-exported
 
 import render as chart  # noqa: E402
 import translate  # noqa: E402
 
 OUT = Path(os.environ.get("MESH_TEST_OUT", ROOT / "test-output" / "mesh"))
 APP, MODEL = "sms-app-app", "sms-app-model"  # the chart's Service names for release sms-app
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def binary(name: str) -> Path:
-    path = ROOT / "target" / "debug" / name
-    assert path.is_file() and os.access(path, os.X_OK), (
-        f"{path.relative_to(ROOT)} is missing: tests/mesh/run.sh builds it with "
-        "`cargo build -p model-service -p app-service`")
-    return path
 
 
 def envoy_binary() -> Path:
@@ -47,65 +32,9 @@ def envoy_binary() -> Path:
     return path
 
 
-def poll(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - kept for the message
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" ({last!r})" if last else ""))
-
-
-class Proc:
-    """A child process with its output in a log file, stopped by PID."""
-
-    def __init__(self, name: str, cmd: list, env: dict | None = None):
-        OUT.mkdir(parents=True, exist_ok=True)
-        self.name = name
-        self.log_path = OUT / f"{name}.log"
-        self._log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen([str(c) for c in cmd], stdout=self._log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}, cwd=ROOT)
-        self.pid = self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.popen.wait(timeout=10)
-        self._log.close()
-
-    def tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-
-def metric(text: str, name: str, **labels) -> float:
-    """Sum of the samples of `name` whose labels include `labels`."""
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        m = re.match(r"^([a-zA-Z_:][\w:]*)(\{(.*)\})?\s+(\S+)", line)
-        if not m or m.group(1) != name:
-            continue
-        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(m.group(4))
-    return total
+def Proc(name: str, cmd: list, env: dict | None = None) -> procs.Proc:
+    """A process logging (appending) to test-output/mesh/<name>.log."""
+    return procs.Proc(name, cmd, OUT, env=env, append=True)
 
 
 class Stack:

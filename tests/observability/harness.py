@@ -6,26 +6,20 @@ stopped by its own PID (SIGTERM, then SIGKILL) by the fixture that started it.
 from __future__ import annotations
 
 import math
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
+from procs import ROOT, Proc, ProcGroup, binary, free_port, poll  # noqa: E402,F401 - re-exported
+
 NAMESPACE = "sms-app"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def require_tool(name: str) -> str:
@@ -37,97 +31,6 @@ def require_tool(name: str) -> str:
 
 def run(cmd, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120, **kw)
-
-
-def binary(name: str) -> Path:
-    path = ROOT / "target" / "debug" / name
-    assert path.is_file() and os.access(path, os.X_OK), (
-        f"{path.relative_to(ROOT)} is missing: run.sh builds it with "
-        f"`cargo build -p model-service -p app-service` (did the build fail?)")
-    return path
-
-
-def poll(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
-    """Call predicate until it returns a truthy value; return it, or fail after timeout."""
-    deadline = time.monotonic() + timeout
-    last_exc = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - remembered for the failure message
-            last_exc = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}"
-                         + (f" (last error: {last_exc!r})" if last_exc else ""))
-
-
-class Proc:
-    """A child process with its output in a log file, stopped by PID."""
-
-    def __init__(self, name: str, cmd: list[str], log_dir: Path, env: dict | None = None,
-                 cwd: Path | None = None):
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        full_env = dict(os.environ)
-        full_env.update(env or {})
-        self._log = open(self.log_path, "wb")
-        self.popen = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, env=full_env,
-                                      cwd=str(cwd or ROOT))
-        self.pid = self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def tail(self, n: int = 30) -> str:
-        return "\n".join(self.log().splitlines()[-n:])
-
-    def check_alive(self):
-        assert self.alive(), (f"{self.name} exited with {self.popen.returncode}; "
-                              f"last lines of its log:\n{self.tail()}")
-
-    def stop(self, timeout: float = 10):
-        if self.popen.poll() is None:
-            try:
-                os.kill(self.pid, signal.SIGTERM)
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.popen.wait(timeout=timeout)
-            except ProcessLookupError:
-                pass
-        self._log.close()
-
-
-class ProcGroup:
-    """Starts processes and stops every one of them (last started first)."""
-
-    def __init__(self, log_dir: Path):
-        self.log_dir = log_dir
-        self.procs: list[Proc] = []
-
-    def start(self, name, cmd, env=None, cwd=None) -> Proc:
-        p = Proc(name, [str(c) for c in cmd], self.log_dir, env=env, cwd=cwd)
-        self.procs.append(p)
-        return p
-
-    def stop_all(self):
-        errors = []
-        for p in reversed(self.procs):
-            try:
-                p.stop()
-            except Exception as exc:  # noqa: BLE001 - stop the others anyway
-                errors.append(f"{p.name}: {exc!r}")
-        self.procs.clear()
-        assert not errors, f"could not stop: {errors}"
 
 
 def wait_http_ok(url: str, proc: Proc, timeout: float = 60):

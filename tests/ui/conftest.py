@@ -1,11 +1,8 @@
 """Fixtures: the real model and app services as processes on 127.0.0.1, and headless
 Chromium driven through chromedriver (no browser download: Debian's packages)."""
 
-import os
-import socket
-import subprocess
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -13,44 +10,14 @@ import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
+from procs import ROOT, Proc, binary, free_port, poll  # noqa: E402
+
 OUT = ROOT / "test-output" / "ui"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_until(check, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not ready within {timeout} s")
-
-
-class Service_:
-    """One started process, stopped by its PID."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str]):
-        self.log = OUT / f"{name}.log"
-        self.proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=self.log.open("wb"),
-                                     stderr=subprocess.STDOUT)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    poll(check, timeout, what=what)
 
 
 class Stack:
@@ -59,7 +26,7 @@ class Stack:
         self.model_port, self.app_port = free_port(), free_port()
         self.model = None
         self.start_model()
-        self.app = Service_("app", [str(ROOT / "target/debug/app-service")], {
+        self.app = Proc("app", [binary("app-service")], OUT, env={
             "HTTP_ADDR": f"127.0.0.1:{self.app_port}",
             "MODEL_HOST": f"http://127.0.0.1:{self.model_port}",
             "APP_VERSION": "v1",
@@ -69,7 +36,7 @@ class Stack:
         wait_until(lambda: requests.get(f"{self.url}/readyz", timeout=2).ok, "app")
 
     def start_model(self):
-        self.model = Service_("model", [str(ROOT / "target/debug/model-service")], {
+        self.model = Proc("model", [binary("model-service")], OUT, env={
             "GRPC_ADDR": f"127.0.0.1:{self.model_port}",
             "METRICS_ADDR": f"127.0.0.1:{free_port()}",
             "MODEL_ROOT": str(ROOT / "models"),
