@@ -23,6 +23,7 @@ use axum::{
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Redirect, Response},
     routing::get,
+    serve::ListenerExt,
 };
 use sms_proto::trace::TraceContext;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
@@ -138,7 +139,7 @@ pub async fn start_with_model(config: Config, model: ModelClient) -> anyhow::Res
     let app = router(build_state(config, model));
     let (shutdown, mut rx) = watch::channel(false);
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
+        axum::serve(listener.tap_io(|tcp| drop(tcp.set_nodelay(true))), app)
             .with_graceful_shutdown(async move {
                 let _ = rx.changed().await;
             })

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sms_proto::v1::{ClassifyRequest, spam_classifier_client::SpamClassifierClient};
+use sms_proto::v1::{ClassifyRequest, GetModelInfoRequest, spam_classifier_client::SpamClassifierClient};
 use tonic::transport::Channel;
 
 const CONCURRENCY: usize = 16;
@@ -92,7 +92,15 @@ struct Figures {
     rss_mib: f64,
 }
 
-async fn load(channel: Channel, duration: Duration) -> (Vec<Duration>, usize) {
+/// What each call does: classify a message, or only ask for metadata (the gRPC stack
+/// without inference, for the transport's own ceiling).
+#[derive(Clone, Copy, PartialEq)]
+enum Call {
+    Classify,
+    Metadata,
+}
+
+async fn load(channel: Channel, duration: Duration, call: Call) -> (Vec<Duration>, usize) {
     let until = Instant::now() + duration;
     let tasks: Vec<_> = (0..CONCURRENCY)
         .map(|i| {
@@ -103,9 +111,14 @@ async fn load(channel: Channel, duration: Duration) -> (Vec<Duration>, usize) {
                     let text = MESSAGES[n % MESSAGES.len()].to_string();
                     n += 1;
                     let started = Instant::now();
-                    match client.classify(ClassifyRequest { text }).await {
-                        Ok(_) => lat.push(started.elapsed()),
-                        Err(_) => errors += 1,
+                    let ok = match call {
+                        Call::Classify => client.classify(ClassifyRequest { text }).await.is_ok(),
+                        Call::Metadata => client.get_model_info(GetModelInfoRequest {}).await.is_ok(),
+                    };
+                    if ok {
+                        lat.push(started.elapsed());
+                    } else {
+                        errors += 1;
                     }
                 }
                 (lat, errors)
@@ -121,11 +134,11 @@ async fn load(channel: Channel, duration: Duration) -> (Vec<Duration>, usize) {
     (all, errors)
 }
 
-async fn measure(version: &str, workers: usize, port: u16) -> Figures {
+async fn measure(version: &str, workers: usize, port: u16, call: Call) -> Figures {
     let server = Server::start(version, workers, port);
     let channel = connect(&server.addr).await;
-    load(channel.clone(), WARMUP).await;
-    let (mut lat, errors) = load(channel, DURATION).await;
+    load(channel.clone(), WARMUP, call).await;
+    let (mut lat, errors) = load(channel, DURATION, call).await;
     let rss_mib = server.rss_mib();
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
@@ -166,13 +179,14 @@ fn main() {
     println!("model-service gRPC Classify, {CONCURRENCY} calls in flight, {}s per run, {cores} cores", DURATION.as_secs());
     println!("{:<44} {:>9} {:>9} {:>9} {:>7} {:>9}", "design", "req/s", "p50 ms", "p99 ms", "errors", "RSS MiB");
     let runs = [
-        ("baseline: v1, 1 session (one locked session)", "v1", 1),
-        ("v1 word model, worker pool (1 session/core)", "v1", cores),
-        ("v2 char model, worker pool (1 session/core)", "v2", cores),
+        ("baseline: v1, 1 session (one locked session)", "v1", 1, Call::Classify),
+        ("v1 word model, worker pool (1 session/core)", "v1", cores, Call::Classify),
+        ("v2 char model, worker pool (1 session/core)", "v2", cores, Call::Classify),
+        ("gRPC stack only (GetModelInfo, no inference)", "v1", cores, Call::Metadata),
     ];
     let mut figures = Vec::new();
-    for (name, version, workers) in runs {
-        let f = rt.block_on(measure(version, workers, free_port()));
+    for (name, version, workers, call) in runs {
+        let f = rt.block_on(measure(version, workers, free_port(), call));
         println!(
             "{name:<44} {:>9.0} {:>9.2} {:>9.2} {:>7} {:>9.1}",
             f.rps, f.p50_ms, f.p99_ms, f.errors, f.rss_mib
