@@ -84,7 +84,6 @@ impl ModelClient {
                 .expect("valid endpoint")
                 .origin(origin.clone())
                 .connect_timeout(timeout)
-                .timeout(timeout)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(30))
                 .keep_alive_while_idle(true)

@@ -3,7 +3,7 @@
 
 use askama::Template;
 use axum::{
-    extract::Path,
+    extract::{Path, State},
     http::{StatusCode, header},
     response::{Html, IntoResponse, Response},
 };
@@ -32,21 +32,21 @@ pub struct ResultView {
     pub cached: bool,
 }
 
-impl Page<'_> {
-    pub fn render_response(&self, status: StatusCode) -> Response {
-        match self.render() {
-            Ok(html) => (status, Html(html)).into_response(),
-            Err(e) => {
-                tracing::error!("template failed: {e}");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
-            }
+/// The page as it stands after a request: what the user typed and picked, and the answer
+/// or the error.
+fn page(state: &AppState, status: StatusCode, sms: &str, guess: &str, result: Option<ResultView>, error: Option<String>) -> Response {
+    let page = Page { app_version: &state.config.app_version, max_chars: MAX_TEXT_CHARS, sms, guess, result, error };
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!("template failed: {e}");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
         }
     }
 }
 
-pub async fn index(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    Page { app_version: &state.config.app_version, max_chars: MAX_TEXT_CHARS, sms: "", guess: "", result: None, error: None }
-        .render_response(StatusCode::OK)
+pub async fn index(State(state): State<AppState>) -> Response {
+    page(&state, StatusCode::OK, "", "", None, None)
 }
 
 #[derive(serde::Deserialize)]
@@ -59,21 +59,11 @@ struct FormBody {
 
 /// The form post (no JavaScript): the same page, with the answer or the error in it.
 pub async fn classify_form(state: &AppState, body: &[u8], trace: &sms_proto::trace::TraceContext) -> Response {
-    let page = |sms: &str, guess: &str, result, error: Option<String>| Page {
-        app_version: &state.config.app_version,
-        max_chars: MAX_TEXT_CHARS,
-        sms,
-        guess,
-        result,
-        error,
-    }
-    .render_response(StatusCode::OK);
     let form: FormBody = match serde_urlencoded::from_bytes(body) {
         Ok(f) => f,
         Err(e) => {
-            let mut r = page("", "", None, Some(format!("the form could not be read: {e}")));
-            *r.status_mut() = StatusCode::BAD_REQUEST;
-            return r;
+            let error = format!("the form could not be read: {e}");
+            return page(state, StatusCode::BAD_REQUEST, "", "", None, Some(error));
         }
     };
     let guess = match form.guess.as_str() {
@@ -81,9 +71,8 @@ pub async fn classify_form(state: &AppState, body: &[u8], trace: &sms_proto::tra
         g => match Guess::parse(g) {
             Some(g) => Some(g),
             None => {
-                let mut r = page(&form.sms, "", None, Some("your guess must be spam or ham".into()));
-                *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-                return r;
+                let error = "your guess must be spam or ham".to_string();
+                return page(state, StatusCode::UNPROCESSABLE_ENTITY, &form.sms, "", None, Some(error));
             }
         },
     };
@@ -99,13 +88,11 @@ pub async fn classify_form(state: &AppState, body: &[u8], trace: &sms_proto::tra
                 agreement: o.agrees.map(|a| if a { "agrees" } else { "disagrees" }),
                 cached: o.cached,
             };
-            page(&form.sms, &form.guess, Some(view), None)
+            page(state, StatusCode::OK, &form.sms, &form.guess, Some(view), None)
         }
         Err(e) => {
             let err = ApiError::from(e);
-            let mut r = page(&form.sms, &form.guess, None, Some(err.message));
-            *r.status_mut() = err.status;
-            r
+            page(state, err.status, &form.sms, &form.guess, None, Some(err.message))
         }
     }
 }

@@ -30,14 +30,31 @@ pub fn validate(text: &str) -> Result<String, Status> {
     validate_text(text).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
+/// Counts a call as in flight until it ends, also when the caller's deadline or
+/// disconnect drops it half-way (a plain `dec()` after the await would never run).
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn new(gauge: prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 impl Classifier {
     async fn classify_inner(&self, text: &str) -> Result<ClassifyResponse, Status> {
         let text = validate(text)?;
         let [version, source] = self.metrics.labels();
-        let inflight = self.metrics.inflight.with_label_values(&[version, source]);
-        inflight.inc();
-        let result = self.pool.classify(text).await;
-        inflight.dec();
+        let result = {
+            let _inflight = InFlight::new(self.metrics.inflight.with_label_values(&[version, source]));
+            self.pool.classify(text).await
+        };
         let prediction = result.map_err(|e| match e {
             PoolError::Stopped => Status::unavailable("the model service is shutting down"),
             PoolError::Model(e) => Status::internal(e.to_string()),

@@ -120,6 +120,11 @@ fn worker(index: usize, mut model: Model, rx: &Mutex<mpsc::Receiver<Job>>, hando
         // and releases it at once; the others queue on the lock meanwhile.
         let job = rx.lock().unwrap_or_else(|e| e.into_inner()).blocking_recv();
         let Some(job) = job else { break };
+        // The caller's deadline passed while the job waited: nobody reads the answer, and
+        // under overload those are exactly the jobs not to spend a core on.
+        if job.reply.is_closed() {
+            continue;
+        }
         let generation = handover.generation.load(Ordering::Acquire);
         if generation != seen {
             if let Some(new) = handover.slots[index].lock().unwrap_or_else(|e| e.into_inner()).take() {

@@ -310,3 +310,32 @@ async fn undecodable_requests_get_invalid_argument() {
     }
     m.server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn calls_cancelled_by_their_deadline_leave_no_request_in_flight() {
+    let m = TestModel::version("v2").await;
+    // Far more calls than two workers finish in 20 ms: the later ones reach the server and
+    // wait in its queue until their deadline drops them there.
+    let calls: Vec<_> = (0..300)
+        .map(|_| {
+            let mut client = m.client.clone();
+            tokio::spawn(async move {
+                let mut r = tonic::Request::new(req(SPAM));
+                r.set_timeout(Duration::from_millis(20));
+                client.classify(r).await
+            })
+        })
+        .collect();
+    let mut cancelled = 0;
+    for call in calls {
+        if call.await.unwrap().is_err() {
+            cancelled += 1;
+        }
+    }
+    assert!(cancelled > 0, "no call hit its deadline");
+    wait_for(|| async {
+        sample(&m.metrics().await, "sms_model_inflight_requests", &[("version", "v2")]) == Some(0.0)
+    })
+    .await;
+    m.server.stop().await.unwrap();
+}

@@ -95,7 +95,7 @@ pub fn continue_trace(span: &tracing::Span, incoming: Option<&str>) -> TraceCont
             sampled: own.is_sampled(),
         };
     }
-    parent.map_or_else(TraceContext::new_root, |p| p.child())
+    TraceContext::child_of(parent)
 }
 
 /// Resolves on SIGTERM (Kubernetes) or Ctrl-C.

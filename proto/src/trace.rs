@@ -51,9 +51,9 @@ impl TraceContext {
         Self { span_id: random_u64(), ..*self }
     }
 
-    /// Continue the incoming context if it is valid, else start a new trace.
-    pub fn continue_or_start(incoming: Option<&str>) -> Self {
-        incoming.and_then(Self::parse).map_or_else(Self::new_root, |c| c.child())
+    /// A new span in the caller's trace, or a new trace when there is no caller context.
+    pub fn child_of(parent: Option<Self>) -> Self {
+        parent.map_or_else(Self::new_root, |p| p.child())
     }
 
     pub fn trace_id_hex(&self) -> String {
@@ -86,7 +86,7 @@ mod tests {
         let s = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let ctx = TraceContext::parse(s).unwrap();
         assert_eq!(ctx.to_string(), s);
-        let child = TraceContext::continue_or_start(Some(s));
+        let child = TraceContext::child_of(TraceContext::parse(s));
         assert_eq!(child.trace_id, ctx.trace_id);
         assert_ne!(child.span_id, ctx.span_id);
     }
@@ -103,6 +103,6 @@ mod tests {
         ] {
             assert!(TraceContext::parse(bad).is_none(), "{bad}");
         }
-        assert_ne!(TraceContext::continue_or_start(Some("junk")).trace_id, 0);
+        assert_ne!(TraceContext::child_of(TraceContext::parse("junk")).trace_id, 0);
     }
 }
