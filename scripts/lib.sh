@@ -19,7 +19,12 @@ apt_ensure() {
   log "apt-get install ${missing[*]}"
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq >/dev/null
+  # Refresh the package lists once per hour, not once per test area.
+  local stamp="$ROOT/.cache/apt-lists-updated"
+  if [ -z "$(find "$stamp" -mmin -60 2>/dev/null)" ]; then
+    $sudo apt-get update -qq >/dev/null
+    mkdir -p "$ROOT/.cache" && touch "$stamp"
+  fi
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
