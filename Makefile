@@ -22,7 +22,7 @@ test: ## run every test (installs what the tests need)
 test-rust: ## Rust unit and integration tests only (real gRPC/HTTP on 127.0.0.1)
 	@scripts/test.sh rust
 
-models: ## retrain models/v1 and models/v2 from the data set (deterministic)
+models: ## retrain models/v1 and models/v2 from the data set (reproducible: training/README.md)
 	@scripts/train.sh
 
 bench: ## throughput/latency benchmark of the model service, with an in-run baseline

@@ -1,16 +1,22 @@
 """ONNX Runtime must reproduce scikit-learn on every test-split row, and the committed
-models must be what training produces (same metrics, same class order)."""
+models must be what training produces: the same card exactly, and the same graph with
+parameters and predictions within the tolerances of reproducible.py (portable across CPU
+kinds, whose BLAS kernels differ in the last bits)."""
 
+import copy
 import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
+import reproducible
 import train
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
+STALE = "models/ is stale: run `make models` and commit the result"
 
 
 @pytest.fixture(scope="module")
@@ -18,32 +24,98 @@ def dataset():
     return train.load_dataset()
 
 
+@pytest.fixture(scope="module")
+def trained(dataset):
+    """Each version trained once for the whole module: {version: (pipeline, card)}."""
+    return {v: train.train(v, dataset) for v in ("v1", "v2")}
+
+
+def committed(version: str) -> onnx.ModelProto:
+    return onnx.load_from_string((MODELS / version / "model.onnx").read_bytes())
+
+
+def p_spam(model: onnx.ModelProto, texts: list[str], one_at_a_time: bool = False) -> np.ndarray:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    if one_at_a_time:
+        return np.array([sess.run(None, {"text": np.array([[t]], dtype=object)})[1][0, 1] for t in texts])
+    return sess.run(None, {"text": np.array([[t] for t in texts], dtype=object)})[1][:, 1]
+
+
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_onnx_matches_sklearn_on_every_test_row(dataset, version):
-    pipe, card = train.train(version, dataset)
+def test_onnx_matches_sklearn_on_every_test_row(dataset, trained, version):
+    pipe, _ = trained[version]
     _, x_test, _, _ = train.split(dataset)
-    sess = ort.InferenceSession(str(MODELS / version / "model.onnx"), providers=["CPUExecutionProvider"])
-    assert sess.get_modelmeta().custom_metadata_map["classes"] == "ham,spam"
+    model = committed(version)
+    assert {p.key: p.value for p in model.metadata_props}["classes"] == "ham,spam"
 
     want = pipe.predict_proba(x_test)[:, 1]
     # One row at a time, as the service calls it, and as one batch: both must match.
-    single = np.array([sess.run(None, {"text": np.array([[t]], dtype=object)})[1][0, 1] for t in x_test])
-    labels, batch = sess.run(None, {"text": np.array([[t] for t in x_test], dtype=object)})
-    for got in (single, batch[:, 1]):
+    single, batch = p_spam(model, x_test, one_at_a_time=True), p_spam(model, x_test)
+    for got in (single, batch):
         diff = np.abs(got - want)
-        assert diff.max() < 1e-4, f"{version}: max |dp| {diff.max():.2e} at row {diff.argmax()}"
+        assert diff.max() <= 1e-5, f"{version}: max |dp| {diff.max():.2e} at row {diff.argmax()}"
         assert ((got >= train.THRESHOLD) == (want >= train.THRESHOLD)).all()
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    labels = sess.run(None, {"text": np.array([[t] for t in x_test], dtype=object)})[0]
     assert list(labels) == list(pipe.predict(x_test))
-    print(f"{version}: {len(x_test)} rows, max |dp| single {np.abs(single - want).max():.1e}")
+    print(f"{version}: {len(x_test)} rows, max |dp| vs scikit-learn {np.abs(single - want).max():.1e}")
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_committed_model_card_matches_training(dataset, version):
-    pipe, card = train.train(version, dataset)
-    committed = json.loads((MODELS / version / "model.json").read_text())
-    assert committed == card, "models/ is stale: run `make models` and commit the result"
-    onnx_bytes = train.export_onnx(pipe, version).SerializeToString()
-    assert onnx_bytes == (MODELS / version / "model.onnx").read_bytes(), "training is not reproducible"
+def test_committed_model_card_matches_training(trained, version):
+    _, card = trained[version]
+    on_disk = json.loads((MODELS / version / "model.json").read_text())
+    assert reproducible.card_differences(on_disk, card) == [], STALE
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_committed_model_is_what_training_produces(dataset, trained, version):
+    pipe, _ = trained[version]
+    fresh, model = train.export_onnx(pipe, version), committed(version)
+    assert reproducible.model_differences(model, fresh) == [], STALE
+
+    _, x_test, _, _ = train.split(dataset)
+    dp = np.abs(p_spam(fresh, x_test) - p_spam(model, x_test)).max()
+    assert dp <= reproducible.PROBA_ATOL, f"{STALE} (max |dp| {dp:.2e} on the test split)"
+    same_bytes = fresh.SerializeToString() == (MODELS / version / "model.onnx").read_bytes()
+    print(f"{version}: max relative parameter difference "
+          f"{reproducible.max_relative_param_difference(model, fresh):.1e}, max |dp| {dp:.1e}, "
+          f"bytes {'identical' if same_bytes else 'differ (another CPU kind: within tolerance)'}")
+
+
+def _largest_float_attribute(model: onnx.ModelProto):
+    return max((a for n in model.graph.node for a in n.attribute if a.type == onnx.AttributeProto.FLOATS),
+               key=lambda a: len(a.floats))
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_a_changed_weight_or_card_is_caught(version):
+    """The check above fails for a model that is really stale, and only for one."""
+    model = committed(version)
+    weights = _largest_float_attribute(model)
+    i = int(np.argmax(np.abs(np.array(weights.floats))))
+    scale = abs(weights.floats[i])
+
+    nudged = copy.deepcopy(model)  # one ulp: what another CPU's BLAS does
+    w = _largest_float_attribute(nudged)
+    w.floats[i] = float(np.nextafter(np.float32(w.floats[i]), np.float32(np.inf)))
+    assert reproducible.model_differences(model, nudged) == []
+
+    changed = copy.deepcopy(model)  # a real change: 10x the tolerance on one weight
+    w = _largest_float_attribute(changed)
+    w.floats[i] += 10 * reproducible.PARAM_RTOL * scale
+    problems = reproducible.model_differences(model, changed)
+    assert len(problems) == 1 and weights.name in problems[0], problems
+
+    renamed = copy.deepcopy(model)
+    renamed.graph.node[0].name += "-x"
+    assert reproducible.model_differences(model, renamed)
+
+    card = json.loads((MODELS / version / "model.json").read_text())
+    edited = copy.deepcopy(card)
+    edited["metrics"]["spam_f1"] = round(edited["metrics"]["spam_f1"] + 0.0001, 4)
+    assert reproducible.card_differences(card, edited) == [
+        f"metrics.spam_f1: committed {card['metrics']['spam_f1']!r}, training gives {edited['metrics']['spam_f1']!r}"]
 
 
 def test_split_is_deduplicated_and_stratified(dataset):

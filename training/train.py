@@ -6,7 +6,8 @@ v2: char 2-5 gram TF-IDF + calibrated linear SVM (the shadow candidate)
 Both take a string tensor [N, 1] and output `label` [N] and `probabilities` [N, 2]
 (class order in `model.json` and in the ONNX metadata `classes`). Everything is
 deterministic: fixed seeds, de-duplicated data, pinned versions (requirements.txt),
-so `make models` reproduces the committed `models/` folders.
+so `make models` reproduces the committed `models/` folders: the same card exactly and
+the same parameters within the tolerance of reproducible.py on any CPU kind.
 
 Usage: python training/train.py [--out models]
 """
