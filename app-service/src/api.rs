@@ -1,65 +1,19 @@
-//! JSON endpoints: `POST /sms/` (API), `/version`, `/livez`, `/readyz`, `/metrics`, and
-//! the JSON error every refusal uses.
+//! JSON endpoints: `POST /sms/` (API), `/version`, `/livez`, `/readyz`, `/metrics`.
 
 use axum::{
     Json,
     extract::State,
-    http::{HeaderValue, StatusCode, header},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
-use sms_proto::trace::TraceContext;
+use sms_runtime::trace::SpanContext;
 
 use crate::{
-    AppState,
-    classify::{ClassifyError, Guess, Outcome},
-    model_client::ModelCallError,
+    classify::{Guess, Outcome},
+    error::AppError,
+    state::AppState,
 };
-
-/// A refusal with a status and a message that says what is wrong.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
-    }
-
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
-    }
-}
-
-impl From<ClassifyError> for ApiError {
-    fn from(e: ClassifyError) -> Self {
-        match e {
-            ClassifyError::Invalid(e) => Self::invalid(e.to_string()),
-            ClassifyError::Model(ModelCallError::Unavailable(_) | ModelCallError::Timeout) => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the model service is unavailable right now; please try again in a moment",
-            ),
-            ClassifyError::Model(ModelCallError::Rejected(m)) => Self::invalid(m),
-            ClassifyError::Model(ModelCallError::Failed(m)) => {
-                tracing::error!("model call failed: {m}");
-                Self::new(StatusCode::BAD_GATEWAY, "the model service failed to classify the message")
-            }
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response =
-            (self.status, Json(json!({ "error": self.message, "status": self.status.as_u16() }))).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
-    }
-}
 
 /// The API request: `{"sms": "...", "guess": "spam" | "ham" (optional)}`. Parsed by hand
 /// so every mistake gets a message naming the field.
@@ -68,25 +22,25 @@ pub struct ClassifyBody {
     pub guess: Option<Guess>,
 }
 
-pub fn parse_json_body(body: &[u8]) -> Result<ClassifyBody, ApiError> {
+pub fn parse_json_body(body: &[u8]) -> Result<ClassifyBody, AppError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, format!("the request body is not valid JSON ({e}); send {{\"sms\": \"...\"}}"))
+        AppError::new(StatusCode::BAD_REQUEST, format!("the request body is not valid JSON ({e}); send {{\"sms\": \"...\"}}"))
     })?;
     let Value::Object(obj) = value else {
-        return Err(ApiError::invalid("the request body must be a JSON object like {\"sms\": \"...\", \"guess\": \"spam\"}"));
+        return Err(AppError::invalid("the request body must be a JSON object like {\"sms\": \"...\", \"guess\": \"spam\"}"));
     };
     let sms = match obj.get("sms") {
         Some(Value::String(s)) => s.clone(),
-        None | Some(Value::Null) => return Err(ApiError::invalid("`sms` is missing: send the message text as \"sms\"")),
-        Some(other) => return Err(ApiError::invalid(format!("`sms` must be a string, got {}", kind(other)))),
+        None | Some(Value::Null) => return Err(AppError::invalid("`sms` is missing: send the message text as \"sms\"")),
+        Some(other) => return Err(AppError::invalid(format!("`sms` must be a string, got {}", kind(other)))),
     };
     let guess = match obj.get("guess") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.is_empty() => None,
         Some(Value::String(s)) => Some(
-            Guess::parse(s).ok_or_else(|| ApiError::invalid(format!("`guess` must be \"spam\" or \"ham\", got {s:?}")))?,
+            Guess::parse(s).ok_or_else(|| AppError::invalid(format!("`guess` must be \"spam\" or \"ham\", got {s:?}")))?,
         ),
-        Some(other) => return Err(ApiError::invalid(format!("`guess` must be \"spam\" or \"ham\", got {}", kind(other)))),
+        Some(other) => return Err(AppError::invalid(format!("`guess` must be \"spam\" or \"ham\", got {}", kind(other)))),
     };
     Ok(ClassifyBody { sms, guess })
 }
@@ -102,7 +56,7 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-pub async fn classify_json(state: &AppState, body: &[u8], trace: &TraceContext) -> Result<Json<Value>, ApiError> {
+pub async fn classify_json(state: &AppState, body: &[u8], trace: &SpanContext) -> Result<Json<Value>, AppError> {
     let ClassifyBody { sms, guess } = parse_json_body(body)?;
     let Outcome { classification: c, guess, agrees, cached } = state.classifier.classify(&sms, guess, trace).await?;
     Ok(Json(json!({
@@ -133,7 +87,7 @@ pub async fn livez() -> Json<Value> {
 /// Ready when the model tier answers its health check: an app that cannot classify
 /// should not get traffic.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.classifier.model.is_serving().await {
+    match state.model.is_serving().await {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
         Err(reason) => {
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not ready", "reason": reason }))).into_response()
@@ -142,9 +96,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.classifier.metrics.render())
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }
 
-pub async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no such page; the app lives at /sms/")
+pub async fn not_found() -> AppError {
+    AppError::new(StatusCode::NOT_FOUND, "no such page; the app lives at /sms/")
 }

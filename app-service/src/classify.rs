@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use sms_proto::{TextError, trace::TraceContext, validate_text};
+use sms_proto::{TextError, validate_text};
+use sms_runtime::trace::SpanContext;
 
 use crate::{
     cache::PredictionCache,
@@ -55,13 +56,11 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    pub async fn classify(&self, sms: &str, guess: Option<Guess>, trace: &TraceContext) -> Result<Outcome, ClassifyError> {
+    pub async fn classify(&self, sms: &str, guess: Option<Guess>, trace: &SpanContext) -> Result<Outcome, ClassifyError> {
         let text = validate_text(sms).map_err(ClassifyError::Invalid)?;
-        let version = self.metrics.version();
         let cached = self.cache.as_ref().and_then(|cache| {
             let hit = cache.get(&text);
-            let counter = if hit.is_some() { &self.metrics.cache_hits } else { &self.metrics.cache_misses };
-            counter.with_label_values(&[version]).inc();
+            self.metrics.cache_lookup(hit.is_some());
             hit
         });
         let (classification, from_cache) = match cached {
@@ -69,7 +68,7 @@ impl Classifier {
             None => {
                 let answer = self.model.classify(text.clone(), trace).await;
                 let outcome = answer.as_ref().map_or_else(ModelCallError::outcome, |_| "ok");
-                self.metrics.model_calls.with_label_values(&[version, outcome]).inc();
+                self.metrics.model_call(outcome);
                 let c = answer.map_err(ClassifyError::Model)?;
                 if let Some(cache) = &self.cache {
                     cache.insert(text, c.clone());
@@ -77,11 +76,10 @@ impl Classifier {
                 (c, false)
             }
         };
-        self.metrics.classified.with_label_values(&[version, &classification.label]).inc();
+        self.metrics.classified(&classification.label);
         let agrees = guess.map(|g| g.as_str() == classification.label);
         if let Some(agrees) = agrees {
-            let agreement = if agrees { "agree" } else { "disagree" };
-            self.metrics.guesses.with_label_values(&[version, agreement]).inc();
+            self.metrics.guess(agrees);
         }
         Ok(Outcome { classification, guess, agrees, cached: from_cache })
     }

@@ -1,6 +1,10 @@
-//! Configuration from environment variables; names and defaults in docs/contracts.md.
+//! The app's settings: environment variables with defaults that run on one machine, each
+//! default stated once (in `Default`); names in docs/contracts.md. `start` validates, so
+//! configurations built in code (the tests) are checked by the same rules.
 
-use std::{env, net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, time::Duration};
+
+use sms_runtime::{settings, telemetry::TelemetryConfig};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -14,6 +18,7 @@ pub struct Config {
     pub cache: CacheConfig,
     /// How often to re-resolve MODEL_HOST for client-side balancing.
     pub resolve_interval: Duration,
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +37,7 @@ impl Default for Config {
             model_timeout: Duration::from_millis(1000),
             cache: CacheConfig { enabled: false, ttl: Duration::from_secs(300), max_entries: 10_000 },
             resolve_interval: Duration::from_secs(10),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -39,47 +45,28 @@ impl Default for Config {
 impl Config {
     pub fn from_env() -> anyhow::Result<Self> {
         let d = Self::default();
-        let config = Self {
-            http_addr: parse("HTTP_ADDR", d.http_addr)?,
-            model_host: var("MODEL_HOST").unwrap_or(d.model_host),
-            app_version: var("APP_VERSION").unwrap_or(d.app_version),
-            model_timeout: Duration::from_millis(parse("MODEL_TIMEOUT_MS", 1000)?),
+        Ok(Self {
+            http_addr: settings::parse("HTTP_ADDR", d.http_addr)?,
+            model_host: settings::text("MODEL_HOST").unwrap_or(d.model_host),
+            app_version: settings::text("APP_VERSION").unwrap_or(d.app_version),
+            model_timeout: settings::millis("MODEL_TIMEOUT_MS", d.model_timeout)?,
             cache: CacheConfig {
-                enabled: parse_bool("CACHE_ENABLED", d.cache.enabled)?,
-                ttl: Duration::from_secs(parse("CACHE_TTL_SECS", 300)?),
-                max_entries: parse("CACHE_MAX_ENTRIES", d.cache.max_entries)?,
+                enabled: settings::flag("CACHE_ENABLED", d.cache.enabled)?,
+                ttl: settings::secs("CACHE_TTL_SECS", d.cache.ttl)?,
+                max_entries: settings::parse("CACHE_MAX_ENTRIES", d.cache.max_entries)?,
             },
             resolve_interval: d.resolve_interval,
-        };
-        anyhow::ensure!(!config.app_version.trim().is_empty(), "APP_VERSION must not be empty");
-        anyhow::ensure!(config.model_timeout > Duration::ZERO, "MODEL_TIMEOUT_MS must be above 0");
+            telemetry: TelemetryConfig::from_env()?,
+        })
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.app_version.trim().is_empty(), "APP_VERSION must not be empty");
+        anyhow::ensure!(!self.model_timeout.is_zero(), "MODEL_TIMEOUT_MS must be above 0");
         anyhow::ensure!(
-            !config.cache.enabled || config.cache.max_entries > 0,
-            "CACHE_MAX_ENTRIES must be above 0 when CACHE_ENABLED"
+            !self.cache.enabled || (self.cache.max_entries > 0 && !self.cache.ttl.is_zero()),
+            "CACHE_MAX_ENTRIES and CACHE_TTL_SECS must be above 0 when CACHE_ENABLED"
         );
-        Ok(config)
-    }
-}
-
-fn var(name: &str) -> Option<String> {
-    env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
-}
-
-fn parse<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    match var(name) {
-        None => Ok(default),
-        Some(v) => v.parse().map_err(|e| anyhow::anyhow!("{name}={v:?} is not valid: {e}")),
-    }
-}
-
-fn parse_bool(name: &str, default: bool) -> anyhow::Result<bool> {
-    match var(name).map(|v| v.to_ascii_lowercase()) {
-        None => Ok(default),
-        Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
-        Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
-        Some(v) => anyhow::bail!("{name}={v:?} is not a boolean (true/false)"),
+        Ok(())
     }
 }

@@ -1,19 +1,21 @@
 use std::process::ExitCode;
 
-use sms_proto::telemetry::{self, shutdown_signal};
+use sms_runtime::{server::shutdown_signal, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let _telemetry = telemetry::init("app-service");
-    let started = async {
-        let config = app_service::Config::from_env()?;
-        let summary = format!(
-            "version={} model_host={} cache_enabled={}",
-            config.app_version, config.model_host, config.cache.enabled
-        );
-        anyhow::Ok((app_service::start(config).await?, summary))
+    // Settings first: a mistake there is one line on stderr, before anything starts.
+    let config = match app_service::Config::from_env() {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("app-service: cannot start: {err:#}");
+            return ExitCode::FAILURE;
+        }
     };
-    let (running, summary) = match started.await {
+    let _telemetry = telemetry::init("app-service", &config.telemetry);
+    let summary =
+        format!("version={} model_host={} cache_enabled={}", config.app_version, config.model_host, config.cache.enabled);
+    let running = match app_service::start(config).await {
         Ok(r) => r,
         Err(err) => {
             eprintln!("app-service: cannot start: {err:#}");

@@ -8,9 +8,9 @@ use std::{collections::HashSet, future::Future, net::SocketAddr, pin::Pin, sync:
 
 use sms_proto::{
     MAX_GRPC_MESSAGE_BYTES,
-    trace::{TRACEPARENT, TraceContext},
-    v1::{ClassifyRequest, spam_classifier_client::SpamClassifierClient},
+    v1::{ClassifyRequest, ClassifyResponse, spam_classifier_client::SpamClassifierClient},
 };
+use sms_runtime::trace::{self, MetadataMut, SpanContext};
 use tonic::{
     Code,
     transport::{Channel, Endpoint, Uri, channel::Change},
@@ -27,6 +27,21 @@ pub struct Classification {
     pub spam_probability: f32,
     pub model_version: String,
     pub model_name: String,
+}
+
+impl Classification {
+    /// The model's answer, if it is one the app can show: a known label and a
+    /// probability in [0, 1]. Anything else is the model tier's fault, not the user's.
+    fn from_answer(r: ClassifyResponse) -> Result<Self, ModelCallError> {
+        let malformed = |what: String| Err(ModelCallError::Failed(format!("malformed answer from the model: {what}")));
+        if !matches!(r.label.as_str(), "spam" | "ham") {
+            return malformed(format!("label {:?}", r.label));
+        }
+        if !(0.0..=1.0).contains(&r.spam_probability) {
+            return malformed(format!("spam_probability {}", r.spam_probability));
+        }
+        Ok(Self { label: r.label, spam_probability: r.spam_probability, model_version: r.model_version, model_name: r.model_name })
+    }
 }
 
 #[derive(Debug)]
@@ -117,12 +132,10 @@ impl ModelClient {
         Self { channel, timeout }
     }
 
-    pub async fn classify(&self, text: String, trace: &TraceContext) -> Result<Classification, ModelCallError> {
+    pub async fn classify(&self, text: String, context: &SpanContext) -> Result<Classification, ModelCallError> {
         let mut request = tonic::Request::new(ClassifyRequest { text });
         request.set_timeout(self.timeout);
-        if let Ok(value) = trace.to_string().parse() {
-            request.metadata_mut().insert(TRACEPARENT, value);
-        }
+        trace::inject(context, &mut MetadataMut(request.metadata_mut()));
         let mut client = SpamClassifierClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         // The outer timeout bounds everything, waiting for a connection included.
@@ -131,15 +144,7 @@ impl ModelClient {
             Ok(answer) => answer,
         };
         match answer {
-            Ok(r) => {
-                let r = r.into_inner();
-                Ok(Classification {
-                    label: r.label,
-                    spam_probability: r.spam_probability,
-                    model_version: r.model_version,
-                    model_name: r.model_name,
-                })
-            }
+            Ok(r) => Classification::from_answer(r.into_inner()),
             Err(s) => Err(match s.code() {
                 Code::Unavailable => ModelCallError::Unavailable(s.message().to_string()),
                 Code::DeadlineExceeded | Code::Cancelled => ModelCallError::Timeout,

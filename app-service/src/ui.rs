@@ -9,7 +9,9 @@ use axum::{
 };
 use sms_proto::MAX_TEXT_CHARS;
 
-use crate::{AppState, api::ApiError, classify::Guess};
+use sms_runtime::trace::SpanContext;
+
+use crate::{classify::Guess, error::AppError, state::AppState};
 
 #[derive(Template)]
 #[template(path = "index.html")]
@@ -40,7 +42,7 @@ fn page(state: &AppState, status: StatusCode, sms: &str, guess: &str, result: Op
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
             tracing::error!("template failed: {e}");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
+            AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
         }
     }
 }
@@ -58,7 +60,7 @@ struct FormBody {
 }
 
 /// The form post (no JavaScript): the same page, with the answer or the error in it.
-pub async fn classify_form(state: &AppState, body: &[u8], trace: &sms_proto::trace::TraceContext) -> Response {
+pub async fn classify_form(state: &AppState, body: &[u8], trace: &SpanContext) -> Response {
     let form: FormBody = match serde_urlencoded::from_bytes(body) {
         Ok(f) => f,
         Err(e) => {
@@ -91,7 +93,7 @@ pub async fn classify_form(state: &AppState, body: &[u8], trace: &sms_proto::tra
             page(state, StatusCode::OK, &form.sms, &form.guess, Some(view), None)
         }
         Err(e) => {
-            let err = ApiError::from(e);
+            let err = AppError::from(e);
             page(state, err.status, &form.sms, &form.guess, None, Some(err.message))
         }
     }
@@ -105,7 +107,7 @@ pub async fn asset(Path(name): Path<String>) -> Response {
     let (body, content_type) = match name.as_str() {
         "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
         "style.css" => (STYLE_CSS, "text/css; charset=utf-8"),
-        _ => return ApiError::new(StatusCode::NOT_FOUND, format!("no static file {name:?}")).into_response(),
+        _ => return AppError::new(StatusCode::NOT_FOUND, format!("no static file {name:?}")).into_response(),
     };
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=300")], body).into_response()
 }

@@ -1,7 +1,11 @@
-//! Configuration from environment variables (12-factor), each with a default that runs
-//! on one machine. The names are listed in docs/contracts.md.
+//! The model service's settings: environment variables (12-factor) with defaults that
+//! run on one machine, each default stated once (in `Default`). The names are listed in
+//! docs/contracts.md. `start` validates, so configurations built in code (the tests) are
+//! checked by the same rules as the environment.
 
-use std::{env, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use sms_runtime::{settings, telemetry::TelemetryConfig};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -22,6 +26,7 @@ pub struct Config {
     /// Longest a request may wait in the queue plus run before it fails with
     /// DEADLINE_EXCEEDED (clients may set a shorter grpc-timeout).
     pub request_timeout: Duration,
+    pub telemetry: TelemetryConfig,
 }
 
 impl Default for Config {
@@ -36,6 +41,7 @@ impl Default for Config {
             reload_interval: Some(Duration::from_secs(5)),
             ort_dylib: None,
             request_timeout: Duration::from_secs(5),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -43,20 +49,20 @@ impl Default for Config {
 impl Config {
     pub fn from_env() -> anyhow::Result<Self> {
         let d = Self::default();
-        let reload_secs: u64 = parse("MODEL_RELOAD_SECS", 5)?;
-        let config = Self {
-            model_root: env::var_os("MODEL_ROOT").map_or(d.model_root, PathBuf::from),
-            model_version: var("MODEL_VERSION").unwrap_or(d.model_version),
-            source: var("METRICS_SOURCE").unwrap_or(d.source),
-            grpc_addr: parse("GRPC_ADDR", d.grpc_addr)?,
-            metrics_addr: parse("METRICS_ADDR", d.metrics_addr)?,
-            workers: parse("INFERENCE_WORKERS", d.workers)?,
-            reload_interval: (reload_secs > 0).then(|| Duration::from_secs(reload_secs)),
-            ort_dylib: env::var_os("ORT_DYLIB_PATH").map(PathBuf::from),
-            request_timeout: Duration::from_millis(parse("REQUEST_TIMEOUT_MS", 5000)?),
-        };
-        // `start` validates, for configurations built in code as well.
-        Ok(config)
+        // 0 turns hot reload off.
+        let reload = settings::secs("MODEL_RELOAD_SECS", d.reload_interval.unwrap_or(Duration::ZERO))?;
+        Ok(Self {
+            model_root: settings::text("MODEL_ROOT").map_or(d.model_root, PathBuf::from),
+            model_version: settings::text("MODEL_VERSION").unwrap_or(d.model_version),
+            source: settings::text("METRICS_SOURCE").unwrap_or(d.source),
+            grpc_addr: settings::parse("GRPC_ADDR", d.grpc_addr)?,
+            metrics_addr: settings::parse("METRICS_ADDR", d.metrics_addr)?,
+            workers: settings::parse("INFERENCE_WORKERS", d.workers)?,
+            reload_interval: (!reload.is_zero()).then_some(reload),
+            ort_dylib: settings::text("ORT_DYLIB_PATH").map(PathBuf::from).or(d.ort_dylib),
+            request_timeout: settings::millis("REQUEST_TIMEOUT_MS", d.request_timeout)?,
+            telemetry: TelemetryConfig::from_env()?,
+        })
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -71,24 +77,11 @@ impl Config {
             "METRICS_SOURCE must be `app` or `shadow`, got {:?}",
             self.source
         );
+        anyhow::ensure!(!self.request_timeout.is_zero(), "REQUEST_TIMEOUT_MS must be above 0");
         Ok(())
     }
 
     pub fn model_dir(&self) -> PathBuf {
         self.model_root.join(&self.model_version)
-    }
-}
-
-fn var(name: &str) -> Option<String> {
-    env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn parse<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    match var(name) {
-        None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|e| anyhow::anyhow!("{name}={v:?} is not valid: {e}")),
     }
 }

@@ -13,10 +13,9 @@ pub mod workers;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use anyhow::Context;
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get, serve::ListenerExt};
 use sms_proto::{MAX_GRPC_MESSAGE_BYTES, v1::spam_classifier_server::SpamClassifierServer};
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use sms_runtime::server::{ServerHandle, bind};
 use tonic::transport::server::TcpIncoming;
 
 pub use config::Config;
@@ -28,14 +27,12 @@ use workers::InferencePool;
 pub struct RunningServer {
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<anyhow::Result<()>>,
+    handle: ServerHandle,
 }
 
 impl RunningServer {
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.shutdown.send(true);
-        self.task.await.context("server task panicked")?
+        self.handle.stop().await
     }
 }
 
@@ -49,16 +46,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let models = tokio::task::spawn_blocking(move || reload::load_models(&e, &d, n)).await??;
     let card = models[0].card.clone();
 
-    let metrics = Arc::new(Metrics::new(&config.model_version, &config.source));
+    let metrics =
+        Arc::new(Metrics::new(&config.model_version, &config.source, config.telemetry.otlp_endpoint.as_deref()));
     metrics.set_model_info(&card.name, &card.data.sha256);
     let pool = Arc::new(InferencePool::start(models));
 
-    let grpc_listener = TcpListener::bind(config.grpc_addr)
-        .await
-        .with_context(|| format!("cannot listen for gRPC on {} (GRPC_ADDR)", config.grpc_addr))?;
-    let metrics_listener = TcpListener::bind(config.metrics_addr)
-        .await
-        .with_context(|| format!("cannot listen for metrics on {} (METRICS_ADDR)", config.metrics_addr))?;
+    let grpc_listener = bind(config.grpc_addr, "gRPC", "GRPC_ADDR").await?;
+    let metrics_listener = bind(config.metrics_addr, "metrics", "METRICS_ADDR").await?;
     let grpc_addr = grpc_listener.local_addr()?;
     let metrics_addr = metrics_listener.local_addr()?;
 
@@ -75,41 +69,34 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     })
     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
 
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let grpc_shutdown = {
-        let mut rx = shutdown_rx.clone();
-        async move {
-            let _ = rx.changed().await;
-            health.set_not_serving::<SpamClassifierServer<Classifier>>().await;
-        }
-    };
-    let grpc = tonic::transport::Server::builder()
-        .timeout(config.request_timeout)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(classifier)
-        .serve_with_incoming_shutdown(
-            // The builder's tcp_nodelay only covers sockets tonic binds itself; without it
-            // Nagle and delayed ACKs stall small HTTP/2 writes by ~40 ms.
-            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            grpc_shutdown,
-        );
+    let handle = ServerHandle::spawn(move |shutdown| async move {
+        let grpc_shutdown = {
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.requested().await;
+                health.set_not_serving::<SpamClassifierServer<Classifier>>().await;
+            }
+        };
+        let grpc = tonic::transport::Server::builder()
+            .timeout(config.request_timeout)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(classifier)
+            .serve_with_incoming_shutdown(
+                // The builder's tcp_nodelay only covers sockets tonic binds itself; without
+                // it Nagle and delayed ACKs stall small HTTP/2 writes by ~40 ms.
+                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                grpc_shutdown,
+            );
+        let metrics_app = Router::new().route("/metrics", get(render_metrics)).with_state(metrics.clone());
+        let metrics_server = axum::serve(metrics_listener.tap_io(|tcp| drop(tcp.set_nodelay(true))), metrics_app)
+            .with_graceful_shutdown(shutdown.clone().requested());
+        let watcher = config.reload_interval.map(|every| {
+            tokio::spawn(reload::watch_for_new_model(dir, every, env, pool.clone(), metrics.clone(), shutdown))
+        });
 
-    let metrics_app = Router::new().route("/metrics", get(render_metrics)).with_state(metrics.clone());
-    let metrics_server = {
-        let mut rx = shutdown_rx.clone();
-        axum::serve(metrics_listener.tap_io(|tcp| drop(tcp.set_nodelay(true))), metrics_app).with_graceful_shutdown(async move {
-            let _ = rx.changed().await;
-        })
-    };
-
-    let watcher = config.reload_interval.map(|every| {
-        tokio::spawn(reload::watch_for_new_model(dir, every, env, pool.clone(), metrics.clone(), shutdown_rx))
-    });
-
-    let task = tokio::spawn(async move {
         let (grpc, http) = tokio::join!(grpc, metrics_server);
         if let Some(w) = watcher {
             let _ = w.await;
@@ -118,11 +105,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         if let Ok(pool) = Arc::try_unwrap(pool) {
             tokio::task::spawn_blocking(move || pool.shutdown()).await?;
         }
-        grpc.context("gRPC server")?;
-        http.context("metrics server")?;
+        grpc.map_err(|e| anyhow::anyhow!("gRPC server: {e}"))?;
+        http.map_err(|e| anyhow::anyhow!("metrics server: {e}"))?;
         Ok(())
     });
-    Ok(RunningServer { grpc_addr, metrics_addr, shutdown, task })
+    Ok(RunningServer { grpc_addr, metrics_addr, handle })
 }
 
 fn reflection() -> tonic_reflection::server::Builder<'static> {

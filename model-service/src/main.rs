@@ -1,17 +1,20 @@
 use std::process::ExitCode;
 
-use sms_proto::telemetry::{self, shutdown_signal};
+use sms_runtime::{server::shutdown_signal, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let _telemetry = telemetry::init("model-service");
-    let started = async {
-        let config = model_service::Config::from_env()?;
-        let version = config.model_version.clone();
-        let running = model_service::start(config).await?;
-        anyhow::Ok((running, version))
+    // Settings first: a mistake there is one line on stderr, before anything starts.
+    let config = match model_service::Config::from_env() {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("model-service: cannot start: {err:#}");
+            return ExitCode::FAILURE;
+        }
     };
-    let (running, version) = match started.await {
+    let _telemetry = telemetry::init("model-service", &config.telemetry);
+    let version = config.model_version.clone();
+    let running = match model_service::start(config).await {
         Ok(r) => r,
         Err(err) => {
             // One line that says what is missing and how to get it.

@@ -6,7 +6,7 @@
 use std::{path::PathBuf, sync::Arc, time::Duration, time::SystemTime};
 
 use ort::environment::Environment;
-use tokio::sync::watch;
+use sms_runtime::server::Shutdown;
 
 use crate::{metrics::Metrics, model::Model, workers::InferencePool};
 
@@ -30,13 +30,15 @@ pub async fn watch_for_new_model(
     env: Environment,
     pool: Arc<InferencePool>,
     metrics: Arc<Metrics>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     let mut seen = fingerprint(&dir);
+    let stop = shutdown.requested();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
-            _ = shutdown.changed() => return,
+            () = &mut stop => return,
         }
         let now = fingerprint(&dir);
         if now == seen {
@@ -48,18 +50,17 @@ pub async fn watch_for_new_model(
             continue;
         }
         seen = now;
-        let [version, source] = metrics.labels();
         let (d, e, n) = (dir.clone(), env.clone(), pool.workers());
         match tokio::task::spawn_blocking(move || load_models(&e, &d, n)).await {
             Ok(Ok(models)) => {
                 let card = models[0].card.clone();
                 pool.swap(models);
                 metrics.set_model_info(&card.name, &card.data.sha256);
-                metrics.reloads.with_label_values(&[version, source, "success"]).inc();
+                metrics.reloaded(true);
                 tracing::info!(model = %card.name, version = %card.version, "loaded new model files");
             }
             Ok(Err(err)) => {
-                metrics.reloads.with_label_values(&[version, source, "failure"]).inc();
+                metrics.reloaded(false);
                 tracing::error!("new model files failed to load, still serving the previous model: {err:#}");
             }
             Err(join) => tracing::error!("model reload task failed: {join}"),

@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use sms_proto::{
     MAX_TEXT_CHARS, validate_text,
-    telemetry::continue_trace,
-    trace::TRACEPARENT,
     v1::{
         ClassifyRequest, ClassifyResponse, GetModelInfoRequest, ModelInfo, spam_classifier_server::SpamClassifier,
     },
 };
+use sms_runtime::trace::{self, Metadata};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -30,29 +29,11 @@ pub fn validate(text: &str) -> Result<String, Status> {
     validate_text(text).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
-/// Counts a call as in flight until it ends, also when the caller's deadline or
-/// disconnect drops it half-way (a plain `dec()` after the await would never run).
-struct InFlight(prometheus::IntGauge);
-
-impl InFlight {
-    fn new(gauge: prometheus::IntGauge) -> Self {
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 impl Classifier {
     async fn classify_inner(&self, text: &str) -> Result<ClassifyResponse, Status> {
         let text = validate(text)?;
-        let [version, source] = self.metrics.labels();
         let result = {
-            let _inflight = InFlight::new(self.metrics.inflight.with_label_values(&[version, source]));
+            let _inflight = self.metrics.in_flight();
             self.pool.classify(text).await
         };
         let prediction = result.map_err(|e| match e {
@@ -61,11 +42,7 @@ impl Classifier {
         })?;
         let card = &prediction.card;
         let label = if prediction.spam_probability >= card.threshold { "spam" } else { "ham" };
-        self.metrics.predictions.with_label_values(&[version, source, label]).inc();
-        self.metrics
-            .inference_seconds
-            .with_label_values(&[version, source])
-            .observe(prediction.inference_time.as_secs_f64());
+        self.metrics.predicted(label, prediction.inference_time.as_secs_f64());
         Ok(ClassifyResponse {
             label: label.into(),
             spam_probability: prediction.spam_probability,
@@ -80,21 +57,20 @@ impl SpamClassifier for Classifier {
     async fn classify(&self, request: Request<ClassifyRequest>) -> Result<Response<ClassifyResponse>, Status> {
         let span = tracing::info_span!("classify", otel.name = "sms.v1.SpamClassifier/Classify", otel.kind = "server",
                                        rpc.system = "grpc", source = %self.source);
-        let trace = continue_trace(&span, request.metadata().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
+        let trace = trace::continue_trace(&span, trace::extract(&Metadata(request.metadata())));
         let result = self.classify_inner(&request.get_ref().text).instrument(span).await;
         let code = match &result {
             Ok(_) => tonic::Code::Ok,
             Err(status) => status.code(),
         };
-        let [version, source] = self.metrics.labels();
-        self.metrics.requests.with_label_values(&[version, source, &format!("{code:?}")]).inc();
+        self.metrics.answered(code);
         match &result {
             Ok(r) => tracing::info!(
-                trace_id = %trace.trace_id_hex(), label = %r.label, spam_probability = r.spam_probability,
+                trace_id = %trace.trace_id(), label = %r.label, spam_probability = r.spam_probability,
                 model_version = %r.model_version, source = %self.source, "classified"
             ),
             Err(s) => tracing::warn!(
-                trace_id = %trace.trace_id_hex(), code = ?s.code(), message = %s.message(), "classify refused"
+                trace_id = %trace.trace_id(), code = ?s.code(), message = %s.message(), "classify refused"
             ),
         }
         result.map(Response::new)

@@ -1,9 +1,7 @@
 //! The `sms.v1` contract shared by both tiers: the gRPC types (generated from
-//! `proto/sms/v1/classifier.proto`), the limits both enforce, trace propagation, and
-//! the logging set-up both use.
-
-pub mod telemetry;
-pub mod trace;
+//! `proto/sms/v1/classifier.proto`), the server's codec, and the text limits and
+//! normalization both enforce. What the services run on (telemetry, settings, shutdown)
+//! is in `sms-runtime`.
 
 pub mod codec;
 

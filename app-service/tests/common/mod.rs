@@ -15,14 +15,12 @@ pub fn model_config(grpc_addr: SocketAddr) -> model_service::Config {
         .expect("ORT_DYLIB_PATH is not set: run the tests through `make test` (it fetches ONNX Runtime)");
     model_service::Config {
         model_root: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models"),
-        model_version: "v1".into(),
-        source: "app".into(),
         grpc_addr,
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
         workers: 2,
         reload_interval: None,
         ort_dylib: Some(ort),
-        request_timeout: Duration::from_secs(5),
+        ..Default::default()
     }
 }
 
@@ -80,7 +78,7 @@ pub fn app_config(model_addr: SocketAddr, cache: bool) -> Config {
         app_version: if cache { "v2" } else { "v1" }.into(),
         model_timeout: Duration::from_millis(500),
         cache: CacheConfig { enabled: cache, ttl: Duration::from_secs(60), max_entries: 100 },
-        resolve_interval: Duration::from_secs(10),
+        ..Default::default()
     }
 }
 
@@ -92,4 +90,4 @@ pub fn http_client() -> reqwest::Client {
         .unwrap()
 }
 
-pub use model_service::metrics::sample_value as sample;
+pub use sms_runtime::telemetry::sample_value as sample;

@@ -25,13 +25,12 @@ pub fn test_config(version: &str) -> Config {
     Config {
         model_root: repo_models(),
         model_version: version.into(),
-        source: "app".into(),
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
         workers: 2,
         reload_interval: None,
         ort_dylib: Some(ort_dylib()),
-        request_timeout: Duration::from_secs(5),
+        ..Config::default()
     }
 }
 
@@ -80,7 +79,8 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     tokio::time::timeout(Duration::from_secs(10), fut).await.expect("GET timed out")
 }
 
-pub use model_service::metrics::sample_value as sample;
+#[allow(unused_imports)]
+pub use sms_runtime::telemetry::sample_value as sample;
 
 pub const SPAM: &str = "WINNER!! As a valued network customer you have been selected to receive a £900 prize reward! To claim call 09061701461. Claim code KL341. Valid 12 hours only.";
 pub const HAM: &str = "Hey, are we still meeting for lunch tomorrow? Let me know what time works for you.";

@@ -1,0 +1,86 @@
+//! The HTTP surface: which path goes to which handler, and the layers every request
+//! passes (trace and metrics, timeout, security headers, compression, body limit).
+
+use std::time::Duration;
+
+use axum::{
+    Extension, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, State, rejection::BytesRejection},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Redirect, Response},
+    routing::get,
+};
+use sms_runtime::trace::SpanContext;
+use tower_http::{compression::CompressionLayer, set_header::SetResponseHeaderLayer, timeout::TimeoutLayer};
+
+use crate::{api, error::AppError, middleware, state::AppState, ui};
+
+/// Largest request body: a 1,000-character SMS is at most ~4 KB of UTF-8, even escaped.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Longest any request may take before it is answered 408.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A strict policy: only this origin's scripts and styles, no inline code, no framing.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
+                   form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+pub fn router(state: AppState) -> Router {
+    let security_headers = [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (HeaderName::from_static("permissions-policy"), "camera=(), microphone=(), geolocation=()"),
+    ];
+    let mut app = Router::new()
+        .route("/", get(|| async { Redirect::temporary("/sms/") }))
+        .route("/sms", get(|| async { Redirect::permanent("/sms/") }))
+        .route("/sms/", get(ui::index).post(post_sms))
+        .route("/static/{name}", get(ui::asset))
+        .route("/version", get(api::version))
+        .route("/livez", get(api::livez))
+        .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics))
+        .fallback(api::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(CompressionLayer::new());
+    for (name, value) in security_headers {
+        app = app.layer(SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value)));
+    }
+    app.layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
+        .with_state(state)
+}
+
+/// `POST /sms/`: JSON in, JSON out (the API and the page's JavaScript); a plain form post
+/// (no JavaScript) gets the HTML page back.
+async fn post_sms(
+    State(state): State<AppState>,
+    Extension(trace): Extension<SpanContext>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return AppError::new(e.status(), format!("the request body is larger than {MAX_BODY_BYTES} bytes"))
+                .into_response();
+        }
+        Err(e) => return AppError::new(e.status(), e.body_text()).into_response(),
+    };
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match media.as_str() {
+        "application/json" => api::classify_json(&state, &body, &trace).await.into_response(),
+        "application/x-www-form-urlencoded" => ui::classify_form(&state, &body, &trace).await,
+        _ => AppError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "send JSON with Content-Type: application/json (got {content_type:?}), e.g. {{\"sms\": \"...\", \"guess\": \"spam\"}}"
+            ),
+        )
+        .into_response(),
+    }
+}

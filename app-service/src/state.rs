@@ -1,0 +1,27 @@
+//! What every handler shares: the settings, the classifier, the model client (for
+//! readiness) and the metrics. Built once by `start`.
+
+use std::sync::Arc;
+
+use crate::{cache::PredictionCache, classify::Classifier, config::Config, metrics::Metrics, model_client::ModelClient};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub classifier: Arc<Classifier>,
+    pub model: ModelClient,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn new(config: Config, model: ModelClient) -> Self {
+        let cache = config.cache.enabled.then(|| PredictionCache::new(config.cache.ttl, config.cache.max_entries));
+        let metrics = Arc::new(Metrics::new(
+            &config.app_version,
+            config.cache.enabled,
+            config.telemetry.otlp_endpoint.as_deref(),
+        ));
+        let classifier = Arc::new(Classifier { model: model.clone(), cache, metrics: metrics.clone() });
+        Self { config: Arc::new(config), classifier, model, metrics }
+    }
+}

@@ -1,0 +1,13 @@
+//! What both services run on, and nothing of what they do:
+//!
+//! - [`settings`]: typed environment settings (one trimming rule, one error wording);
+//! - [`telemetry`]: logs, OpenTelemetry trace export, and the OpenTelemetry metrics
+//!   pipeline each server exports for Prometheus (and over OTLP, behind the same switch
+//!   as traces);
+//! - [`trace`]: the W3C trace context, read and written by OpenTelemetry's propagator;
+//! - [`server`]: binding listeners, the handle of a started server, shutdown signals.
+
+pub mod server;
+pub mod settings;
+pub mod telemetry;
+pub mod trace;
