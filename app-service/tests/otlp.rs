@@ -1,6 +1,7 @@
-//! Trace export: with OTEL_EXPORTER_OTLP_ENDPOINT set, both services (as real processes)
+//! OTLP export: with OTEL_EXPORTER_OTLP_ENDPOINT set, both services (as real processes)
 //! export their spans over OTLP/gRPC to a real receiver, as one trace that continues the
-//! caller's `traceparent`, the model's span a child of the app's.
+//! caller's `traceparent`, the model's span a child of the app's; and their metrics, by
+//! the same names as on their Prometheus pages.
 
 use std::{
     net::SocketAddr,
@@ -10,9 +11,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-    trace_service_server::{TraceService, TraceServiceServer},
+use opentelemetry_proto::tonic::collector::{
+    metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+        metrics_service_server::{MetricsService, MetricsServiceServer},
+    },
+    trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    },
 };
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -28,6 +35,37 @@ struct ExportedSpan {
 #[derive(Clone, Default)]
 struct Receiver(Arc<Mutex<Vec<ExportedSpan>>>);
 
+/// (service, metric name) of every exported metric.
+#[derive(Clone, Default)]
+struct MetricsReceiver(Arc<Mutex<Vec<(String, String)>>>);
+
+fn service_name(resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>) -> String {
+    resource
+        .iter()
+        .flat_map(|r| &r.attributes)
+        .find(|a| a.key == "service.name")
+        .and_then(|a| a.value.as_ref())
+        .map(|v| format!("{:?}", v.value))
+        .unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl MetricsService for MetricsReceiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let mut seen = self.0.lock().unwrap();
+        for rm in request.into_inner().resource_metrics {
+            let service = service_name(rm.resource.as_ref());
+            for metric in rm.scope_metrics.into_iter().flat_map(|s| s.metrics) {
+                seen.push((service.clone(), metric.name));
+            }
+        }
+        Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success: None }))
+    }
+}
+
 #[tonic::async_trait]
 impl TraceService for Receiver {
     async fn export(
@@ -37,14 +75,7 @@ impl TraceService for Receiver {
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
         let mut spans = self.0.lock().unwrap();
         for rs in request.into_inner().resource_spans {
-            let service = rs
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|a| a.key == "service.name")
-                .and_then(|a| a.value.as_ref())
-                .map(|v| format!("{:?}", v.value))
-                .unwrap_or_default();
+            let service = service_name(rs.resource.as_ref());
             for span in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
                 spans.push(ExportedSpan {
                     service: service.clone(),
@@ -80,13 +111,14 @@ fn model_service_binary() -> PathBuf {
 }
 
 #[tokio::test]
-async fn both_services_export_one_trace_over_otlp() {
-    let receiver = Receiver::default();
+async fn both_services_export_one_trace_and_their_metrics_over_otlp() {
+    let (receiver, metrics) = (Receiver::default(), MetricsReceiver::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let otlp = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(receiver.clone()))
+            .add_service(MetricsServiceServer::new(metrics.clone()))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
 
@@ -99,6 +131,7 @@ async fn both_services_export_one_trace_over_otlp() {
             .env("GRPC_ADDR", model_addr.to_string())
             .env("METRICS_ADDR", free_addr().to_string())
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
+            .env("OTEL_METRIC_EXPORT_INTERVAL", "500")
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
@@ -108,6 +141,7 @@ async fn both_services_export_one_trace_over_otlp() {
             .env("HTTP_ADDR", app_addr.to_string())
             .env("MODEL_HOST", format!("http://{model_addr}"))
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
+            .env("OTEL_METRIC_EXPORT_INTERVAL", "500")
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
@@ -146,5 +180,19 @@ async fn both_services_export_one_trace_over_otlp() {
     assert_eq!(app_span.parent_span_id, "00f067aa0ba902b7", "the app continues the caller's span");
     assert_eq!(model_span.name, "sms.v1.SpamClassifier/Classify");
     assert_eq!(model_span.parent_span_id, app_span.span_id, "the model's span is the app's child");
+
+    // Metrics go the same way, named as the instruments are (Prometheus adds `_total`).
+    let want = [("app-service", "sms_requests"), ("app-service", "sms_model_calls"),
+                ("model-service", "sms_model_requests"), ("model-service", "sms_model_inference_seconds")];
+    loop {
+        let seen = metrics.0.lock().unwrap().clone();
+        let missing: Vec<_> =
+            want.iter().filter(|(svc, name)| !seen.iter().any(|(s, n)| s.contains(svc) && n == name)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline + Duration::from_secs(10), "metrics not exported: {missing:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     server.abort();
 }

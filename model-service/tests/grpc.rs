@@ -158,6 +158,11 @@ async fn new_model_files_are_picked_up_and_bad_ones_rejected() {
     let mut m = TestModel::start(config).await;
     let info = || GetModelInfoRequest {};
     assert_eq!(m.client.get_model_info(info()).await.unwrap().into_inner().name, "sms-spam-v1");
+    // The reload counters exist from the start, so increase() sees the first failure.
+    let first = m.metrics().await;
+    for outcome in ["success", "failure"] {
+        assert_eq!(sample(&first, "sms_model_reloads_total", &[("outcome", outcome)]), Some(0.0), "{outcome}");
+    }
 
     // Replace the files with the v2 model: it is loaded, warmed and swapped in.
     copy_model(&common::repo_models().join("v2"), &root.join("v1"));
@@ -165,6 +170,11 @@ async fn new_model_files_are_picked_up_and_bad_ones_rejected() {
         .await;
     let answer = m.client.classify(req(SPAM)).await.unwrap().into_inner();
     assert_eq!(answer.model_name, "sms-spam-v2");
+    // sms_model_info names only the model being served, not the one swapped out.
+    let info_series: Vec<String> =
+        m.metrics().await.lines().filter(|l| l.starts_with("sms_model_info{")).map(str::to_string).collect();
+    assert_eq!(info_series.len(), 1, "{info_series:?}");
+    assert!(info_series[0].contains(r#"model_name="sms-spam-v2""#), "{info_series:?}");
 
     // A corrupt model is refused; the previous one keeps serving.
     std::fs::write(root.join("v1/model.onnx"), b"not an onnx file").unwrap();

@@ -30,8 +30,6 @@ use crate::settings;
 
 /// How long exporters may take to send what is left when the process stops.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often metrics are pushed over OTLP (Prometheus pulls on its own schedule).
-const OTLP_METRICS_INTERVAL: Duration = Duration::from_secs(15);
 
 /// The telemetry settings both services share.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -136,10 +134,9 @@ impl MetricsPipeline {
                 .with_timeout(EXPORT_TIMEOUT)
                 .build()
             {
-                Ok(exporter) => {
-                    builder = builder
-                        .with_reader(PeriodicReader::builder(exporter).with_interval(OTLP_METRICS_INTERVAL).build());
-                }
+                // Pushed every OTEL_METRIC_EXPORT_INTERVAL ms (the SDK reads the standard
+                // variable; 60 s when unset). Prometheus pulls on its own schedule.
+                Ok(exporter) => builder = builder.with_reader(PeriodicReader::builder(exporter).build()),
                 Err(e) => tracing::warn!("metric export to {endpoint} is off: {e}"),
             }
         }

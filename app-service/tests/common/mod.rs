@@ -1,5 +1,8 @@
-//! One helper to start the real model service and the real app on 127.0.0.1 port 0.
+//! One helper to start the real model service and the real app on 127.0.0.1 port 0
+//! (and, in `fake_model`, a stand-in model for failure paths).
 #![allow(dead_code)]
+
+pub mod fake_model;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
