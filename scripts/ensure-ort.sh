@@ -2,10 +2,12 @@
 # Prints the path of the ONNX Runtime shared library the model service loads
 # (ort's `load-dynamic`). It is taken from the pinned onnxruntime wheel on PyPI,
 # because ort's own binary download points at a CDN this project cannot rely on.
+# The one place that names the version: the Dockerfile runs this script too.
+# ORT_DIR chooses the folder (default .cache/onnxruntime-<version>).
 source "$(dirname "$0")/lib.sh"
 
 ORT_VERSION="1.31.1"
-dest="$ROOT/.cache/onnxruntime-$ORT_VERSION"
+dest="${ORT_DIR:-$ROOT/.cache/onnxruntime-$ORT_VERSION}"
 lib="$dest/libonnxruntime.so.$ORT_VERSION"
 if [ ! -f "$lib" ]; then
   log "fetching the onnxruntime $ORT_VERSION wheel for its shared library"

@@ -29,11 +29,22 @@ pub use state::AppState;
 /// A started app. `stop` finishes in-flight requests and shuts down.
 pub struct RunningApp {
     pub addr: SocketAddr,
+    summary: String,
     handle: ServerHandle,
 }
 
 impl RunningApp {
     pub async fn stop(self) -> anyhow::Result<()> {
+        self.handle.stop().await
+    }
+}
+
+impl sms_runtime::server::Service for RunningApp {
+    fn describe(&self) -> String {
+        format!("HTTP {}, {}", self.addr, self.summary)
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
         self.handle.stop().await
     }
 }
@@ -49,6 +60,8 @@ pub async fn start_with_model(config: Config, model: ModelClient) -> anyhow::Res
     config.validate()?;
     let listener = bind(config.http_addr, "HTTP", "HTTP_ADDR").await?;
     let addr = listener.local_addr()?;
+    let summary =
+        format!("version {}, model {}, cache enabled {}", config.app_version, config.model_host, config.cache.enabled);
     let app = routes::router(AppState::new(config, model));
     let handle = ServerHandle::spawn(|shutdown| async move {
         axum::serve(listener.tap_io(|tcp| drop(tcp.set_nodelay(true))), app)
@@ -56,5 +69,5 @@ pub async fn start_with_model(config: Config, model: ModelClient) -> anyhow::Res
             .await
             .map_err(|e| anyhow::anyhow!("HTTP server: {e}"))
     });
-    Ok(RunningApp { addr, handle })
+    Ok(RunningApp { addr, summary, handle })
 }

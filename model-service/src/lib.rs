@@ -27,11 +27,22 @@ use workers::InferencePool;
 pub struct RunningServer {
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    model_version: String,
     handle: ServerHandle,
 }
 
 impl RunningServer {
     pub async fn stop(self) -> anyhow::Result<()> {
+        self.handle.stop().await
+    }
+}
+
+impl sms_runtime::server::Service for RunningServer {
+    fn describe(&self) -> String {
+        format!("gRPC {}, metrics {}, model {}", self.grpc_addr, self.metrics_addr, self.model_version)
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
         self.handle.stop().await
     }
 }
@@ -69,6 +80,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     })
     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
 
+    let model_version = config.model_version.clone();
     let handle = ServerHandle::spawn(move |shutdown| async move {
         let grpc_shutdown = {
             let shutdown = shutdown.clone();
@@ -109,7 +121,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         http.map_err(|e| anyhow::anyhow!("metrics server: {e}"))?;
         Ok(())
     });
-    Ok(RunningServer { grpc_addr, metrics_addr, handle })
+    Ok(RunningServer { grpc_addr, metrics_addr, model_version, handle })
 }
 
 fn reflection() -> tonic_reflection::server::Builder<'static> {

@@ -62,3 +62,41 @@ pub async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { () = ctrl_c => {}, () = term => {} }
 }
+
+/// A started service that `main` can stop.
+pub trait Service {
+    /// What the "ready" log line says about it (addresses, version).
+    fn describe(&self) -> String;
+    fn stop(self) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// The whole life of a service process: settings (a mistake is one line on stderr,
+/// before anything starts), telemetry, start, serve until SIGTERM or Ctrl-C, drain.
+pub async fn run<C, S: Service>(
+    name: &'static str,
+    config: anyhow::Result<C>,
+    telemetry: impl FnOnce(&C) -> &crate::telemetry::TelemetryConfig,
+    start: impl AsyncFnOnce(C) -> anyhow::Result<S>,
+) -> std::process::ExitCode {
+    let failed = |what: &str, err: anyhow::Error| {
+        eprintln!("{name}: {what}: {err:#}");
+        std::process::ExitCode::FAILURE
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(err) => return failed("cannot start", err),
+    };
+    let _telemetry = crate::telemetry::init(name, telemetry(&config));
+    let service = match start(config).await {
+        Ok(s) => s,
+        // One line that says what is missing and how to get it.
+        Err(err) => return failed("cannot start", err),
+    };
+    tracing::info!("{name} ready: {}", service.describe());
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing what was accepted");
+    match service.stop().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => failed("stopped with an error", err),
+    }
+}

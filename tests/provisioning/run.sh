@@ -3,7 +3,7 @@
 # ansible-lint --offline on provisioning/, vagrant validate, the manifests the playbooks
 # apply rendered (Ansible templates, kustomize for istio/) and validated
 # (kubernetes-validate, Istio CRD schema), hadolint and structural checks of the
-# Dockerfiles. Installs what is missing first.
+# Dockerfile. Installs what is missing first.
 source "$(dirname "$0")/../../scripts/lib.sh"
 HERE="$ROOT/tests/provisioning"
 
