@@ -20,32 +20,25 @@ pub mod ui;
 use std::net::SocketAddr;
 
 use axum::serve::ListenerExt;
-use sms_runtime::server::{ServerHandle, bind};
+use sms_runtime::server::{Running, bind};
 
 pub use config::Config;
 pub use model_client::ModelClient;
 pub use state::AppState;
 
-/// A started app. `stop` finishes in-flight requests and shuts down.
-pub struct RunningApp {
+/// A started app (`stop` finishes in-flight requests and shuts down).
+pub type RunningApp = Running<Listening>;
+
+/// Where a started app listens, and how it is set up.
+#[derive(Debug, Clone)]
+pub struct Listening {
     pub addr: SocketAddr,
-    summary: String,
-    handle: ServerHandle,
+    pub summary: String,
 }
 
-impl RunningApp {
-    pub async fn stop(self) -> anyhow::Result<()> {
-        self.handle.stop().await
-    }
-}
-
-impl sms_runtime::server::Service for RunningApp {
-    fn describe(&self) -> String {
-        format!("HTTP {}, {}", self.addr, self.summary)
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        self.handle.stop().await
+impl std::fmt::Display for Listening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {}, {}", self.addr, self.summary)
     }
 }
 
@@ -63,11 +56,10 @@ pub async fn start_with_model(config: Config, model: ModelClient) -> anyhow::Res
     let summary =
         format!("version {}, model {}, cache enabled {}", config.app_version, config.model_host, config.cache.enabled);
     let app = routes::router(AppState::new(config, model));
-    let handle = ServerHandle::spawn(|shutdown| async move {
+    Ok(Running::spawn(Listening { addr, summary }, |shutdown| async move {
         axum::serve(listener.tap_io(|tcp| drop(tcp.set_nodelay(true))), app)
             .with_graceful_shutdown(shutdown.requested())
             .await
             .map_err(|e| anyhow::anyhow!("HTTP server: {e}"))
-    });
-    Ok(RunningApp { addr, summary, handle })
+    }))
 }

@@ -15,7 +15,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get, serve::ListenerExt};
 use sms_proto::{MAX_GRPC_MESSAGE_BYTES, v1::spam_classifier_server::SpamClassifierServer};
-use sms_runtime::server::{ServerHandle, bind};
+use sms_runtime::server::{Running, bind};
 use tonic::transport::server::TcpIncoming;
 
 pub use config::Config;
@@ -23,27 +23,20 @@ use metrics::Metrics;
 use service::Classifier;
 use workers::InferencePool;
 
-/// A started model service. `stop` drains in-flight calls and shuts down.
-pub struct RunningServer {
+/// A started model service (`stop` drains in-flight calls and shuts down).
+pub type RunningServer = Running<Listening>;
+
+/// Where a started model service listens, and what it serves.
+#[derive(Debug, Clone)]
+pub struct Listening {
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
-    model_version: String,
-    handle: ServerHandle,
+    pub model_version: String,
 }
 
-impl RunningServer {
-    pub async fn stop(self) -> anyhow::Result<()> {
-        self.handle.stop().await
-    }
-}
-
-impl sms_runtime::server::Service for RunningServer {
-    fn describe(&self) -> String {
-        format!("gRPC {}, metrics {}, model {}", self.grpc_addr, self.metrics_addr, self.model_version)
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        self.handle.stop().await
+impl std::fmt::Display for Listening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "gRPC {}, metrics {}, model {}", self.grpc_addr, self.metrics_addr, self.model_version)
     }
 }
 
@@ -80,8 +73,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     })
     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
 
-    let model_version = config.model_version.clone();
-    let handle = ServerHandle::spawn(move |shutdown| async move {
+    let listening = Listening { grpc_addr, metrics_addr, model_version: config.model_version.clone() };
+    Ok(Running::spawn(listening, move |shutdown| async move {
         let grpc_shutdown = {
             let shutdown = shutdown.clone();
             async move {
@@ -120,8 +113,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         grpc.map_err(|e| anyhow::anyhow!("gRPC server: {e}"))?;
         http.map_err(|e| anyhow::anyhow!("metrics server: {e}"))?;
         Ok(())
-    });
-    Ok(RunningServer { grpc_addr, metrics_addr, model_version, handle })
+    }))
 }
 
 fn reflection() -> tonic_reflection::server::Builder<'static> {

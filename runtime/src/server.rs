@@ -21,26 +21,36 @@ impl Shutdown {
     }
 }
 
-/// A started server: `stop` asks it to stop, lets it finish what it accepted, and
+/// A started server and what it tells about itself (`T`: its addresses, ...; reachable
+/// through `Deref`). `stop` asks it to stop, lets it finish what it accepted, and
 /// returns how it ended.
-pub struct ServerHandle {
+pub struct Running<T> {
+    info: T,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
-impl ServerHandle {
+impl<T> Running<T> {
     /// Runs `serve` (given the stop signal) as a task.
-    pub fn spawn<F>(serve: impl FnOnce(Shutdown) -> F) -> Self
+    pub fn spawn<F>(info: T, serve: impl FnOnce(Shutdown) -> F) -> Self
     where
         F: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
         let (shutdown, rx) = watch::channel(false);
-        Self { task: tokio::spawn(serve(Shutdown(rx))), shutdown }
+        Self { info, task: tokio::spawn(serve(Shutdown(rx))), shutdown }
     }
 
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         self.task.await.context("server task panicked")?
+    }
+}
+
+impl<T> std::ops::Deref for Running<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.info
     }
 }
 
@@ -63,20 +73,13 @@ pub async fn shutdown_signal() {
     tokio::select! { () = ctrl_c => {}, () = term => {} }
 }
 
-/// A started service that `main` can stop.
-pub trait Service {
-    /// What the "ready" log line says about it (addresses, version).
-    fn describe(&self) -> String;
-    fn stop(self) -> impl Future<Output = anyhow::Result<()>> + Send;
-}
-
 /// The whole life of a service process: settings (a mistake is one line on stderr,
 /// before anything starts), telemetry, start, serve until SIGTERM or Ctrl-C, drain.
-pub async fn run<C, S: Service>(
+pub async fn run<C, T: std::fmt::Display>(
     name: &'static str,
     config: anyhow::Result<C>,
     telemetry: impl FnOnce(&C) -> &crate::telemetry::TelemetryConfig,
-    start: impl AsyncFnOnce(C) -> anyhow::Result<S>,
+    start: impl AsyncFnOnce(C) -> anyhow::Result<Running<T>>,
 ) -> std::process::ExitCode {
     let failed = |what: &str, err: anyhow::Error| {
         eprintln!("{name}: {what}: {err:#}");
@@ -92,7 +95,7 @@ pub async fn run<C, S: Service>(
         // One line that says what is missing and how to get it.
         Err(err) => return failed("cannot start", err),
     };
-    tracing::info!("{name} ready: {}", service.describe());
+    tracing::info!("{name} ready: {}", *service);
     shutdown_signal().await;
     tracing::info!("shutting down: finishing what was accepted");
     match service.stop().await {
