@@ -6,7 +6,7 @@
 
 use opentelemetry::{
     KeyValue,
-    metrics::{Counter, Histogram, UpDownCounter},
+    metrics::{BoundUpDownCounter, Counter, Histogram},
 };
 use sms_runtime::telemetry::{InFlight, MetricsPipeline};
 
@@ -21,7 +21,7 @@ pub struct Metrics {
     pipeline: MetricsPipeline,
     version: [KeyValue; 1],
     requests: Counter<u64>,
-    active_requests: UpDownCounter<i64>,
+    active_requests: BoundUpDownCounter<i64>,
     latency: Histogram<f64>,
     classified: Counter<u64>,
     model_calls: Counter<u64>,
@@ -46,7 +46,8 @@ impl Metrics {
             active_requests: meter
                 .i64_up_down_counter("sms_active_requests")
                 .with_description("HTTP requests in progress.")
-                .build(),
+                .build()
+                .bind(&[KeyValue::new("version", version.to_string())]),
             latency: meter
                 .f64_histogram("sms_request_latency_seconds")
                 .with_description("HTTP request latency.")
@@ -70,7 +71,7 @@ impl Metrics {
         }
         m.cache_hits.add(0, &m.version);
         m.cache_misses.add(0, &m.version);
-        m.active_requests.add(0, &m.version);
+        m.active_requests.add(0);
         m
     }
 
@@ -79,7 +80,7 @@ impl Metrics {
     }
 
     pub fn active_request(&self) -> InFlight<'_> {
-        InFlight::new(&self.active_requests, &self.version)
+        InFlight::new(&self.active_requests)
     }
 
     /// One answered HTTP request. `route` is a matched route pattern (a closed set).

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use opentelemetry::{
     KeyValue,
-    metrics::{Counter, Histogram, UpDownCounter},
+    metrics::{BoundCounter, BoundHistogram, BoundUpDownCounter, Counter},
 };
 use sms_runtime::telemetry::{InFlight, MetricsPipeline};
 
@@ -26,9 +26,13 @@ pub struct Metrics {
     pipeline: MetricsPipeline,
     /// `version` and `source`, the labels every series carries.
     labels: [KeyValue; 2],
-    predictions: Counter<u64>,
-    inference_seconds: Histogram<f64>,
-    inflight: UpDownCounter<i64>,
+    // Recorded on every call: bound to their labels once.
+    spam: BoundCounter<u64>,
+    ham: BoundCounter<u64>,
+    inference_seconds: BoundHistogram<f64>,
+    inflight: BoundUpDownCounter<i64>,
+    answered_ok: BoundCounter<u64>,
+    // The rest: labels looked up when recorded.
     requests: Counter<u64>,
     reloads: Counter<u64>,
     served: Arc<Mutex<ServedModel>>,
@@ -39,6 +43,10 @@ impl Metrics {
         let pipeline = MetricsPipeline::new("model-service", otlp_endpoint);
         let meter = pipeline.meter();
         let labels = [KeyValue::new("version", version.to_string()), KeyValue::new("source", source.to_string())];
+        let with = |key: &'static str, value: &'static str| {
+            let [version, source] = labels.clone();
+            [version, source, KeyValue::new(key, value)]
+        };
         let served = Arc::new(Mutex::new(ServedModel::default()));
         {
             // Observed at each scrape: only the card being served, never one swapped out.
@@ -58,61 +66,69 @@ impl Metrics {
                 })
                 .build();
         }
+        let predictions =
+            meter.u64_counter("sms_model_predictions").with_description("Messages classified by the model, by result.").build();
+        let requests =
+            meter.u64_counter("sms_model_requests").with_description("Classify calls answered, by gRPC status code.").build();
+        let reloads =
+            meter.u64_counter("sms_model_reloads").with_description("Attempts to load new model files, by outcome.").build();
+        let inflight = meter
+            .i64_up_down_counter("sms_model_inflight_requests")
+            .with_description("Classify calls being processed.")
+            .build();
+        let inference_seconds = meter
+            .f64_histogram("sms_model_inference_seconds")
+            .with_description("Time ONNX Runtime spent on one message.")
+            .with_boundaries(INFERENCE_BUCKETS.to_vec())
+            .build();
+        // Export every series from the start so dashboards, rate() and increase() see
+        // zeros, not gaps.
+        for outcome in ["success", "failure"] {
+            reloads.add(0, &with("outcome", outcome));
+        }
         let m = Self {
-            predictions: meter
-                .u64_counter("sms_model_predictions")
-                .with_description("Messages classified by the model, by result.")
-                .build(),
-            requests: meter.u64_counter("sms_model_requests").with_description("Classify calls answered, by gRPC status code.").build(),
-            reloads: meter.u64_counter("sms_model_reloads").with_description("Attempts to load new model files, by outcome.").build(),
-            inflight: meter
-                .i64_up_down_counter("sms_model_inflight_requests")
-                .with_description("Classify calls being processed.")
-                .build(),
-            inference_seconds: meter
-                .f64_histogram("sms_model_inference_seconds")
-                .with_description("Time ONNX Runtime spent on one message.")
-                .with_boundaries(INFERENCE_BUCKETS.to_vec())
-                .build(),
+            spam: predictions.bind(&with("result", "spam")),
+            ham: predictions.bind(&with("result", "ham")),
+            answered_ok: requests.bind(&with("code", "Ok")),
+            inflight: inflight.bind(&labels),
+            inference_seconds: inference_seconds.bind(&labels),
+            requests,
+            reloads,
             labels,
             served,
             pipeline,
         };
-        // Export every series from the start so dashboards, rate() and increase() see
-        // zeros, not gaps.
-        for result in ["spam", "ham"] {
-            m.predictions.add(0, &m.with("result", result));
+        for series in [&m.spam, &m.ham, &m.answered_ok] {
+            series.add(0);
         }
-        m.requests.add(0, &m.with("code", "Ok"));
-        for outcome in ["success", "failure"] {
-            m.reloads.add(0, &m.with("outcome", outcome));
-        }
-        m.inflight.add(0, &m.labels);
+        m.inflight.add(0);
         m
     }
 
-    /// The common labels plus one more.
-    fn with(&self, key: &'static str, value: &str) -> [KeyValue; 3] {
-        let [version, source] = self.labels.clone();
-        [version, source, KeyValue::new(key, value.to_string())]
-    }
-
     pub fn in_flight(&self) -> InFlight<'_> {
-        InFlight::new(&self.inflight, &self.labels)
+        InFlight::new(&self.inflight)
     }
 
-    pub fn predicted(&self, label: &str, inference_seconds: f64) {
-        self.predictions.add(1, &self.with("result", label));
-        self.inference_seconds.record(inference_seconds, &self.labels);
+    /// One prediction (`spam` unless `is_spam` is false) and the time ONNX Runtime took.
+    pub fn predicted(&self, is_spam: bool, inference_seconds: f64) {
+        if is_spam { &self.spam } else { &self.ham }.add(1);
+        self.inference_seconds.record(inference_seconds);
     }
 
     /// One answered Classify call, by its gRPC code name (`Ok`, `InvalidArgument`, ...).
     pub fn answered(&self, code: tonic::Code) {
-        self.requests.add(1, &self.with("code", &format!("{code:?}")));
+        if code == tonic::Code::Ok {
+            self.answered_ok.add(1);
+        } else {
+            let [version, source] = self.labels.clone();
+            self.requests.add(1, &[version, source, KeyValue::new("code", code_name(code))]);
+        }
     }
 
     pub fn reloaded(&self, success: bool) {
-        self.reloads.add(1, &self.with("outcome", if success { "success" } else { "failure" }));
+        let [version, source] = self.labels.clone();
+        let outcome = KeyValue::new("outcome", if success { "success" } else { "failure" });
+        self.reloads.add(1, &[version, source, outcome]);
     }
 
     pub fn set_model_info(&self, model_name: &str, data_sha256: &str) {
@@ -122,5 +138,40 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         self.pipeline.render()
+    }
+}
+
+/// The gRPC code's name as the `code` label shows it (tonic's `Debug` spelling).
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "Ok",
+        Cancelled => "Cancelled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn code_names_are_tonics_debug_names() {
+        for n in 0..17 {
+            let code = tonic::Code::from_i32(n);
+            assert_eq!(super::code_name(code), format!("{code:?}"));
+        }
     }
 }

@@ -42,7 +42,7 @@ impl Classifier {
         })?;
         let card = &prediction.card;
         let label = if prediction.spam_probability >= card.threshold { "spam" } else { "ham" };
-        self.metrics.predicted(label, prediction.inference_time.as_secs_f64());
+        self.metrics.predicted(label == "spam", prediction.inference_time.as_secs_f64());
         Ok(ClassifyResponse {
             label: label.into(),
             spam_probability: prediction.spam_probability,

@@ -12,10 +12,10 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "istio" / "local"))  # render, translate, plan
-sys.path.insert(0, str(ROOT / "tests" / "common"))
+sys.path.insert(0, str(ROOT / "scripts"))
 
-import procs  # noqa: E402
-from procs import binary, free_port, metric, poll  # noqa: E402,F401 - re-exported
+import stack as local  # noqa: E402 - the one description of the local stack
+from stack import binary, free_port, metric, poll  # noqa: E402,F401 - re-exported
 
 import render as chart  # noqa: E402
 import translate  # noqa: E402
@@ -32,9 +32,9 @@ def envoy_binary() -> Path:
     return path
 
 
-def Proc(name: str, cmd: list, env: dict | None = None) -> procs.Proc:
+def Proc(name: str, cmd: list, env: dict | None = None) -> local.Proc:
     """A process logging (appending) to test-output/mesh/<name>.log."""
-    return procs.Proc(name, cmd, OUT, env=env, append=True)
+    return local.Proc(name, cmd, OUT, env=env, append=True)
 
 
 class Stack:
@@ -51,22 +51,19 @@ class Stack:
         self.envoy_runs = 0
 
     # -- services ----------------------------------------------------------------------
+    def _launch(self, service: local.Service) -> None:
+        self.procs[service.name] = Proc(service.name, [binary(service.binary)], service.env)
+
     def start_model(self, version: str, source: str) -> None:
         p = self.ports
-        self.procs[f"model-{version}"] = Proc(f"model-{version}", [binary("model-service")], {
-            "GRPC_ADDR": f"127.0.0.1:{p[f'model_{version}']}",
-            "METRICS_ADDR": f"127.0.0.1:{p[f'model_{version}_metrics']}",
-            "MODEL_VERSION": version, "METRICS_SOURCE": source, "MODEL_ROOT": str(ROOT / "models"),
-            "INFERENCE_WORKERS": "1", "MODEL_RELOAD_SECS": "0", "RUST_LOG": "warn",
-        })
+        self._launch(local.model(f"model-{version}", grpc=f"127.0.0.1:{p[f'model_{version}']}",
+                                 metrics=f"127.0.0.1:{p[f'model_{version}_metrics']}", version=version,
+                                 source=source, INFERENCE_WORKERS="1", MODEL_RELOAD_SECS="0", RUST_LOG="warn"))
 
     def start_app(self, version: str, cache: bool) -> None:
-        self.procs[f"app-{version}"] = Proc(f"app-{version}", [binary("app-service")], {
-            "HTTP_ADDR": f"127.0.0.1:{self.ports[f'app_{version}']}",
-            "MODEL_HOST": f"http://127.0.0.1:{self.ports['mesh']}",
-            "APP_VERSION": version, "CACHE_ENABLED": "true" if cache else "false",
-            "MODEL_TIMEOUT_MS": "2000", "RUST_LOG": "warn",
-        })
+        self._launch(local.app(f"app-{version}", http=f"127.0.0.1:{self.ports[f'app_{version}']}",
+                               model_host=f"http://127.0.0.1:{self.ports['mesh']}", version=version, cache=cache,
+                               MODEL_TIMEOUT_MS="2000", RUST_LOG="warn"))
 
     def start(self) -> None:
         assert os.environ.get("ORT_DYLIB_PATH"), "ORT_DYLIB_PATH is not set (tests/mesh/run.sh sets it)"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness import (NAMESPACE, ROOT, Prometheus, ProcGroup, binary, free_port, poll,
-                     scrape_config, wait_http_ok)
+from harness import (NAMESPACE, ROOT, Prometheus, free_port, local, poll, scrape_config,
+                     wait_http_ok)
 
 RULES = ROOT / "grafana" / "rules" / "sms-app.rules.yml"
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
@@ -115,23 +115,20 @@ class Stack:
     """model v1 (source=app), model v2 (source=shadow), app v1 (no cache), app v2 (cache),
     both apps calling model v1."""
 
-    def __init__(self, group: ProcGroup, grpc_client: Grpc):
+    def __init__(self, group: local.Stack, grpc_client: Grpc):
         self.group = group
         self.grpc = grpc_client
         ort = os.environ.get("ORT_DYLIB_PATH", "")
         assert ort and Path(ort).is_file(), (
             "ORT_DYLIB_PATH must name libonnxruntime.so (run.sh sets it from scripts/ensure-ort.sh)")
-        model_bin, app_bin = binary("model-service"), binary("app-service")
         self.models, self.apps = {}, {}
         for name, version, source, pod in (
                 ("model-v1", "v1", "app", "sms-app-model-6d4f8b9c7-tst01"),
                 ("model-shadow-v2", "v2", "shadow", "sms-app-model-shadow-8b7c5d6f4-tst02")):
             grpc_addr, metrics_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-            proc = group.start(name, [model_bin], env={
-                "MODEL_ROOT": str(ROOT / "models"), "MODEL_VERSION": version,
-                "METRICS_SOURCE": source, "GRPC_ADDR": grpc_addr, "METRICS_ADDR": metrics_addr,
-                "ORT_DYLIB_PATH": ort, "INFERENCE_WORKERS": "1", "MODEL_RELOAD_SECS": "0",
-                "LOG_FORMAT": LOG_FORMATS[name], "RUST_LOG": "info"})
+            proc = group.launch(local.model(name, grpc=grpc_addr, metrics=metrics_addr, version=version,
+                                            source=source, INFERENCE_WORKERS="1", MODEL_RELOAD_SECS="0",
+                                            LOG_FORMAT=LOG_FORMATS[name], RUST_LOG="info"))
             self.models[source] = {"proc": proc, "grpc": grpc_addr, "metrics": metrics_addr,
                                    "pod": pod, "version": version}
         for m in self.models.values():
@@ -141,13 +138,12 @@ class Stack:
             poll(ready, 90, what=f"{m['proc'].name} gRPC health SERVING")
             wait_http_ok(f"http://{m['metrics']}/metrics", m["proc"])
         for name, version, cache, pod in (
-                ("app-v1", "v1", "false", "sms-app-app-5c7d9e8f6-tst03"),
-                ("app-v2", "v2", "true", "sms-app-app-canary-7f6e5d4c3-tst04")):
+                ("app-v1", "v1", False, "sms-app-app-5c7d9e8f6-tst03"),
+                ("app-v2", "v2", True, "sms-app-app-canary-7f6e5d4c3-tst04")):
             addr = f"127.0.0.1:{free_port()}"
-            proc = group.start(name, [app_bin], env={
-                "HTTP_ADDR": addr, "MODEL_HOST": f"http://{self.models['app']['grpc']}",
-                "APP_VERSION": version, "CACHE_ENABLED": cache, "MODEL_TIMEOUT_MS": "2000",
-                "LOG_FORMAT": LOG_FORMATS[name], "RUST_LOG": "info"})
+            proc = group.launch(local.app(name, http=addr, model_host=f"http://{self.models['app']['grpc']}",
+                                          version=version, cache=cache, MODEL_TIMEOUT_MS="2000",
+                                          LOG_FORMAT=LOG_FORMATS[name], RUST_LOG="info"))
             self.apps[version] = {"proc": proc, "addr": addr, "pod": pod, "url": f"http://{addr}"}
         for a in self.apps.values():
             wait_http_ok(f"{a['url']}/readyz", a["proc"])
@@ -196,7 +192,7 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack(log_dir, grpc_client):
-    group = ProcGroup(log_dir)
+    group = local.Stack(log_dir)
     try:
         yield Stack(group, grpc_client)
     finally:
@@ -206,7 +202,7 @@ def stack(log_dir, grpc_client):
 @pytest.fixture(scope="session")
 def prometheus(stack, log_dir, tmp_path_factory):
     """A real Prometheus scraping the four services every second, with the shipped rules."""
-    group = ProcGroup(log_dir)
+    group = local.Stack(log_dir)
     config = scrape_config(stack.targets())
     config["rule_files"] = [str(RULES)]
     try:

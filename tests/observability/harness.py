@@ -16,8 +16,9 @@ from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
-from procs import ROOT, Proc, ProcGroup, binary, free_port, poll  # noqa: E402,F401 - re-exported
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import stack as local  # noqa: E402,F401 - the one description of the local stack
+from stack import ROOT, Proc, ProcGroup, free_port, poll  # noqa: E402,F401 - re-exported
 
 NAMESPACE = "sms-app"
 

@@ -2,8 +2,7 @@
 tier is unreachable answers 5xx and counts its model calls as not ok, and a real Prometheus
 with the shipped rules turns that into pending ModelCallsFailing, AppHighErrorRatio and
 ModelServiceDown alerts (pending: their `for:` is minutes; the unit tests cover firing)."""
-from harness import (NAMESPACE, Load, ProcGroup, Prometheus, binary, free_port, poll,
-                     scrape_config, wait_http_ok)
+from harness import NAMESPACE, Load, Prometheus, free_port, local, poll, scrape_config
 
 from test_1_rules import RULES
 
@@ -11,14 +10,12 @@ EXPECTED_PENDING = {"ModelCallsFailing", "AppHighErrorRatio", "ModelServiceDown"
 
 
 def test_unreachable_model_tier_raises_the_operator_alerts(log_dir, tmp_path):
-    group = ProcGroup(log_dir)
+    group = local.Stack(log_dir)
     try:
         dead_grpc, dead_metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
         addr = f"127.0.0.1:{free_port()}"
-        app = group.start("app-v1-model-down", [binary("app-service")], env={
-            "HTTP_ADDR": addr, "MODEL_HOST": f"http://{dead_grpc}", "APP_VERSION": "v1",
-            "MODEL_TIMEOUT_MS": "500", "LOG_FORMAT": "text", "RUST_LOG": "info"})
-        wait_http_ok(f"http://{addr}/livez", app)
+        group.up(local.app("app-v1-model-down", http=addr, model_host=f"http://{dead_grpc}",
+                           wait_for_model=False, MODEL_TIMEOUT_MS="500", LOG_FORMAT="text", RUST_LOG="info"))
         config = scrape_config([
             {"job": "sms-app-app", "address": addr, "pod": "sms-app-app-5c7d9e8f6-down1",
              "endpoint": "http"},

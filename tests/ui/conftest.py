@@ -10,8 +10,9 @@ import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
-from procs import ROOT, Proc, binary, free_port, poll  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import stack as local  # noqa: E402 - the one description of the local stack
+from stack import ROOT, free_port, poll  # noqa: E402
 
 OUT = ROOT / "test-output" / "ui"
 
@@ -21,32 +22,26 @@ def wait_until(check, what: str, timeout: float = 20.0):
 
 
 class Stack:
+    """Model v1 and app v1, from scripts/stack.py; the model can be stopped and restarted."""
+
     def __init__(self):
-        OUT.mkdir(parents=True, exist_ok=True)
-        self.model_port, self.app_port = free_port(), free_port()
+        self.procs = local.Stack(OUT)
+        model_port = free_port()
+        self.model_service = local.model(grpc=f"127.0.0.1:{model_port}", metrics=f"127.0.0.1:{free_port()}",
+                                         MODEL_RELOAD_SECS="0")
         self.model = None
         self.start_model()
-        self.app = Proc("app", [binary("app-service")], OUT, env={
-            "HTTP_ADDR": f"127.0.0.1:{self.app_port}",
-            "MODEL_HOST": f"http://127.0.0.1:{self.model_port}",
-            "APP_VERSION": "v1",
-            "MODEL_TIMEOUT_MS": "1000",
-        })
-        self.url = f"http://127.0.0.1:{self.app_port}"
-        wait_until(lambda: requests.get(f"{self.url}/readyz", timeout=2).ok, "app")
+        app = local.app(http=f"127.0.0.1:{free_port()}", model_host=f"http://127.0.0.1:{model_port}",
+                        MODEL_TIMEOUT_MS="1000")
+        self.procs.up(app)
+        self.url = app.addresses["url"]
 
     def start_model(self):
-        self.model = Proc("model", [binary("model-service")], OUT, env={
-            "GRPC_ADDR": f"127.0.0.1:{self.model_port}",
-            "METRICS_ADDR": f"127.0.0.1:{free_port()}",
-            "MODEL_ROOT": str(ROOT / "models"),
-            "MODEL_RELOAD_SECS": "0",
-        })
+        # Started again on the same port after a stop; the app reconnects by itself.
+        self.model = self.procs.up(self.model_service)
 
     def stop(self):
-        for s in (self.app, self.model):
-            if s:
-                s.stop()
+        self.procs.stop_all()
 
 
 @pytest.fixture(scope="session")
