@@ -3,7 +3,10 @@
 //!
 //! A request's path: `routes` (layers, paths) -> `middleware::observe` (trace, metrics,
 //! log) -> `api` or `ui` (JSON or form) -> `classify::Classifier` (validate, cache,
-//! count) -> `model_client` (gRPC). This file only assembles and starts them.
+//! count) -> `model_client` (gRPC). This file only assembles and starts them. Modules
+//! import only modules below them (tests/layers.rs keeps it so): lib -> routes ->
+//! api, ui, middleware -> state, error -> classify -> cache, metrics -> model_client ->
+//! config.
 
 pub mod api;
 pub mod cache;

@@ -1,6 +1,8 @@
-// Progressive enhancement: post JSON to /sms/ and show the answer in place. Without
-// JavaScript the form posts and the server renders the same result. Every value from
-// the server or the user is inserted as text (textContent), never as HTML.
+// Progressive enhancement: post the form in the background and show the answer in place,
+// without reloading the page. The answer is the server's own rendering of the result
+// (templates/index.html, the same as without JavaScript): the page is fetched, parsed as
+// an inert document (DOMParser runs no scripts) and its result section moved in. Nothing
+// the user typed is ever turned into HTML here; the server escapes every value.
 "use strict";
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -9,42 +11,17 @@ document.addEventListener("DOMContentLoaded", () => {
   const form = document.getElementById("classify-form");
   const button = document.getElementById("classify");
   const result = document.getElementById("result");
-  const appVersion = document.getElementById("app-version").textContent;
-
-  const el = (tag, attrs = {}, ...children) => {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-    for (const c of children) node.append(c);
-    return node;
-  };
 
   const showError = (message) => {
-    result.replaceChildren(el("p", { id: "error", class: "error", role: "alert" }, message));
-  };
-
-  const showResult = (r) => {
-    const pct = (r.spam_probability * 100).toFixed(1) + "%";
-    const bar = el("meter", { id: "probability-bar", min: "0", max: "1", low: "0.5", high: "0.5", optimum: "0",
-                              value: String(r.spam_probability) }, pct);
-    const parts = [
-      el("p", { class: "label-line" }, "This message is ", el("strong", { id: "label" }, r.result)),
-      el("p", {}, "Spam probability: ", el("span", { id: "probability" }, pct)),
-      bar,
-    ];
-    if (r.agrees !== null && r.agrees !== undefined) {
-      parts.push(el("p", { id: "agreement" }, `The classifier ${r.agrees ? "agrees" : "disagrees"} with your guess.`));
-    }
-    parts.push(el("p", { class: "versions" }, "Answered by model ", el("span", { id: "model-version" }, r.model_version),
-      ` (${r.model_name}) through app `, el("span", { id: "result-app-version" }, r.app_version || appVersion),
-      r.cached ? ", from the cache." : "."));
-    result.replaceChildren(el("div", { id: "verdict", class: `verdict ${r.result === "spam" ? "spam" : "ham"}` }, ...parts));
+    const p = document.createElement("p");
+    Object.assign(p, { id: "error", className: "error", textContent: message });
+    p.setAttribute("role", "alert");
+    result.replaceChildren(p);
   };
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    const sms = form.elements.sms.value;
-    const guess = form.elements.guess.value || null;
-    if (!sms.trim()) {
+    if (!form.elements.sms.value.trim()) {
       showError("Please type or paste a message first.");
       form.elements.sms.focus();
       return;
@@ -56,13 +33,14 @@ document.addEventListener("DOMContentLoaded", () => {
     try {
       const response = await fetch("/sms/", {
         method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify({ sms, guess }),
+        headers: { Accept: "text/html" },
+        body: new URLSearchParams(new FormData(form)),
         signal: abort.signal,
       });
-      const body = await response.json().catch(() => ({}));
-      if (response.ok) showResult(body);
-      else showError(body.error || `The server answered ${response.status}.`);
+      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      const answer = page.getElementById("result");
+      if (answer) result.replaceChildren(...Array.from(answer.childNodes, (n) => document.importNode(n, true)));
+      else showError(`The server answered ${response.status}.`);
     } catch (e) {
       showError("The server could not be reached. Check your connection and try again.");
     } finally {

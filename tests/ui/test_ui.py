@@ -1,5 +1,6 @@
-"""The web UI as a person uses it, in a real browser: with JavaScript (fetch + JSON) and
-without it (plain form post), keyboard only, hostile input, and the model going away."""
+"""The web UI as a person uses it, in a real browser: with JavaScript (fetch, the server's
+own rendering swapped in) and without it (plain form post), keyboard only, hostile input,
+and the model going away."""
 
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
