@@ -27,7 +27,7 @@ pub fn text(experiments: &[Experiment], window_secs: u64) -> String {
         out += &format!("  verdict: {}: {}\n", verdict_name(e.verdict), e.reason);
         if let Some(more) = e.more_needed {
             let bound = if e.more_needed_is_lower_bound { "more than" } else { "about" };
-            out += &format!("  needs {bound} {} more {} (has {})\n", round(more), e.traffic_unit, round(e.traffic));
+            out += &format!("  needs {bound} {} more {} (has {})\n", round(more), e.traffic_unit, thousands(e.traffic));
         }
         let head = ["figure", &e.baseline, &e.candidate, &format!("{} - {}", e.candidate, e.baseline), "rule", "status"];
         let mut lines = vec![head.map(str::to_owned)];
@@ -53,7 +53,7 @@ fn row_cells(r: &Row) -> [String; 6] {
         r.figure.to_owned(),
         r.baseline.map_or(String::new(), |iv| value(r.unit, iv)),
         r.candidate.map_or(String::new(), |iv| value(r.unit, iv)),
-        r.difference.filter(|_| r.unit != Unit::Count).map_or(String::new(), |iv| diff(r.unit, iv)),
+        r.difference.filter(|_| !matches!(r.unit, Unit::Count | Unit::Number)).map_or(String::new(), |iv| diff(r.unit, iv)),
         r.rule.clone(),
         status,
     ]
@@ -61,7 +61,8 @@ fn row_cells(r: &Row) -> [String; 6] {
 
 fn value(unit: Unit, iv: Interval) -> String {
     match unit {
-        Unit::Count => round(iv.estimate),
+        Unit::Count => thousands(iv.estimate),
+        Unit::Number => format!("{:.3}", iv.estimate),
         Unit::Share if iv.low == iv.high => format!("{:.2} %", iv.estimate * 100.0),
         Unit::Share => format!(
             "{:.2} % [{:.2}, {:.2}]",
@@ -88,16 +89,20 @@ fn signed_ms(s: f64) -> String {
     if s.is_finite() { format!("{:+.2}", s * 1000.0) } else if s > 0.0 { "+inf".into() } else { "-inf".into() }
 }
 
-/// A count to two significant figures with thousands separators ("about 2,300").
+/// An estimate of traffic to two significant figures ("about 2,300").
 fn round(x: f64) -> String {
     let x = x.max(0.0);
-    let x = if x >= 100.0 {
+    if x >= 100.0 {
         let scale = 10f64.powi(x.log10().floor() as i32 - 1);
-        (x / scale).round() * scale
+        thousands((x / scale).round() * scale)
     } else {
-        x.round()
-    };
-    let digits = format!("{x:.0}");
+        thousands(x)
+    }
+}
+
+/// A count with thousands separators.
+fn thousands(x: f64) -> String {
+    let digits = format!("{:.0}", x.max(0.0).round());
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {
         if i > 0 && (digits.len() - i) % 3 == 0 {
@@ -135,6 +140,7 @@ mod tests {
         assert_eq!(round(2287.0), "2,300");
         assert_eq!(round(41.4), "41");
         assert_eq!(round(1234567.0), "1,200,000");
+        assert_eq!(thousands(21612.4), "21,612");
         assert_eq!(duration(86400), "1d");
         assert_eq!(duration(900), "15m");
     }

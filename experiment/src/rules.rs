@@ -60,6 +60,8 @@ pub enum Unit {
     Share,
     Seconds,
     Count,
+    /// A plain number such as a probability gap.
+    Number,
 }
 
 /// One line of the report: a figure per version, their difference, the rule and its status.
@@ -165,7 +167,8 @@ impl Builder {
 
     /// A share per version and its difference, with a rule on the difference.
     fn share(&mut self, figure: &'static str, base: Count, cand: Count, tau: f64, rule: String, check: Check) {
-        let one = |c: Count| contrast(&[(1.0, c)], tau);
+        // A share lies in [0, 1] whatever the normal approximation says.
+        let one = |c: Count| contrast(&[(1.0, c)], tau).map(|iv| Interval { low: iv.low.max(0.0), high: iv.high.min(1.0), ..iv });
         let status = check.status(1.0);
         self.rows.push(Row {
             figure,
@@ -223,7 +226,7 @@ impl Builder {
                     why.push(format!("not decided yet: {}", undecided.join(", ")));
                 }
                 if traffic < settings.min_samples {
-                    why.push(format!("minimum evidence is {} {}", settings.min_samples, header.traffic_unit));
+                    why.push(format!("minimum evidence is {:.0} {}", settings.min_samples, header.traffic_unit));
                 }
                 if !ran_long_enough {
                     why.push(format!("{} has not run for the minimum duration ({} s) yet", header.candidate, settings.min_duration_secs));
@@ -451,7 +454,7 @@ pub async fn shadow(prom: &Prometheus, s: &Settings) -> Result<Experiment> {
         total(&comparisons, |x| x.label("outcome") == "agree"),
         total(&comparisons, |_| true),
     );
-    let agree_iv = contrast(&[(1.0, agree)], 0.02);
+    let agree_iv = contrast(&[(1.0, agree)], 0.02).map(|iv| Interval { low: iv.low.max(0.0), high: iv.high.min(1.0), ..iv });
     let guesses_better = Check::Bound { terms: vec![(1.0, g2), (-1.0, g1)], tau: GUESS_MARGIN, limit: 0.0, higher_is_better: true };
     let agreement_check = Check::Either(
         Box::new(Check::Bound { terms: vec![(1.0, agree)], tau: 0.02, limit: SHADOW_MIN_AGREEMENT, higher_is_better: true }),
@@ -470,8 +473,8 @@ pub async fn shadow(prom: &Prometheus, s: &Settings) -> Result<Experiment> {
 
     let gap = histogram(&gap, |_| true);
     let gap_q = |q: f64| gap.quantile(q).map(|iv| Interval { low: iv.estimate, high: iv.estimate, ..iv });
-    b.info("probability gap |p_shadow - p_serving| median", Unit::Share, None, gap_q(0.5));
-    b.info("probability gap p95", Unit::Share, None, gap_q(0.95));
+    b.info("probability gap |p_shadow - p_serving| median", Unit::Number, None, gap_q(0.5));
+    b.info("probability gap p95", Unit::Number, None, gap_q(0.95));
 
     let (l1, l2) = (histogram(&inference, &serving), histogram(&inference, &shadowing));
     b.p95(
