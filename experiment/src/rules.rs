@@ -75,6 +75,9 @@ pub struct Row {
     pub difference: Option<Interval>,
     pub rule: String,
     pub status: Status,
+    /// False when a version the rule needs has no series in the window (not deployed,
+    /// not scraped, or the metric is not exported yet).
+    pub has_data: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -153,7 +156,8 @@ impl Check {
 /// Builds rows and checks side by side, then turns them into a verdict.
 struct Builder {
     rows: Vec<Row>,
-    checks: Vec<Check>,
+    /// Each check with the index of its row.
+    checks: Vec<(usize, Check)>,
 }
 
 impl Builder {
@@ -162,7 +166,8 @@ impl Builder {
             (Some(b), Some(c)) => Some(Interval { estimate: c.estimate - b.estimate, low: c.low - b.high, high: c.high - b.low }),
             _ => None,
         };
-        self.rows.push(Row { figure, unit, baseline: base, candidate: cand, difference, rule: String::new(), status: Status::Info });
+        let has_data = cand.is_some();
+        self.rows.push(Row { figure, unit, baseline: base, candidate: cand, difference, rule: String::new(), status: Status::Info, has_data });
     }
 
     /// A share per version and its difference, with a rule on the difference.
@@ -178,22 +183,23 @@ impl Builder {
             difference: contrast(&[(1.0, cand), (-1.0, base)], tau),
             rule,
             status,
+            has_data: base.n > 0.0 && cand.n > 0.0,
         });
-        self.checks.push(check);
+        self.checks.push((self.rows.len() - 1, check));
     }
 
     fn p95(&mut self, figure: &'static str, base: &Histogram, cand: &Histogram, rule: String, check: Option<Check>) {
         self.info(figure, Unit::Seconds, base.quantile(0.95), cand.quantile(0.95));
         if let Some(check) = check {
             let row = self.rows.last_mut().expect("just pushed");
+            row.has_data = base.total() > 0.0 && cand.total() > 0.0;
             row.rule = rule;
             row.status = check.status(1.0);
-            self.checks.push(check);
+            self.checks.push((self.rows.len() - 1, check));
         }
     }
 
     fn finish(self, header: Header, settings: &Settings, traffic: f64, ran_long_enough: bool) -> Experiment {
-        let statuses: Vec<_> = self.checks.iter().map(|c| c.status(1.0)).collect();
         let failed: Vec<_> = self.rows.iter().filter(|r| r.status == Status::Fail).map(|r| r.figure).collect();
         let mut more_needed = None;
         let mut lower_bound = false;
@@ -203,21 +209,34 @@ impl Builder {
             more_needed = Some(settings.min_samples);
             (Verdict::KeepRunning, format!("no {} in the window yet", header.traffic_unit))
         } else {
-            // Traffic needed for every undecided check, at the figures seen so far.
+            // Traffic needed for every undecided check, at the figures seen so far; a
+            // figure without data gives no estimate (more traffic alone will not bring it).
             let mut multiple: f64 = 1.0;
-            for (check, status) in self.checks.iter().zip(&statuses) {
-                if *status == Status::Undecided {
-                    match traffic_multiple_needed(|k| check.status(k) != Status::Undecided) {
-                        Some(k) => multiple = multiple.max(k),
-                        None => {
-                            multiple = multiple.max(1000.0);
-                            lower_bound = true;
-                        }
+            let mut missing = false;
+            for (row, check) in &self.checks {
+                let row = &self.rows[*row];
+                if row.status != Status::Undecided {
+                    continue;
+                }
+                if !row.has_data {
+                    missing = true;
+                    continue;
+                }
+                match traffic_multiple_needed(|k| check.status(k) != Status::Undecided) {
+                    Some(k) => multiple = multiple.max(k),
+                    None => {
+                        multiple = multiple.max(1000.0);
+                        lower_bound = true;
                     }
                 }
             }
             let needed = (multiple * traffic).max(settings.min_samples) - traffic;
-            let undecided: Vec<_> = self.rows.iter().filter(|r| r.status == Status::Undecided).map(|r| r.figure).collect();
+            let undecided: Vec<_> = self
+                .rows
+                .iter()
+                .filter(|r| r.status == Status::Undecided)
+                .map(|r| if r.has_data { r.figure.to_owned() } else { format!("{} (no data)", r.figure) })
+                .collect();
             if undecided.is_empty() && needed <= 0.0 && ran_long_enough {
                 (Verdict::Promote, "every rule holds".to_owned())
             } else {
@@ -231,7 +250,7 @@ impl Builder {
                 if !ran_long_enough {
                     why.push(format!("{} has not run for the minimum duration ({} s) yet", header.candidate, settings.min_duration_secs));
                 }
-                more_needed = Some(needed.max(0.0));
+                more_needed = (!missing && needed > 0.0).then_some(needed);
                 (Verdict::KeepRunning, why.join("; "))
             }
         };
@@ -468,8 +487,9 @@ pub async fn shadow(prom: &Prometheus, s: &Settings) -> Result<Experiment> {
         difference: None,
         rule: format!(">= {:.0} %, or {cand}'s guess agreement above {base}'s", SHADOW_MIN_AGREEMENT * 100.0),
         status: agreement_check.status(1.0),
+        has_data: agree.n > 0.0,
     });
-    b.checks.push(agreement_check);
+    b.checks.push((b.rows.len() - 1, agreement_check));
 
     let gap = histogram(&gap, |_| true);
     let gap_q = |q: f64| gap.quantile(q).map(|iv| Interval { low: iv.estimate, high: iv.estimate, ..iv });

@@ -263,6 +263,9 @@ fn canary_with_many_errors_is_rolled_back() {
     let mut s = Scenario::new("bad-canary");
     s.app("v1", 300.0, 0.001, 1.0, 0.95, false);
     s.app("v2", 60.0, 0.05, 0.5, 0.95, true);
+    // A shadow without the comparison metric (a model service older than issue 15).
+    s.model("v1", "app", 330.0, 0.95, V1_INFERENCE);
+    s.model("v2", "shadow", 330.0, 0.95, V2_INFERENCE);
     let prom = Prometheus::start(&s);
 
     let out = prom.verdict("bad-canary", &["--experiment", "canary"]);
@@ -276,6 +279,12 @@ fn canary_with_many_errors_is_rolled_back() {
     let diff = &errors["difference"];
     assert!((diff["estimate"].as_f64().unwrap() - 0.049).abs() < 0.002, "{diff}");
     assert!(diff["low"].as_f64().unwrap() > 0.005, "surely more than 0.5 pp worse: {diff}");
+
+    // The shadow's verdict cannot come without its agreement figure, and says so.
+    let out = prom.verdict("bad-canary", &["--experiment", "shadow"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("verdict: KEEP RUNNING: not decided yet: agreement with serving model (no data)"), "{stdout}");
 }
 
 #[test]
