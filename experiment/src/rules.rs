@@ -294,7 +294,9 @@ impl Query<'_> {
     }
 
     fn versions(&self) -> String {
-        format!("version=~\"{}|{}\"", self.s.baseline, self.s.candidate)
+        // Version names are [A-Za-z0-9._-] (checked by the CLI); only the dot needs escaping.
+        let re = |v: &str| v.replace('.', r"\\.");
+        format!("version=~\"{}|{}\"", re(&self.s.baseline), re(&self.s.candidate))
     }
 
     fn increase(&self, by: &str, metric: &str, matchers: &[&str]) -> String {
