@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 
-.PHONY: help run mesh test test-rust models bench ort
+.PHONY: help run mesh test test-rust models bench ort experiment
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ test-rust: ## Rust unit and integration tests only (real gRPC/HTTP on 127.0.0.1)
 
 models: ## retrain models/v1 and models/v2 from the data set (reproducible: training/README.md)
 	@scripts/train.sh
+
+experiment: ## the verdict of both experiments from Prometheus (ARGS="--prometheus URL --window 15m ...", see --help)
+	@$(CARGO) run -q --locked -p sms-experiment -- $(ARGS)
 
 bench: ## throughput/latency benchmark of the model service, with an in-run baseline
 	@scripts/bench.sh

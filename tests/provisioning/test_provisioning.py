@@ -705,6 +705,7 @@ def dockerignore_allowed():
 
 def test_dockerignore_keeps_the_context_to_the_workspace():
     assert dockerignore_allowed() == {"Cargo.toml", "Cargo.lock", "proto", "runtime", "app-service", "model-service",
+                                      "experiment",
                                       "scripts/lib.sh", "scripts/ensure-ort.sh"}
 
 

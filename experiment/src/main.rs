@@ -1,0 +1,185 @@
+//! `sms-experiment`: the verdict of the canary and shadow experiments, computed from
+//! Prometheus with the decision rules of docs/experiment.md.
+//!
+//! Exit codes: 0 every experiment PROMOTE, 1 some KEEP RUNNING (none ROLL BACK),
+//! 2 some ROLL BACK, 3 usage error or Prometheus unreachable / refusing a query.
+
+mod prom;
+mod report;
+mod rules;
+mod stats;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: sms-experiment [options]
+
+Reads a Prometheus HTTP API and prints, per experiment, PROMOTE, KEEP RUNNING or ROLL BACK
+with each version's figures, their differences and 95 % always-valid intervals
+(docs/experiment.md explains how to read them).
+
+options:
+  --prometheus URL      Prometheus base URL (default http://127.0.0.1:9090)
+  --window DUR          look-back of every figure, e.g. 24h, 15m, 90s (default 24h)
+  --min-samples N       least traffic on the candidate before PROMOTE (default 1000)
+  --min-duration DUR    the candidate must have run this long before PROMOTE
+                        (default: the window; 0 turns the check off)
+  --namespace NS        only series with this namespace label (default: all)
+  --baseline VERSION    stable app / serving model version (default v1)
+  --candidate VERSION   canary app / shadow model version (default v2)
+  --experiment WHICH    canary, shadow or both (default both)
+  --timeout DUR         deadline of every Prometheus call (default 10s)
+  --json                print JSON instead of text
+  -h, --help            this text
+
+exit codes: 0 PROMOTE (all), 1 KEEP RUNNING, 2 ROLL BACK (any), 3 error";
+
+struct Args {
+    prometheus: String,
+    settings: rules::Settings,
+    experiments: Vec<&'static str>,
+    timeout: Duration,
+    json: bool,
+}
+
+/// `24h`, `15m`, `90s`, `2d`, `1w` or `0`, in seconds.
+fn parse_duration(text: &str) -> Result<u64> {
+    if text == "0" {
+        return Ok(0);
+    }
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num.parse().with_context(|| format!("{text:?} is not a duration like 24h or 15m"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        _ => bail!("{text:?}: the unit must be s, m, h, d or w"),
+    };
+    Ok(n * scale)
+}
+
+/// Version labels go into PromQL matchers: keep them to plain names.
+fn version_name(text: &str) -> Result<String> {
+    if text.is_empty() || !text.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        bail!("{text:?} is not a version name like v2");
+    }
+    Ok(text.to_owned())
+}
+
+fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>> {
+    let mut prometheus = "http://127.0.0.1:9090".to_owned();
+    let (mut window, mut min_duration, mut min_samples) = (86400, None, 1000.0);
+    let (mut namespace, mut baseline, mut candidate) = (None, "v1".to_owned(), "v2".to_owned());
+    let (mut experiments, mut timeout, mut json) = (vec!["canary", "shadow"], Duration::from_secs(10), false);
+    while let Some(flag) = argv.next() {
+        if flag == "-h" || flag == "--help" {
+            return Ok(None);
+        }
+        if flag == "--json" {
+            json = true;
+            continue;
+        }
+        let value = argv.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--prometheus" => prometheus = value,
+            "--window" => window = parse_duration(&value)?,
+            "--min-duration" => min_duration = Some(parse_duration(&value)?),
+            "--min-samples" => min_samples = value.parse().with_context(|| format!("--min-samples {value:?}"))?,
+            "--namespace" => namespace = Some(value),
+            "--baseline" => baseline = version_name(&value)?,
+            "--candidate" => candidate = version_name(&value)?,
+            "--timeout" => timeout = Duration::from_secs(parse_duration(&value)?.max(1)),
+            "--experiment" => {
+                experiments = match value.as_str() {
+                    "canary" => vec!["canary"],
+                    "shadow" => vec!["shadow"],
+                    "both" => vec!["canary", "shadow"],
+                    _ => bail!("--experiment must be canary, shadow or both"),
+                }
+            }
+            _ => bail!("unknown option {flag}"),
+        }
+    }
+    if window == 0 {
+        bail!("--window must be longer than 0");
+    }
+    let settings = rules::Settings {
+        window_secs: window,
+        min_samples,
+        min_duration_secs: min_duration.unwrap_or(window),
+        namespace,
+        baseline,
+        candidate,
+    };
+    Ok(Some(Args { prometheus, settings, experiments, timeout, json }))
+}
+
+async fn run(args: &Args) -> Result<Vec<rules::Experiment>> {
+    let prom = prom::Prometheus::new(&args.prometheus, args.timeout)?;
+    let mut out = Vec::new();
+    for which in &args.experiments {
+        out.push(match *which {
+            "canary" => rules::canary(&prom, &args.settings).await?,
+            _ => rules::shadow(&prom, &args.settings).await?,
+        });
+    }
+    Ok(out)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}\n\n{USAGE}");
+            return ExitCode::from(3);
+        }
+    };
+    match run(&args).await {
+        Ok(experiments) => {
+            let w = args.settings.window_secs;
+            if args.json {
+                println!("{}", report::json(&experiments, w));
+            } else {
+                print!("{}", report::text(&experiments, w));
+            }
+            ExitCode::from(report::exit_code(&experiments))
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Option<Args>> {
+        parse_args(list.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn durations_and_defaults() {
+        assert_eq!(parse_duration("24h").unwrap(), 86400);
+        assert_eq!(parse_duration("90s").unwrap(), 90);
+        assert!(parse_duration("1.5h").is_err() && parse_duration("h").is_err());
+        let a = args(&["--window", "15m"]).unwrap().unwrap();
+        assert_eq!((a.settings.window_secs, a.settings.min_duration_secs), (900, 900));
+        let a = args(&["--window", "15m", "--min-duration", "0", "--json"]).unwrap().unwrap();
+        assert_eq!((a.settings.min_duration_secs, a.json), (0, true));
+        assert!(args(&["--candidate", "v2\"}"]).is_err(), "labels must not break the PromQL");
+        assert!(args(&["--bogus", "1"]).is_err() && args(&["--window"]).is_err());
+    }
+}

@@ -1,0 +1,518 @@
+//! The decision rules of docs/experiment.md, evaluated on figures read from Prometheus.
+//! Each gating figure is a check that passes, fails or is not decided yet; the margins and
+//! thresholds below are the ones the document states (change both together).
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::prom::{Prometheus, Sample};
+use crate::stats::{Count, Histogram, Interval, contrast, traffic_multiple_needed};
+
+/// Canary: v2's 5xx share may exceed v1's by at most this (0.5 percentage point).
+pub const CANARY_ERROR_MARGIN: f64 = 0.005;
+/// Canary: v2 must need at most this many model calls per classification as v1 does.
+pub const CANARY_CALLS_RATIO: f64 = 0.8;
+/// Both: the candidate's agreement with users' guesses may be at most this much lower.
+pub const GUESS_MARGIN: f64 = 0.02;
+/// Shadow: its server error share may exceed the serving model's by at most this.
+pub const SHADOW_ERROR_MARGIN: f64 = 0.005;
+/// Shadow: its inference p95 must stay under this (seconds).
+pub const SHADOW_P95_LIMIT: f64 = 0.005;
+/// Shadow: it must agree with the serving model on at least this share of messages,
+/// unless users' guesses show that it is the better one.
+pub const SHADOW_MIN_AGREEMENT: f64 = 0.90;
+
+/// Routes that are not users' requests (scrapes and probes).
+const NOT_USER_ROUTES: &str = r#"route!~"/metrics|/livez|/readyz""#;
+/// gRPC codes that are the client's doing, not a server failure.
+const CLIENT_CODES: [&str; 3] = ["Ok", "InvalidArgument", "Cancelled"];
+
+pub struct Settings {
+    pub window_secs: u64,
+    pub min_samples: f64,
+    pub min_duration_secs: u64,
+    pub namespace: Option<String>,
+    pub baseline: String,
+    pub candidate: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Verdict {
+    Promote,
+    KeepRunning,
+    RollBack,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Fail,
+    Undecided,
+    /// Shown for reading the experiment, not part of the rule.
+    Info,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    Share,
+    Seconds,
+    Count,
+    /// A plain number such as a probability gap.
+    Number,
+}
+
+/// One line of the report: a figure per version, their difference, the rule and its status.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub figure: &'static str,
+    pub unit: Unit,
+    pub baseline: Option<Interval>,
+    pub candidate: Option<Interval>,
+    /// candidate - baseline
+    pub difference: Option<Interval>,
+    pub rule: String,
+    pub status: Status,
+    /// False when a version the rule needs has no series in the window (not deployed,
+    /// not scraped, or the metric is not exported yet).
+    pub has_data: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Experiment {
+    pub name: &'static str,
+    pub title: String,
+    pub baseline: String,
+    pub candidate: String,
+    pub verdict: Verdict,
+    pub reason: String,
+    /// What the minimum evidence counts ("classifications on app v2", ...).
+    pub traffic_unit: String,
+    pub traffic: f64,
+    /// For KEEP RUNNING: about how much more of `traffic_unit` is needed to decide.
+    pub more_needed: Option<f64>,
+    /// `more_needed` is only a lower bound: at the current figures even 1000 times the
+    /// traffic would not decide (the difference sits on a margin).
+    pub more_needed_is_lower_bound: bool,
+    pub rows: Vec<Row>,
+}
+
+/// A gating rule as a function of "k times the traffic so far", so that the same code
+/// answers "is it decided?" (k = 1) and "how much more traffic would decide it?".
+enum Check {
+    /// `sum(weight * share)` compared with `limit`.
+    Bound { terms: Vec<(f64, Count)>, tau: f64, limit: f64, higher_is_better: bool },
+    /// The candidate's p95 is not above the baseline's (at bucket resolution).
+    P95NotAbove { candidate: Histogram, baseline: Histogram },
+    /// The candidate's p95 is under a fixed limit.
+    P95Below { candidate: Histogram, limit: f64 },
+    /// Either check passes (the shadow's agreement, or its guesses being better).
+    Either(Box<Check>, Box<Check>),
+}
+
+impl Check {
+    fn status(&self, k: f64) -> Status {
+        match self {
+            Check::Bound { terms, tau, limit, higher_is_better } => {
+                let scaled: Vec<_> = terms.iter().map(|(w, c)| (*w, c.scaled(k))).collect();
+                let Some(iv) = contrast(&scaled, *tau) else { return Status::Undecided };
+                let (pass, fail) = if *higher_is_better {
+                    (iv.low >= *limit, iv.high < *limit)
+                } else {
+                    (iv.high <= *limit, iv.low > *limit)
+                };
+                if pass { Status::Pass } else if fail { Status::Fail } else { Status::Undecided }
+            }
+            Check::P95NotAbove { candidate, baseline } => {
+                let (Some(c), Some(b)) = (candidate.scaled(k).quantile(0.95), baseline.scaled(k).quantile(0.95))
+                else {
+                    return Status::Undecided;
+                };
+                if c.high.is_finite() && c.high <= b.high {
+                    Status::Pass
+                } else if b.high.is_finite() && c.low >= b.high {
+                    // v2's p95 is above a bound that v1's p95 is surely under.
+                    Status::Fail
+                } else {
+                    Status::Undecided
+                }
+            }
+            Check::P95Below { candidate, limit } => match candidate.scaled(k).quantile(0.95) {
+                Some(q) if q.high <= *limit => Status::Pass,
+                Some(q) if q.low >= *limit => Status::Fail,
+                _ => Status::Undecided,
+            },
+            Check::Either(a, b) => match (a.status(k), b.status(k)) {
+                (Status::Pass, _) | (_, Status::Pass) => Status::Pass,
+                (Status::Fail, Status::Fail) => Status::Fail,
+                _ => Status::Undecided,
+            },
+        }
+    }
+}
+
+/// Builds rows and checks side by side, then turns them into a verdict.
+struct Builder {
+    rows: Vec<Row>,
+    /// Each check with the index of its row.
+    checks: Vec<(usize, Check)>,
+}
+
+impl Builder {
+    fn info(&mut self, figure: &'static str, unit: Unit, base: Option<Interval>, cand: Option<Interval>) {
+        let difference = match (base, cand) {
+            (Some(b), Some(c)) => Some(Interval { estimate: c.estimate - b.estimate, low: c.low - b.high, high: c.high - b.low }),
+            _ => None,
+        };
+        let has_data = cand.is_some();
+        self.rows.push(Row { figure, unit, baseline: base, candidate: cand, difference, rule: String::new(), status: Status::Info, has_data });
+    }
+
+    /// A share per version and its difference, with a rule on the difference.
+    fn share(&mut self, figure: &'static str, base: Count, cand: Count, tau: f64, rule: String, check: Check) {
+        // A share lies in [0, 1] whatever the normal approximation says.
+        let one = |c: Count| contrast(&[(1.0, c)], tau).map(|iv| Interval { low: iv.low.max(0.0), high: iv.high.min(1.0), ..iv });
+        let status = check.status(1.0);
+        self.rows.push(Row {
+            figure,
+            unit: Unit::Share,
+            baseline: one(base),
+            candidate: one(cand),
+            difference: contrast(&[(1.0, cand), (-1.0, base)], tau),
+            rule,
+            status,
+            has_data: base.n > 0.0 && cand.n > 0.0,
+        });
+        self.checks.push((self.rows.len() - 1, check));
+    }
+
+    fn p95(&mut self, figure: &'static str, base: &Histogram, cand: &Histogram, rule: String, check: Option<Check>) {
+        self.info(figure, Unit::Seconds, base.quantile(0.95), cand.quantile(0.95));
+        if let Some(check) = check {
+            let row = self.rows.last_mut().expect("just pushed");
+            row.has_data = base.total() > 0.0 && cand.total() > 0.0;
+            row.rule = rule;
+            row.status = check.status(1.0);
+            self.checks.push((self.rows.len() - 1, check));
+        }
+    }
+
+    fn finish(self, header: Header, settings: &Settings, traffic: f64, ran_long_enough: bool) -> Experiment {
+        let failed: Vec<_> = self.rows.iter().filter(|r| r.status == Status::Fail).map(|r| r.figure).collect();
+        let mut more_needed = None;
+        let mut lower_bound = false;
+        let (verdict, reason) = if !failed.is_empty() {
+            (Verdict::RollBack, format!("clearly outside the rule: {}", failed.join(", ")))
+        } else if traffic <= 0.0 {
+            more_needed = Some(settings.min_samples);
+            (Verdict::KeepRunning, format!("no {} in the window yet", header.traffic_unit))
+        } else {
+            // Traffic needed for every undecided check, at the figures seen so far; a
+            // figure without data gives no estimate (more traffic alone will not bring it).
+            let mut multiple: f64 = 1.0;
+            let mut missing = false;
+            for (row, check) in &self.checks {
+                let row = &self.rows[*row];
+                if row.status != Status::Undecided {
+                    continue;
+                }
+                if !row.has_data {
+                    missing = true;
+                    continue;
+                }
+                match traffic_multiple_needed(|k| check.status(k) != Status::Undecided) {
+                    Some(k) => multiple = multiple.max(k),
+                    None => {
+                        multiple = multiple.max(1000.0);
+                        lower_bound = true;
+                    }
+                }
+            }
+            let needed = (multiple * traffic).max(settings.min_samples) - traffic;
+            let undecided: Vec<_> = self
+                .rows
+                .iter()
+                .filter(|r| r.status == Status::Undecided)
+                .map(|r| if r.has_data { r.figure.to_owned() } else { format!("{} (no data)", r.figure) })
+                .collect();
+            if undecided.is_empty() && needed <= 0.0 && ran_long_enough {
+                (Verdict::Promote, "every rule holds".to_owned())
+            } else {
+                let mut why = Vec::new();
+                if !undecided.is_empty() {
+                    why.push(format!("not decided yet: {}", undecided.join(", ")));
+                }
+                if traffic < settings.min_samples {
+                    why.push(format!("minimum evidence is {:.0} {}", settings.min_samples, header.traffic_unit));
+                }
+                if !ran_long_enough {
+                    why.push(format!("{} has not run for the minimum duration ({} s) yet", header.candidate, settings.min_duration_secs));
+                }
+                more_needed = (!missing && needed > 0.0).then_some(needed);
+                (Verdict::KeepRunning, why.join("; "))
+            }
+        };
+        Experiment {
+            name: header.name,
+            title: header.title,
+            baseline: header.baseline,
+            candidate: header.candidate,
+            verdict,
+            reason,
+            traffic_unit: header.traffic_unit,
+            traffic,
+            more_needed,
+            more_needed_is_lower_bound: lower_bound,
+            rows: self.rows,
+        }
+    }
+}
+
+struct Header {
+    name: &'static str,
+    title: String,
+    baseline: String,
+    candidate: String,
+    traffic_unit: String,
+}
+
+/// PromQL text for the settings: label matchers and the window.
+struct Query<'a> {
+    s: &'a Settings,
+}
+
+impl Query<'_> {
+    /// `{m1,m2,namespace="..."}`
+    fn sel(&self, matchers: &[&str]) -> String {
+        let mut all: Vec<String> = matchers.iter().map(|m| m.to_string()).collect();
+        if let Some(ns) = &self.s.namespace {
+            all.push(format!("namespace={ns:?}"));
+        }
+        format!("{{{}}}", all.join(","))
+    }
+
+    fn versions(&self) -> String {
+        // Version names are [A-Za-z0-9._-] (checked by the CLI); only the dot needs escaping.
+        let re = |v: &str| v.replace('.', r"\\.");
+        format!("version=~\"{}|{}\"", re(&self.s.baseline), re(&self.s.candidate))
+    }
+
+    fn increase(&self, by: &str, metric: &str, matchers: &[&str]) -> String {
+        format!("sum by ({by}) (increase({metric}{}[{}s]))", self.sel(matchers), self.s.window_secs)
+    }
+
+    /// Whether `metric{matchers}` already had a series `min_duration` ago.
+    async fn existed_before(&self, prom: &Prometheus, metric: &str, matchers: &[&str]) -> Result<bool> {
+        if self.s.min_duration_secs == 0 {
+            return Ok(true);
+        }
+        let q = format!("count({metric}{} offset {}s)", self.sel(matchers), self.s.min_duration_secs);
+        Ok(!prom.query(&q).await?.is_empty())
+    }
+}
+
+/// Sum of the samples whose labels pass `keep`.
+fn total(samples: &[Sample], keep: impl Fn(&Sample) -> bool) -> f64 {
+    samples.iter().filter(|s| keep(s) && s.value.is_finite()).map(|s| s.value).sum()
+}
+
+/// The cumulative buckets of one series' `le` samples.
+fn histogram(samples: &[Sample], keep: impl Fn(&Sample) -> bool) -> Histogram {
+    let mut buckets: Vec<(f64, f64)> = samples
+        .iter()
+        .filter(|s| keep(s))
+        .filter_map(|s| {
+            let le = match s.label("le") {
+                "+Inf" => f64::INFINITY,
+                x => x.parse().ok()?,
+            };
+            Some((le, if s.value.is_finite() { s.value } else { 0.0 }))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Histogram { buckets }
+}
+
+fn pp(x: f64) -> String {
+    format!("{:.1} pp", x * 100.0)
+}
+
+/// Canary: app `candidate` (with the cache) against app `baseline`, both calling the serving model.
+pub async fn canary(prom: &Prometheus, s: &Settings) -> Result<Experiment> {
+    let q = Query { s };
+    let (base, cand) = (s.baseline.as_str(), s.candidate.as_str());
+    let v = q.versions();
+    let requests = prom.query(&q.increase("version, status", "sms_requests_total", &[&v, NOT_USER_ROUTES])).await?;
+    let classified = prom.query(&q.increase("version", "sms_messages_classified_total", &[&v])).await?;
+    let calls = prom.query(&q.increase("version", "sms_model_calls_total", &[&v])).await?;
+    let guesses = prom.query(&q.increase("version, agreement", "sms_guesses_total", &[&v])).await?;
+    let latency = prom
+        .query(&q.increase("version, le", "sms_request_latency_seconds_bucket", &[&v, NOT_USER_ROUTES]))
+        .await?;
+    let cand_sel = format!("version=\"{cand}\"");
+    let ran_long_enough = q.existed_before(prom, "sms_messages_classified_total", &[&cand_sel]).await?;
+
+    let of = |ver: &str| {
+        let ver = ver.to_owned();
+        move |x: &Sample| x.label("version") == ver
+    };
+    let errors = |ver: &str| {
+        Count::new(
+            total(&requests, |x| of(ver)(x) && x.label("status").starts_with('5')),
+            total(&requests, of(ver)),
+        )
+    };
+    let agreement = |ver: &str| {
+        Count::new(total(&guesses, |x| of(ver)(x) && x.label("agreement") == "agree"), total(&guesses, of(ver)))
+    };
+    let calls_per_classification = |ver: &str| Count::new(total(&calls, of(ver)), total(&classified, of(ver)));
+    let count = |c: f64| Some(Interval { estimate: c, low: c, high: c });
+
+    let mut b = Builder { rows: Vec::new(), checks: Vec::new() };
+    let traffic = total(&classified, of(cand));
+    b.info("classifications", Unit::Count, count(total(&classified, of(base))), count(traffic));
+
+    let (e1, e2) = (errors(base), errors(cand));
+    b.share(
+        "error share (5xx)",
+        e1,
+        e2,
+        CANARY_ERROR_MARGIN,
+        format!("{cand} - {base} <= +{}", pp(CANARY_ERROR_MARGIN)),
+        Check::Bound { terms: vec![(1.0, e2), (-1.0, e1)], tau: CANARY_ERROR_MARGIN, limit: CANARY_ERROR_MARGIN, higher_is_better: false },
+    );
+    let (g1, g2) = (agreement(base), agreement(cand));
+    b.share(
+        "guess agreement",
+        g1,
+        g2,
+        GUESS_MARGIN,
+        format!("{cand} - {base} >= -{}", pp(GUESS_MARGIN)),
+        Check::Bound { terms: vec![(1.0, g2), (-1.0, g1)], tau: GUESS_MARGIN, limit: -GUESS_MARGIN, higher_is_better: true },
+    );
+    let (m1, m2) = (calls_per_classification(base), calls_per_classification(cand));
+    b.share(
+        "model calls per classification",
+        m1,
+        m2,
+        0.05,
+        format!("{cand} <= {CANARY_CALLS_RATIO} x {base}"),
+        Check::Bound { terms: vec![(1.0, m2), (-CANARY_CALLS_RATIO, m1)], tau: 0.05, limit: 0.0, higher_is_better: false },
+    );
+    let (l1, l2) = (histogram(&latency, of(base)), histogram(&latency, of(cand)));
+    b.p95(
+        "p95 response time",
+        &l1,
+        &l2,
+        format!("{cand} <= {base} (bucket resolution)"),
+        Some(Check::P95NotAbove { candidate: l2.clone(), baseline: l1.clone() }),
+    );
+
+    let header = Header {
+        name: "canary",
+        title: format!("canary: app {cand} against stable app {base}"),
+        baseline: base.to_owned(),
+        candidate: cand.to_owned(),
+        traffic_unit: format!("classifications on app {cand}"),
+    };
+    Ok(b.finish(header, s, traffic, ran_long_enough))
+}
+
+/// Shadow: model `candidate` on mirrored calls (`source="shadow"`) against the serving
+/// model `baseline` (`source="app"`).
+pub async fn shadow(prom: &Prometheus, s: &Settings) -> Result<Experiment> {
+    let q = Query { s };
+    let (base, cand) = (s.baseline.as_str(), s.candidate.as_str());
+    let v = q.versions();
+    let requests = prom.query(&q.increase("version, source, code", "sms_model_requests_total", &[&v])).await?;
+    let guesses = prom.query(&q.increase("version, source, agreement", "sms_model_guesses_total", &[&v])).await?;
+    let inference = prom.query(&q.increase("version, source, le", "sms_model_inference_seconds_bucket", &[&v])).await?;
+    let pair = [format!("version=\"{cand}\""), r#"source="shadow""#.to_owned(), format!("reference_version=\"{base}\"")];
+    let pair: Vec<&str> = pair.iter().map(String::as_str).collect();
+    let comparisons = prom.query(&q.increase("outcome", "sms_shadow_comparisons_total", &pair)).await?;
+    let gap = prom.query(&q.increase("le", "sms_shadow_probability_gap_bucket", &pair)).await?;
+    let ran_long_enough = q.existed_before(prom, "sms_model_requests_total", &pair[..2]).await?;
+
+    // The serving model answers `source="app"`, the shadow `source="shadow"`.
+    let of = |ver: &str, source: &'static str| {
+        let ver = ver.to_owned();
+        move |x: &Sample| x.label("version") == ver && x.label("source") == source
+    };
+    let (serving, shadowing) = (of(base, "app"), of(cand, "shadow"));
+    let server_errors = |keep: &dyn Fn(&Sample) -> bool| {
+        Count::new(
+            total(&requests, |x| keep(x) && !CLIENT_CODES.contains(&x.label("code"))),
+            total(&requests, keep),
+        )
+    };
+    let agreement = |keep: &dyn Fn(&Sample) -> bool| {
+        Count::new(total(&guesses, |x| keep(x) && x.label("agreement") == "agree"), total(&guesses, keep))
+    };
+    let count = |c: f64| Some(Interval { estimate: c, low: c, high: c });
+
+    let mut b = Builder { rows: Vec::new(), checks: Vec::new() };
+    let traffic = total(&requests, &shadowing);
+    b.info("model calls", Unit::Count, count(total(&requests, &serving)), count(traffic));
+
+    let (e1, e2) = (server_errors(&serving), server_errors(&shadowing));
+    b.share(
+        "server error share",
+        e1,
+        e2,
+        SHADOW_ERROR_MARGIN,
+        format!("{cand} - {base} <= +{}", pp(SHADOW_ERROR_MARGIN)),
+        Check::Bound { terms: vec![(1.0, e2), (-1.0, e1)], tau: SHADOW_ERROR_MARGIN, limit: SHADOW_ERROR_MARGIN, higher_is_better: false },
+    );
+    let (g1, g2) = (agreement(&serving), agreement(&shadowing));
+    let guesses_not_worse =
+        Check::Bound { terms: vec![(1.0, g2), (-1.0, g1)], tau: GUESS_MARGIN, limit: -GUESS_MARGIN, higher_is_better: true };
+    b.share("guess agreement", g1, g2, GUESS_MARGIN, format!("{cand} - {base} >= -{}", pp(GUESS_MARGIN)), guesses_not_worse);
+
+    // Agreement with the serving model on the same messages: one share, the shadow's.
+    let agree = Count::new(
+        total(&comparisons, |x| x.label("outcome") == "agree"),
+        total(&comparisons, |_| true),
+    );
+    let agree_iv = contrast(&[(1.0, agree)], 0.02).map(|iv| Interval { low: iv.low.max(0.0), high: iv.high.min(1.0), ..iv });
+    let guesses_better = Check::Bound { terms: vec![(1.0, g2), (-1.0, g1)], tau: GUESS_MARGIN, limit: 0.0, higher_is_better: true };
+    let agreement_check = Check::Either(
+        Box::new(Check::Bound { terms: vec![(1.0, agree)], tau: 0.02, limit: SHADOW_MIN_AGREEMENT, higher_is_better: true }),
+        Box::new(guesses_better),
+    );
+    b.rows.push(Row {
+        figure: "agreement with serving model",
+        unit: Unit::Share,
+        baseline: None,
+        candidate: agree_iv,
+        difference: None,
+        rule: format!(">= {:.0} %, or {cand}'s guess agreement above {base}'s", SHADOW_MIN_AGREEMENT * 100.0),
+        status: agreement_check.status(1.0),
+        has_data: agree.n > 0.0,
+    });
+    b.checks.push((b.rows.len() - 1, agreement_check));
+
+    let gap = histogram(&gap, |_| true);
+    let gap_q = |q: f64| gap.quantile(q).map(|iv| Interval { low: iv.estimate, high: iv.estimate, ..iv });
+    b.info("probability gap |p_shadow - p_serving| median", Unit::Number, None, gap_q(0.5));
+    b.info("probability gap p95", Unit::Number, None, gap_q(0.95));
+
+    let (l1, l2) = (histogram(&inference, &serving), histogram(&inference, &shadowing));
+    b.p95(
+        "p95 inference time",
+        &l1,
+        &l2,
+        format!("{cand} < {} ms", SHADOW_P95_LIMIT * 1000.0),
+        Some(Check::P95Below { candidate: l2.clone(), limit: SHADOW_P95_LIMIT }),
+    );
+
+    let header = Header {
+        name: "shadow",
+        title: format!("shadow: model {cand} (mirrored calls) against serving model {base}"),
+        baseline: base.to_owned(),
+        candidate: cand.to_owned(),
+        traffic_unit: format!("mirrored calls to model {cand}"),
+    };
+    Ok(b.finish(header, s, traffic, ran_long_enough))
+}
