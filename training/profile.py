@@ -1,0 +1,100 @@
+"""Where the time of one message goes in each model: ONNX Runtime on one thread, one message
+of 84 characters a call, as the model service calls it.
+
+Prints, per model, the whole-graph time per message (ORT's own `model_run` time from its
+profiler, and the wall time of `session.run` from Python, which adds ~5-10 us of binding
+overhead) and a per-op-type table from ORT's profiler (each node's median us per message, the
+nodes of one type summed; medians because the machine may be shared). training/README.md records the figures.
+
+Usage: python training/profile.py [--calls 2000] [--models models/v1 models/v2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+# 84 characters, a typical spam message (normalized: single spaces, trimmed).
+MESSAGE = "WINNER!! You have won a 1000 cash prize. To claim call 09061701461 now. T&C apply 18"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def session(path: Path, profile_dir: str | None = None) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if profile_dir is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = os.path.join(profile_dir, "ort")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def wall_us(path: Path, calls: int) -> tuple[float, float]:
+    """Median and mean wall time of one `session.run` (us)."""
+    sess = session(path)
+    feed = {"text": np.array([[MESSAGE]], dtype=object)}
+    for _ in range(200):
+        sess.run(None, feed)
+    times = np.empty(calls)
+    for i in range(calls):
+        t0 = time.perf_counter_ns()
+        sess.run(None, feed)
+        times[i] = time.perf_counter_ns() - t0
+    return float(np.median(times)) / 1e3, float(times.mean()) / 1e3
+
+
+def op_profile(path: Path, calls: int) -> tuple[float, dict[str, tuple[int, float]]]:
+    """Median model_run time (us) and, per op type, (nodes, sum of the nodes' median us)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sess = session(path, tmp)
+        feed = {"text": np.array([[MESSAGE]], dtype=object)}
+        for _ in range(200 + calls):
+            sess.run(None, feed)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    # The warm-up runs are in the trace too: keep the last `calls` runs only.
+    runs = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"]
+    if len(runs) < calls:
+        raise SystemExit(f"{path}: profiler saw {len(runs)} runs, want {calls}")
+    runs = runs[-calls:]
+    start = runs[0]["ts"]
+    per_node: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= start:
+            per_node[(e["args"]["op_name"], e["name"])].append(e["dur"])
+    # Medians, not means: the machine is shared, and a preempted call is not the graph's cost.
+    per_type: dict[str, tuple[int, float]] = {}
+    for (op, _), durations in per_node.items():
+        n, us = per_type.get(op, (0, 0.0))
+        per_type[op] = (n + 1, us + float(np.median(durations)))
+    return float(np.median([r["dur"] for r in runs])), per_type
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calls", type=int, default=2000)
+    ap.add_argument("--models", nargs="+", type=Path, default=[ROOT / "models/v1", ROOT / "models/v2"])
+    args = ap.parse_args()
+    assert len(MESSAGE) == 84, len(MESSAGE)
+    print(f"onnxruntime {ort.__version__}, one thread, {args.calls} calls of one {len(MESSAGE)}-character message")
+    for folder in args.models:
+        path = folder / "model.onnx"
+        run_us, ops = op_profile(path, args.calls)
+        median, mean = wall_us(path, args.calls)
+        print(f"\n{folder.name}: model_run median {run_us:.1f} us; session.run wall median {median:.1f} us, mean {mean:.1f} us")
+        print("| op type | nodes | us per message (median) |\n|---|---|---|")
+        for op, (n, us) in sorted(ops.items(), key=lambda kv: -kv[1][1]):
+            print(f"| {op} | {n} | {us:.1f} |")
+        print(f"| (sum of kernels) | {sum(n for n, _ in ops.values())} | {sum(us for _, us in ops.values()):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
