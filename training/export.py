@@ -196,6 +196,9 @@ def build_graph(pipe: Pipeline, classes: list[str]) -> onnx.GraphProto:
         outputs=[helper.make_tensor_value_info("label", TensorProto.STRING, [None]),
                  helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])],
         initializer=init,
+        # The Tokenizer is an ONNX Runtime contrib op that onnx's shape inference does not
+        # know; typing its output lets onnx check the graph (it crashes on the untyped input).
+        value_info=[helper.make_tensor_value_info("tokens", TensorProto.STRING, [None, None])],
     )
 
 
@@ -208,5 +211,5 @@ def to_model(pipe: Pipeline, classes: list[str], doc: str, metadata: dict[str, s
     )
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(model)
+    onnx.checker.check_model(model, full_check=True)
     return model
