@@ -22,8 +22,9 @@ column for n-grams outside the vocabulary):
 - the norm divides the k scores, not a V-sized vector;
 - v2's calibration a * score + b is folded into the fold's column: W[:, f] = -a_f * w_f,
   B[f] = -(a_f * c_f + b_f), so sigmoid(x . W / ||x|| + B) = expit(-(a_f * svm_f + b_f)),
-  which is scikit-learn's _SigmoidCalibration.predict; one Sigmoid and one ReduceMean
-  replace the five LinearClassifiers and ~40 ops of per-fold arithmetic.
+  which is scikit-learn's _SigmoidCalibration.predict; one Sigmoid and one Gemm [k, 2]
+  (the mean over folds and 1 - mean) replace the five LinearClassifiers and ~40 ops of
+  per-fold arithmetic.
 
 A message with no vocabulary n-gram has x = 0; scikit-learn leaves a zero row unnormalized
 (score = intercept), and so does max(||x||, eps): 0 / eps = 0. Batches work row by row
@@ -128,7 +129,8 @@ def build_graph(pipe: Pipeline, classes: list[str]) -> onnx.GraphProto:
         numpy_helper.from_array(f32(idf_weights), "idf_weights"),
         numpy_helper.from_array(f32(offsets), "offsets"),
         numpy_helper.from_array(f32([NORM_EPS]), "norm_eps"),
-        numpy_helper.from_array(f32([1.0]), "one"),
+        numpy_helper.from_array(f32(np.tile([[-1.0 / folds, 1.0 / folds]], (folds, 1))), "average_folds"),
+        numpy_helper.from_array(f32([1.0, 0.0]), "ham_spam_offsets"),
         numpy_helper.from_array(np.array(classes, dtype=object), "classes"),
     ]
     node = helper.make_node
@@ -180,13 +182,9 @@ def build_graph(pipe: Pipeline, classes: list[str]) -> onnx.GraphProto:
         node("ReduceSum", ["occurrence_scores", "axis_1"], ["raw_scores"], name="raw_scores", keepdims=0),
         node("Div", ["raw_scores", "norm_safe"], ["scaled_scores"], name="normalize_scores"),
         node("Add", ["scaled_scores", "offsets"], ["logits"], name="add_offsets"),
-        node("Sigmoid", ["logits"], ["fold_p_spam" if folds > 1 else "p_spam"], name="sigmoid"),
-    ]
-    if folds > 1:
-        nodes.append(node("ReduceMean", ["fold_p_spam", "axis_1"], ["p_spam"], name="average_folds", keepdims=1))
-    nodes += [
-        node("Sub", ["one", "p_spam"], ["p_ham"], name="complement"),
-        node("Concat", ["p_ham", "p_spam"], ["probabilities"], name="probabilities", axis=1),
+        node("Sigmoid", ["logits"], ["fold_p_spam"], name="sigmoid"),
+        # [p_ham, p_spam] = [1 - mean_f p_f, mean_f p_f] in one op: p @ [[-1/k, 1/k]...] + [1, 0].
+        node("Gemm", ["fold_p_spam", "average_folds", "ham_spam_offsets"], ["probabilities"], name="probabilities"),
         node("ArgMax", ["probabilities"], ["class_index"], name="argmax", axis=1, keepdims=0),
         node("Gather", ["classes", "class_index"], ["label"], name="label", axis=0),
     ]
