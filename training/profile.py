@@ -2,7 +2,7 @@
 of 84 characters a call, as the model service calls it.
 
 Prints, per model, the wall time of one `session.run` from Python (median and 10th
-percentile over `--calls` calls; it includes ~5-8 us of Python binding overhead, what an
+percentile over `--calls` calls, the models taking turns in rounds; it includes ~5-8 us of Python binding overhead, what an
 empty graph costs), then a per-op-type table from ORT's profiler: each node's median us
 per message, the nodes of one type summed (medians, because the machine may be shared).
 The profiler rounds to whole us and adds its own cost to every node, so the table shows
@@ -51,18 +51,21 @@ def empty_graph() -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8).SerializeToString()
 
 
-def wall_us(path: Path | bytes, calls: int) -> tuple[float, float]:
-    """Median and 10th percentile wall time of one `session.run` (us)."""
-    sess = session(path)
+def wall_us(models: list[Path | bytes], calls: int, rounds: int = 10) -> list[tuple[float, float]]:
+    """Median and 10th percentile wall time of one `session.run` (us) for each model, in
+    interleaved rounds, so that the load of a shared machine hits every model alike."""
+    sessions = [session(m) for m in models]
     feed = {"text": np.array([[MESSAGE]], dtype=object)}
-    for _ in range(200):
-        sess.run(None, feed)
-    times = np.empty(calls)
-    for i in range(calls):
-        t0 = time.perf_counter_ns()
-        sess.run(None, feed)
-        times[i] = time.perf_counter_ns() - t0
-    return float(np.median(times)) / 1e3, float(np.percentile(times, 10)) / 1e3
+    times = [[] for _ in models]
+    for _ in range(rounds):
+        for sess, out in zip(sessions, times):
+            for _ in range(50):
+                sess.run(None, feed)
+            for _ in range(calls // rounds):
+                t0 = time.perf_counter_ns()
+                sess.run(None, feed)
+                out.append(time.perf_counter_ns() - t0)
+    return [(float(np.median(t)) / 1e3, float(np.percentile(t, 10)) / 1e3) for t in times]
 
 
 def op_profile(path: Path, calls: int) -> dict[str, tuple[int, float]]:
@@ -98,13 +101,14 @@ def main() -> None:
     args = ap.parse_args()
     assert len(MESSAGE) == 84, len(MESSAGE)
     print(f"onnxruntime {ort.__version__}, one thread, {args.calls} calls of one {len(MESSAGE)}-character message")
-    median, p10 = wall_us(empty_graph(), args.calls)
-    print(f"empty graph (binding overhead): session.run wall median {median:.1f} us (p10 {p10:.1f})")
-    for folder in args.models:
-        path = folder / "model.onnx"
-        median, p10 = wall_us(path, args.calls)
+    paths = [folder / "model.onnx" for folder in args.models]
+    (empty, *walls) = wall_us([empty_graph(), *paths], args.calls)
+    print(f"empty graph (binding overhead): session.run wall median {empty[0]:.1f} us (p10 {empty[1]:.1f})")
+    for path, (median, p10) in zip(paths, walls):
+        print(f"{path.parent}: session.run wall median {median:.1f} us (p10 {p10:.1f})")
+    for path in paths:
         ops = op_profile(path, args.calls)
-        print(f"\n{folder}: session.run wall median {median:.1f} us (p10 {p10:.1f})")
+        print(f"\n{path.parent}: ORT profiler, per op type")
         print("| op type | nodes | us per message (median) |\n|---|---|---|")
         for op, (n, us) in sorted(ops.items(), key=lambda kv: -kv[1][1]):
             print(f"| {op} | {n} | {us:.1f} |")
