@@ -49,7 +49,8 @@ IR_VERSION = 8
 # sklearn's default token pattern, spelled so ORT's Tokenizer (RE2) reads it the same way.
 TOKEN_EXP = r"[\p{L}\p{N}_][\p{L}\p{N}_]+"
 CHAR_EXP = "."  # the char analyzer: every character is a token
-# A pad character that never occurs in normalized text (so no n-gram spans padding).
+# The Tokenizer pads the shorter rows of a batch with this; it is in no vocabulary n-gram
+# (checked), so it gets UNKNOWN_CODE and no n-gram spans padding.
 PAD = "\x01"
 # Any positive floor works: a non-zero TF-IDF row has norm >= 1 (counts >= 1, idf >= 1).
 NORM_EPS = 1e-12
@@ -99,7 +100,11 @@ def build_graph(pipe: Pipeline, classes: list[str]) -> onnx.GraphProto:
         raise ValueError("the graph implements lowercase, raw counts, idf and L2 only")
     if classes[1] != "spam":
         raise ValueError(f"the graph puts spam second; classes are {classes}")
+    if tfidf.analyzer == "word" and tfidf.token_pattern != r"(?u)\b\w\w+\b":
+        raise ValueError(f"TOKEN_EXP mirrors scikit-learn's default token pattern, not {tfidf.token_pattern!r}")
     codes, ngrams = token_codes(tfidf)
+    if PAD in codes:
+        raise ValueError("the pad character occurs in the vocabulary: padding would match n-grams")
     radix = len(codes) + UNKNOWN_CODE + 1
     lo, hi = tfidf.ngram_range
     if radix ** hi >= 2 ** 63:
