@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import onnxruntime as ort
 import pytest
 
@@ -83,29 +84,29 @@ def test_committed_model_is_what_training_produces(dataset, trained, version):
           f"bytes {'identical' if same_bytes else 'differ (another CPU kind: within tolerance)'}")
 
 
-def _largest_float_attribute(model: onnx.ModelProto):
-    return max((a for n in model.graph.node for a in n.attribute if a.type == onnx.AttributeProto.FLOATS),
-               key=lambda a: len(a.floats))
+def _nudge_largest_weight(model: onnx.ModelProto, delta) -> tuple[onnx.ModelProto, str]:
+    """A copy of `model` whose largest-magnitude weight (in the idf * W table) is delta(w)."""
+    changed = copy.deepcopy(model)
+    table = next(t for t in changed.graph.initializer if t.name == "idf_weights")
+    weights = numpy_helper.to_array(table).copy()
+    i = np.unravel_index(np.argmax(np.abs(weights)), weights.shape)
+    weights[i] = delta(weights[i], float(np.abs(weights).max()))
+    table.CopyFrom(numpy_helper.from_array(weights, table.name))
+    return changed, table.name
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_a_changed_weight_or_card_is_caught(version):
     """The check above fails for a model that is really stale, and only for one."""
     model = committed(version)
-    weights = _largest_float_attribute(model)
-    i = int(np.argmax(np.abs(np.array(weights.floats))))
-    scale = abs(weights.floats[i])
-
-    nudged = copy.deepcopy(model)  # one ulp: what another CPU's BLAS does
-    w = _largest_float_attribute(nudged)
-    w.floats[i] = float(np.nextafter(np.float32(w.floats[i]), np.float32(np.inf)))
+    # one ulp: what another CPU's BLAS does
+    nudged, _ = _nudge_largest_weight(model, lambda w, _: np.nextafter(w, np.float32(np.inf)))
     assert reproducible.model_differences(model, nudged) == []
 
-    changed = copy.deepcopy(model)  # a real change: 10x the tolerance on one weight
-    w = _largest_float_attribute(changed)
-    w.floats[i] += 10 * reproducible.PARAM_RTOL * scale
+    # a real change: 10x the tolerance on one weight
+    changed, name = _nudge_largest_weight(model, lambda w, scale: w + np.float32(10 * reproducible.PARAM_RTOL * scale))
     problems = reproducible.model_differences(model, changed)
-    assert len(problems) == 1 and weights.name in problems[0], problems
+    assert len(problems) == 1 and name in problems[0], problems
 
     renamed = copy.deepcopy(model)
     renamed.graph.node[0].name += "-x"
@@ -116,6 +117,47 @@ def test_a_changed_weight_or_card_is_caught(version):
     edited["metrics"]["spam_f1"] = round(edited["metrics"]["spam_f1"] + 0.0001, 4)
     assert reproducible.card_differences(card, edited) == [
         f"metrics.spam_f1: committed {card['metrics']['spam_f1']!r}, training gives {edited['metrics']['spam_f1']!r}"]
+
+
+# Messages the test split may not cover: no token at all, no known n-gram, one character,
+# repeated n-grams (tf > 1), case, non-Latin text and emoji, and rows of unequal length in
+# one batch (the Tokenizer pads the shorter ones).
+EDGE_MESSAGES = ["", "a", "zqxj zqxj", "free free FREE free", "Call 08712460324 now!!! " * 20,
+                 "Ünïcödé ça marche? Да 😀😀", "ok", "hi", "k k k"]
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_onnx_matches_sklearn_on_edge_cases(trained, version):
+    pipe, _ = trained[version]
+    texts = [train.normalize(t) for t in EDGE_MESSAGES]
+    want = pipe.predict_proba(texts)[:, 1]
+    model = committed(version)
+    for got in (p_spam(model, texts, one_at_a_time=True), p_spam(model, texts)):
+        assert np.abs(got - want).max() <= 1e-5, list(zip(texts, got, want))
+
+
+# The dense ops this graph avoids: each one works over the whole vocabulary per message.
+DENSE_OPS = {"Normalizer", "LinearClassifier", "TfIdfVectorizer", "ReduceL2"}
+# Node counts today (v1 27, v2 39) plus a little room: per-node overhead is most of the cost.
+MAX_NODES = {"v1": 29, "v2": 41}
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_graph_is_lean(trained, version):
+    """No op over the dense vocabulary, one linear op for all folds, one sigmoid."""
+    model = committed(version)
+    ops = [n.op_type for n in model.graph.node]
+    assert not DENSE_OPS & set(ops), sorted(DENSE_OPS & set(ops))
+    assert len(ops) <= MAX_NODES[version], f"{len(ops)} nodes: {ops}"
+    # Only the two per-column tables are vocabulary-sized, and only Gather reads them
+    # (per n-gram occurrence): no op multiplies or reduces a vocabulary-sized tensor.
+    vocab = len(trained[version][0].named_steps["tfidf"].vocabulary_)
+    tables = {t.name: list(t.dims) for t in model.graph.initializer if vocab + 1 in t.dims}
+    folds = 5 if version == "v2" else 1
+    assert tables == {"idf_weights": [vocab + 1, folds], "idf_squared": [vocab + 1]}, tables
+    readers = [(n.op_type, name) for n in model.graph.node for name in n.input if name in tables]
+    assert sorted(readers) == [("Gather", "idf_squared"), ("Gather", "idf_weights")], readers
+    assert ops.count("Sigmoid") == 1 and ops.count("ScatterElements") == 1
 
 
 def test_split_is_deduplicated_and_stratified(dataset):

