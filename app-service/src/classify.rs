@@ -66,7 +66,7 @@ impl Classifier {
         let (classification, from_cache) = match cached {
             Some(c) => (c, true),
             None => {
-                let answer = self.model.classify(text.clone(), trace).await;
+                let answer = self.model.classify(text.clone(), guess.map(Guess::as_str), trace).await;
                 let outcome = answer.as_ref().map_or_else(ModelCallError::outcome, |_| "ok");
                 self.metrics.model_call(outcome);
                 let c = answer.map_err(ClassifyError::Model)?;

@@ -7,7 +7,7 @@
 use std::{collections::HashSet, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use sms_proto::{
-    MAX_GRPC_MESSAGE_BYTES,
+    GUESS_METADATA, MAX_GRPC_MESSAGE_BYTES,
     v1::{ClassifyRequest, ClassifyResponse, spam_classifier_client::SpamClassifierClient},
 };
 use sms_runtime::trace::{self, MetadataMut, SpanContext};
@@ -132,10 +132,20 @@ impl ModelClient {
         Self { channel, timeout }
     }
 
-    pub async fn classify(&self, text: String, context: &SpanContext) -> Result<Classification, ModelCallError> {
+    /// Classifies `text`; `guess` (`spam` or `ham`), the user's, travels along as metadata
+    /// so every model that sees the call (the shadow too) can count agreement with users.
+    pub async fn classify(
+        &self,
+        text: String,
+        guess: Option<&'static str>,
+        context: &SpanContext,
+    ) -> Result<Classification, ModelCallError> {
         let mut request = tonic::Request::new(ClassifyRequest { text });
         request.set_timeout(self.timeout);
         trace::inject(context, &mut MetadataMut(request.metadata_mut()));
+        if let Some(guess) = guess {
+            request.metadata_mut().insert(GUESS_METADATA, tonic::metadata::MetadataValue::from_static(guess));
+        }
         let mut client = SpamClassifierClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         // The outer timeout bounds everything, waiting for a connection included.

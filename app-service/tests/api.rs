@@ -47,6 +47,10 @@ async fn classifies_spam_and_ham_and_echoes_the_guess() {
     assert_eq!(sample(&m, "sms_active_requests", &[v1]), Some(1.0));
     assert_eq!(sample(&m, "sms_request_latency_seconds_count", &[v1, ("route", "/sms/")]), Some(3.0));
     assert_eq!(sample(&m, "sms_app_info", &[v1, ("cache_enabled", "false")]), Some(1.0));
+    // The guesses travel with the model calls, so the model counts them too.
+    let model = t.model_metrics().await;
+    assert_eq!(sample(&model, "sms_model_guesses_total", &[("agreement", "agree")]), Some(1.0));
+    assert_eq!(sample(&model, "sms_model_guesses_total", &[("agreement", "disagree")]), Some(1.0));
     t.stop().await;
 }
 

@@ -48,7 +48,7 @@ fn before() -> f64 {
 }
 
 fn after() -> f64 {
-    let metrics = Metrics::new("v1", "app", None);
+    let metrics = Metrics::new("v1", "app", None, None);
     let started = Instant::now();
     for i in 0..CALLS {
         let inflight = metrics.in_flight();

@@ -26,6 +26,13 @@ pub struct Config {
     /// Longest a request may wait in the queue plus run before it fails with
     /// DEADLINE_EXCEEDED (clients may set a shorter grpc-timeout).
     pub request_timeout: Duration,
+    /// The version this server also scores every call with and compares against (a
+    /// shadow's serving version), from the same MODEL_ROOT; `None`: no comparison.
+    pub reference_version: Option<String>,
+    /// How many recent disagreements with the reference are kept for ListDisagreements.
+    pub disagreements_kept: usize,
+    /// Whether those keep the message text (SMS texts are personal data: off by default).
+    pub disagreement_texts: bool,
     pub telemetry: TelemetryConfig,
 }
 
@@ -41,6 +48,9 @@ impl Default for Config {
             reload_interval: Some(Duration::from_secs(5)),
             ort_dylib: None,
             request_timeout: Duration::from_secs(5),
+            reference_version: None,
+            disagreements_kept: 100,
+            disagreement_texts: false,
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -61,16 +71,29 @@ impl Config {
             reload_interval: (!reload.is_zero()).then_some(reload),
             ort_dylib: settings::text("ORT_DYLIB_PATH").map(PathBuf::from).or(d.ort_dylib),
             request_timeout: settings::millis("REQUEST_TIMEOUT_MS", d.request_timeout)?,
+            reference_version: settings::text("REFERENCE_VERSION").or(d.reference_version),
+            disagreements_kept: settings::parse("DISAGREEMENTS_KEPT", d.disagreements_kept)?,
+            disagreement_texts: settings::flag("DISAGREEMENT_TEXTS", d.disagreement_texts)?,
             telemetry: TelemetryConfig::from_env()?,
         })
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.workers >= 1, "INFERENCE_WORKERS must be at least 1");
+        for (setting, version) in
+            [("MODEL_VERSION", Some(&self.model_version)), ("REFERENCE_VERSION", self.reference_version.as_ref())]
+        {
+            if let Some(v) = version {
+                anyhow::ensure!(
+                    !v.is_empty() && !v.contains(['/', '\\']) && v != "..",
+                    "{setting} must be a folder name under MODEL_ROOT, got {v:?}"
+                );
+            }
+        }
         anyhow::ensure!(
-            !self.model_version.is_empty() && !self.model_version.contains(['/', '\\']) && self.model_version != "..",
-            "MODEL_VERSION must be a folder name under MODEL_ROOT, got {:?}",
-            self.model_version
+            (1..=10_000).contains(&self.disagreements_kept),
+            "DISAGREEMENTS_KEPT must be between 1 and 10000, got {}",
+            self.disagreements_kept
         );
         anyhow::ensure!(
             matches!(self.source.as_str(), "app" | "shadow"),
@@ -83,5 +106,9 @@ impl Config {
 
     pub fn model_dir(&self) -> PathBuf {
         self.model_root.join(&self.model_version)
+    }
+
+    pub fn reference_dir(&self) -> Option<PathBuf> {
+        self.reference_version.as_ref().map(|v| self.model_root.join(v))
     }
 }

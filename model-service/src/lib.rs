@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod model;
 pub mod reload;
 pub mod service;
+pub mod shadow;
 pub mod workers;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -21,6 +22,7 @@ use tonic::transport::server::TcpIncoming;
 pub use config::Config;
 use metrics::Metrics;
 use service::Classifier;
+use shadow::Comparison;
 use workers::InferencePool;
 
 /// A started model service (`stop` drains in-flight calls and shuts down).
@@ -50,10 +52,25 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let models = tokio::task::spawn_blocking(move || reload::load_models(&e, &d, n)).await??;
     let card = models[0].card.clone();
 
-    let metrics =
-        Arc::new(Metrics::new(&config.model_version, &config.source, config.telemetry.otlp_endpoint.as_deref()));
+    let metrics = Arc::new(Metrics::new(
+        &config.model_version,
+        &config.source,
+        config.reference_version.as_deref(),
+        config.telemetry.otlp_endpoint.as_deref(),
+    ));
     metrics.set_model_info(&card.name, &card.data.sha256);
     let pool = Arc::new(InferencePool::start(models));
+    let comparison = match (config.reference_dir(), config.reference_version.clone()) {
+        (Some(dir), Some(version)) => {
+            let (e, n) = (env.clone(), config.workers);
+            let models = tokio::task::spawn_blocking(move || reload::load_models(&e, &dir, n))
+                .await?
+                .map_err(|e| e.context("the reference model (REFERENCE_VERSION) cannot be loaded"))?;
+            let reference = Arc::new(InferencePool::start(models));
+            Some(Arc::new(Comparison::new(reference, version, config.disagreements_kept, config.disagreement_texts)))
+        }
+        _ => None,
+    };
 
     let grpc_listener = bind(config.grpc_addr, "gRPC", "GRPC_ADDR").await?;
     let metrics_listener = bind(config.metrics_addr, "metrics", "METRICS_ADDR").await?;
@@ -70,6 +87,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         pool: pool.clone(),
         metrics: metrics.clone(),
         source: config.source.clone(),
+        comparison: comparison.clone(),
     })
     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
 
@@ -98,17 +116,27 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         let metrics_app = Router::new().route("/metrics", get(render_metrics)).with_state(metrics.clone());
         let metrics_server = axum::serve(metrics_listener.tap_io(|tcp| drop(tcp.set_nodelay(true))), metrics_app)
             .with_graceful_shutdown(shutdown.clone().requested());
-        let watcher = config.reload_interval.map(|every| {
-            tokio::spawn(reload::watch_for_new_model(dir, every, env, pool.clone(), metrics.clone(), shutdown))
-        });
+        let mut watchers = Vec::new();
+        if let Some(every) = config.reload_interval {
+            let watch = |dir, pool, metrics| {
+                tokio::spawn(reload::watch_for_new_model(dir, every, env.clone(), pool, metrics, shutdown.clone()))
+            };
+            watchers.push(watch(dir, pool.clone(), Some(metrics.clone())));
+            if let (Some(c), Some(reference_dir)) = (&comparison, config.reference_dir()) {
+                watchers.push(watch(reference_dir, c.reference.clone(), None));
+            }
+        }
 
         let (grpc, http) = tokio::join!(grpc, metrics_server);
-        if let Some(w) = watcher {
+        for w in watchers {
             let _ = w.await;
         }
         // Every accepted call has been answered; now the workers can go.
-        if let Ok(pool) = Arc::try_unwrap(pool) {
-            tokio::task::spawn_blocking(move || pool.shutdown()).await?;
+        let reference = comparison.and_then(|c| Arc::try_unwrap(c).ok()).map(|c| c.reference);
+        for pool in [Some(pool), reference].into_iter().flatten() {
+            if let Ok(pool) = Arc::try_unwrap(pool) {
+                tokio::task::spawn_blocking(move || pool.shutdown()).await?;
+            }
         }
         grpc.map_err(|e| anyhow::anyhow!("gRPC server: {e}"))?;
         http.map_err(|e| anyhow::anyhow!("metrics server: {e}"))?;

@@ -15,6 +15,16 @@ use sms_runtime::telemetry::{InFlight, MetricsPipeline};
 pub const INFERENCE_BUCKETS: &[f64] =
     &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
+/// Where |p_shadow - p_reference| falls: most pairs agree closely, a few are far apart.
+pub const PROBABILITY_GAP_BUCKETS: &[f64] = &[0.001, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0];
+
+/// The comparison with the reference model's answers (a shadow with REFERENCE_VERSION).
+struct Comparisons {
+    agree: BoundCounter<u64>,
+    disagree: BoundCounter<u64>,
+    gap: BoundHistogram<f64>,
+}
+
 /// What `sms_model_info` reports: the card being served.
 #[derive(Debug, Clone, Default)]
 struct ServedModel {
@@ -32,6 +42,9 @@ pub struct Metrics {
     inference_seconds: BoundHistogram<f64>,
     inflight: BoundUpDownCounter<i64>,
     answered_ok: BoundCounter<u64>,
+    guess_agrees: BoundCounter<u64>,
+    guess_disagrees: BoundCounter<u64>,
+    comparisons: Option<Comparisons>,
     // The rest: labels looked up when recorded.
     requests: Counter<u64>,
     reloads: Counter<u64>,
@@ -39,7 +52,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(version: &str, source: &str, otlp_endpoint: Option<&str>) -> Self {
+    /// `reference_version`: the version this server compares its answers with (a shadow's
+    /// serving version), if any.
+    pub fn new(version: &str, source: &str, reference_version: Option<&str>, otlp_endpoint: Option<&str>) -> Self {
         let pipeline = MetricsPipeline::new("model-service", otlp_endpoint);
         let meter = pipeline.meter();
         let labels = [KeyValue::new("version", version.to_string()), KeyValue::new("source", source.to_string())];
@@ -81,6 +96,31 @@ impl Metrics {
             .with_description("Time ONNX Runtime spent on one message.")
             .with_boundaries(INFERENCE_BUCKETS.to_vec())
             .build();
+        let guesses = meter
+            .u64_counter("sms_model_guesses")
+            .with_description("Calls that carried the user's guess, by whether this model's answer agreed.")
+            .build();
+        let comparisons = reference_version.map(|reference| {
+            let labels = |outcome: &'static str| {
+                let [version, source] = labels.clone();
+                [version, source, KeyValue::new("reference_version", reference.to_string()), KeyValue::new("outcome", outcome)]
+            };
+            let counter = meter
+                .u64_counter("sms_shadow_comparisons")
+                .with_description("Calls also scored by the reference model, by whether the two labels agreed.")
+                .build();
+            let [version, source, reference, _] = labels("agree");
+            Comparisons {
+                agree: counter.bind(&labels("agree")),
+                disagree: counter.bind(&labels("disagree")),
+                gap: meter
+                    .f64_histogram("sms_shadow_probability_gap")
+                    .with_description("|spam probability - the reference model's| per compared call.")
+                    .with_boundaries(PROBABILITY_GAP_BUCKETS.to_vec())
+                    .build()
+                    .bind(&[version, source, reference]),
+            }
+        });
         // Export every series from the start so dashboards, rate() and increase() see
         // zeros, not gaps.
         for outcome in ["success", "failure"] {
@@ -90,6 +130,9 @@ impl Metrics {
             spam: predictions.bind(&with("result", "spam")),
             ham: predictions.bind(&with("result", "ham")),
             answered_ok: requests.bind(&with("code", "Ok")),
+            guess_agrees: guesses.bind(&with("agreement", "agree")),
+            guess_disagrees: guesses.bind(&with("agreement", "disagree")),
+            comparisons,
             inflight: inflight.bind(&labels),
             inference_seconds: inference_seconds.bind(&labels),
             requests,
@@ -98,8 +141,12 @@ impl Metrics {
             served,
             pipeline,
         };
-        for series in [&m.spam, &m.ham, &m.answered_ok] {
+        for series in [&m.spam, &m.ham, &m.answered_ok, &m.guess_agrees, &m.guess_disagrees] {
             series.add(0);
+        }
+        if let Some(c) = &m.comparisons {
+            c.agree.add(0);
+            c.disagree.add(0);
         }
         m.inflight.add(0);
         m
@@ -113,6 +160,19 @@ impl Metrics {
     pub fn predicted(&self, is_spam: bool, inference_seconds: f64) {
         if is_spam { &self.spam } else { &self.ham }.add(1);
         self.inference_seconds.record(inference_seconds);
+    }
+
+    /// A call that carried the user's guess: did this model's answer agree with it?
+    pub fn guessed(&self, agrees: bool) {
+        if agrees { &self.guess_agrees } else { &self.guess_disagrees }.add(1);
+    }
+
+    /// A call also scored by the reference model (only on a server that has one).
+    pub fn compared(&self, agrees: bool, probability_gap: f64) {
+        if let Some(c) = &self.comparisons {
+            if agrees { &c.agree } else { &c.disagree }.add(1);
+            c.gap.record(probability_gap);
+        }
     }
 
     /// One answered Classify call, by its gRPC code name (`Ok`, `InvalidArgument`, ...).

@@ -24,14 +24,17 @@ pub fn load_models(env: &Environment, dir: &std::path::Path, workers: usize) -> 
     (0..workers).map(|_| Model::load(env, dir).map_err(anyhow::Error::from)).collect()
 }
 
+/// Watches `dir` and swaps new files into `pool`. `metrics`: the served model's (counts
+/// reloads and names the model in `sms_model_info`); `None` for the reference model.
 pub async fn watch_for_new_model(
     dir: PathBuf,
     interval: Duration,
     env: Environment,
     pool: Arc<InferencePool>,
-    metrics: Arc<Metrics>,
+    metrics: Option<Arc<Metrics>>,
     shutdown: Shutdown,
 ) {
+    let role = if metrics.is_some() { "served" } else { "reference" };
     let mut seen = fingerprint(&dir);
     let stop = shutdown.requested();
     tokio::pin!(stop);
@@ -55,13 +58,17 @@ pub async fn watch_for_new_model(
             Ok(Ok(models)) => {
                 let card = models[0].card.clone();
                 pool.swap(models);
-                metrics.set_model_info(&card.name, &card.data.sha256);
-                metrics.reloaded(true);
-                tracing::info!(model = %card.name, version = %card.version, "loaded new model files");
+                if let Some(m) = &metrics {
+                    m.set_model_info(&card.name, &card.data.sha256);
+                    m.reloaded(true);
+                }
+                tracing::info!(model = %card.name, version = %card.version, role, "loaded new model files");
             }
             Ok(Err(err)) => {
-                metrics.reloaded(false);
-                tracing::error!("new model files failed to load, still serving the previous model: {err:#}");
+                if let Some(m) = &metrics {
+                    m.reloaded(false);
+                }
+                tracing::error!(role, "new model files failed to load, still using the previous model: {err:#}");
             }
             Err(join) => tracing::error!("model reload task failed: {join}"),
         }

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use sms_proto::{
-    MAX_TEXT_CHARS, validate_text,
+    GUESS_METADATA, MAX_TEXT_CHARS, validate_text,
     v1::{
-        ClassifyRequest, ClassifyResponse, GetModelInfoRequest, ModelInfo, spam_classifier_server::SpamClassifier,
+        ClassifyRequest, ClassifyResponse, Disagreements, GetModelInfoRequest, ListDisagreementsRequest, ModelInfo,
+        spam_classifier_server::SpamClassifier,
     },
 };
 use sms_runtime::trace::{self, Metadata};
@@ -15,6 +16,7 @@ use tracing::Instrument;
 
 use crate::{
     metrics::Metrics,
+    shadow::{Answered, Comparison},
     workers::{InferencePool, PoolError},
 };
 
@@ -22,6 +24,17 @@ pub struct Classifier {
     pub pool: Arc<InferencePool>,
     pub metrics: Arc<Metrics>,
     pub source: String,
+    /// A shadow's comparison with the serving version, when REFERENCE_VERSION is set.
+    pub comparison: Option<Arc<Comparison>>,
+}
+
+/// The user's guess carried with the call, if it is one (`spam` or `ham`).
+fn guess(request: &Request<ClassifyRequest>) -> Option<&'static str> {
+    match request.metadata().get(GUESS_METADATA).and_then(|v| v.to_str().ok()) {
+        Some("spam") => Some("spam"),
+        Some("ham") => Some("ham"),
+        _ => None,
+    }
 }
 
 /// The text the model will see, or INVALID_ARGUMENT saying what is wrong.
@@ -30,8 +43,10 @@ pub fn validate(text: &str) -> Result<String, Status> {
 }
 
 impl Classifier {
-    async fn classify_inner(&self, text: &str) -> Result<ClassifyResponse, Status> {
+    async fn classify_inner(&self, text: &str, guess: Option<&'static str>, trace_id: String) -> Result<ClassifyResponse, Status> {
         let text = validate(text)?;
+        // The reference model scores the same normalized text.
+        let compared_text = self.comparison.is_some().then(|| text.clone());
         let result = {
             let _inflight = self.metrics.in_flight();
             self.pool.classify(text).await
@@ -43,6 +58,13 @@ impl Classifier {
         let card = &prediction.card;
         let label = if prediction.spam_probability >= card.threshold { "spam" } else { "ham" };
         self.metrics.predicted(label == "spam", prediction.inference_time.as_secs_f64());
+        if let Some(guess) = guess {
+            self.metrics.guessed(guess == label);
+        }
+        if let (Some(comparison), Some(text)) = (&self.comparison, &compared_text) {
+            let answered = Answered { text, label, spam_probability: prediction.spam_probability, guess, trace_id };
+            comparison.compare(answered, &self.metrics).await;
+        }
         Ok(ClassifyResponse {
             label: label.into(),
             spam_probability: prediction.spam_probability,
@@ -58,7 +80,9 @@ impl SpamClassifier for Classifier {
         let span = tracing::info_span!("classify", otel.name = "sms.v1.SpamClassifier/Classify", otel.kind = "server",
                                        rpc.system = "grpc", source = %self.source);
         let trace = trace::continue_trace(&span, trace::extract(&Metadata(request.metadata())));
-        let result = self.classify_inner(&request.get_ref().text).instrument(span).await;
+        let guess = guess(&request);
+        let result =
+            self.classify_inner(&request.get_ref().text, guess, trace.trace_id().to_string()).instrument(span).await;
         let code = match &result {
             Ok(_) => tonic::Code::Ok,
             Err(status) => status.code(),
@@ -74,6 +98,17 @@ impl SpamClassifier for Classifier {
             ),
         }
         result.map(Response::new)
+    }
+
+    async fn list_disagreements(
+        &self,
+        request: Request<ListDisagreementsRequest>,
+    ) -> Result<Response<Disagreements>, Status> {
+        let Some(comparison) = &self.comparison else {
+            return Ok(Response::new(Disagreements::default()));
+        };
+        let (disagreements, capacity, seen) = comparison.recent(request.get_ref().limit as usize);
+        Ok(Response::new(Disagreements { disagreements, capacity: capacity as u32, seen }))
     }
 
     async fn get_model_info(&self, _: Request<GetModelInfoRequest>) -> Result<Response<ModelInfo>, Status> {

@@ -22,6 +22,11 @@ mod server {
 /// around 1,600 GSM-7 characters in theory; real messages are far shorter.
 pub const MAX_TEXT_CHARS: usize = 1000;
 
+/// The gRPC metadata key that carries the user's guess (`spam` or `ham`) with a Classify
+/// call, so every model (the shadow too: the mirror copies metadata) can count its
+/// agreement with users, although users only ever see the serving model's answer.
+pub const GUESS_METADATA: &str = "x-sms-guess";
+
 /// Largest gRPC message either side accepts: a 1,000-character text is at most 4 KB of
 /// UTF-8, so 16 KiB leaves room for framing and refuses anything absurd early.
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 16 * 1024;

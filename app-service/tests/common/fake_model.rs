@@ -9,7 +9,7 @@ use std::{
 };
 
 use sms_proto::v1::{
-    ClassifyRequest, ClassifyResponse, GetModelInfoRequest, ModelInfo,
+    ClassifyRequest, ClassifyResponse, Disagreements, GetModelInfoRequest, ListDisagreementsRequest, ModelInfo,
     spam_classifier_server::{SpamClassifier, SpamClassifierServer},
 };
 use tokio::sync::oneshot;
@@ -50,6 +50,10 @@ impl SpamClassifier for Fake {
     }
 
     async fn get_model_info(&self, _: Request<GetModelInfoRequest>) -> Result<Response<ModelInfo>, Status> {
+        Err(Status::unimplemented("not needed by the app"))
+    }
+
+    async fn list_disagreements(&self, _: Request<ListDisagreementsRequest>) -> Result<Response<Disagreements>, Status> {
         Err(Status::unimplemented("not needed by the app"))
     }
 }
