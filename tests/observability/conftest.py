@@ -126,9 +126,11 @@ class Stack:
                 ("model-v1", "v1", "app", "sms-app-model-6d4f8b9c7-tst01"),
                 ("model-shadow-v2", "v2", "shadow", "sms-app-model-shadow-8b7c5d6f4-tst02")):
             grpc_addr, metrics_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+            # The shadow compares itself with the serving version, as the chart sets it up.
+            reference = {"REFERENCE_VERSION": "v1"} if source == "shadow" else {}
             proc = group.launch(local.model(name, grpc=grpc_addr, metrics=metrics_addr, version=version,
                                             source=source, INFERENCE_WORKERS="1", MODEL_RELOAD_SECS="0",
-                                            LOG_FORMAT=LOG_FORMATS[name], RUST_LOG="info"))
+                                            LOG_FORMAT=LOG_FORMATS[name], RUST_LOG="info", **reference))
             self.models[source] = {"proc": proc, "grpc": grpc_addr, "metrics": metrics_addr,
                                    "pod": pod, "version": version}
         for m in self.models.values():
@@ -177,7 +179,8 @@ class Stack:
         for version in ("v1", "v2"):
             r = self.classify(version, text, guess)
             assert r.status_code == 200, f"app {version}: HTTP {r.status_code} {r.text[:200]}"
-        self.grpc.classify(self.models["shadow"]["grpc"], text)
+        # The mirror copies the call's metadata, the user's guess included.
+        self.grpc.classify(self.models["shadow"]["grpc"], text, metadata=(("x-sms-guess", guess),))
         self.sent["shadow"] += 1
         if n % 10 == 0:
             for version in ("v1", "v2"):
@@ -204,7 +207,7 @@ def prometheus(stack, log_dir, tmp_path_factory):
     """A real Prometheus scraping the four services every second, with the shipped rules."""
     group = local.Stack(log_dir)
     config = scrape_config(stack.targets())
-    config["rule_files"] = [str(RULES)]
+    config["rule_files"] = [str(p) for p in sorted(RULES.parent.glob("*.rules.yml"))]
     try:
         prom = Prometheus(group, tmp_path_factory.mktemp("prometheus"), config)
         poll(lambda: prom.targets_up(len(stack.targets())), 60,

@@ -37,18 +37,25 @@ def panel_targets():
                                    id=f"{path.stem}:{panel['title']}:{t['refId']}")
 
 
+RULE_FILES = sorted(RULES.parent.glob("*.rules.yml"))
+
+
 def alert_rules():
-    for g in yaml.safe_load(RULES.read_text())["groups"]:
-        for r in g["rules"]:
-            yield pytest.param(r["alert"], r["expr"], id=r["alert"])
+    for path in RULE_FILES:
+        for g in yaml.safe_load(path.read_text())["groups"]:
+            for r in g["rules"]:
+                if "alert" in r:
+                    yield pytest.param(r["alert"], r["expr"], id=r["alert"])
 
 
 def expected_series(expr: str) -> list[dict]:
     """The version/source combinations a query should show in this stack: model series for
     the model's metrics, app series otherwise, narrowed by the query's own = matchers."""
     metrics = promql_names(expr)["metrics"]
-    model = any(m.startswith("sms_model_") and not m.startswith("sms_model_calls") for m in metrics)
+    model = any((re.search(r"(^|:)sms_(model|shadow)_", m) and "sms_model_calls" not in m) for m in metrics)
     combos = MODEL_SERIES if model else APP_SERIES
+    if any(re.search(r"(^|:)sms_shadow_", m) for m in metrics):  # only the shadow compares
+        combos = [c for c in MODEL_SERIES if c["source"] == "shadow"]
     for matchers in metrics.values():
         for label, op, value in matchers:
             if op == "=" and label in ("version", "source"):
@@ -148,7 +155,8 @@ def test_alert_expression_sees_data(prometheus, traffic, alert, expr):
 def test_shipped_rules_evaluate_cleanly_and_only_high_request_rate_reacts(prometheus, traffic):
     rules = [r for g in prometheus.api("rules")["groups"] for r in g["rules"]]
     names = {r["name"] for r in rules}
-    shipped = {r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]}
+    shipped = {r.get("alert") or r["record"] for path in RULE_FILES
+               for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]}
     assert names == shipped
     for r in rules:
         assert r["health"] == "ok", f"{r['name']}: {r.get('lastError')}"
