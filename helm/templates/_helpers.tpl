@@ -132,6 +132,10 @@ http://{{ include "sms-app.modelName" . }}-headless:{{ .Values.modelService.grpc
 {{- if and .Values.alerting.enabled (not .Values.alerting.smtp.existingSecret) (not .Values.alerting.smtp.password) -}}
 {{- fail "alerting.enabled needs alerting.smtp.existingSecret (preferred) or alerting.smtp.password (--set-string at install time)" -}}
 {{- end -}}
+{{- $fullname := include "sms-app.fullname" . -}}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $fullname) -}}
+{{- fail (printf "the name prefix %q (release name or fullnameOverride) must be lower-case letters, digits and '-', starting with a letter: it names Services and the alert rules' job and pod selectors" $fullname) -}}
+{{- end -}}
 {{- $_ := include "sms-app.cookieTTLSeconds" . -}}
 {{- end }}
 
