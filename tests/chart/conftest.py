@@ -33,6 +33,7 @@ SCENARIOS = {
     "no-istio": "istio.enabled=false",
     "alerting": "alerting.enabled=true,alerting.smtp.existingSecret=smtp-credentials",
     "alerting-chart-secret": "alerting.enabled=true,alerting.smtp.password=not-a-real-password",
+    "flagger": "flagger.enabled=true",
     "everything-off": "istio.enabled=false,ingress.enabled=false,monitoring.enabled=false,"
     "networkPolicy.enabled=false,appService.replicas=1,modelService.replicas=1",
 }
