@@ -66,11 +66,37 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end }}
 
-{{/* The canary runs and gets traffic only with Istio on, the canary on and a weight > 0. */}}
+{{/* The chart's own canary runs and gets traffic only with Istio on, the canary on, a
+weight > 0 and Flagger off (with Flagger, Flagger makes and routes the canary). */}}
 {{- define "sms-app.canaryActive" -}}
-{{- if and .Values.istio.enabled .Values.istio.canary.enabled (gt (int .Values.istio.canary.weights.canary) 0) -}}
+{{- if and .Values.istio.enabled .Values.istio.canary.enabled (gt (int .Values.istio.canary.weights.canary) 0) (not .Values.flagger.enabled) -}}
 true
 {{- end -}}
+{{- end }}
+
+{{/*
+Flagger runs the app's canary (flagger.enabled, needs Istio): it copies Deployment
+<app> to <app>-primary, runs <app> itself as the canary, and owns the app's
+VirtualService and DestinationRules; the chart then renders none of those.
+*/}}
+{{- define "sms-app.flaggerActive" -}}
+{{- if and .Values.flagger.enabled .Values.istio.enabled -}}
+true
+{{- end -}}
+{{- end }}
+
+{{/*
+Selector of the app pods that serve users outside an experiment (NGINX's Service, the
+PDB): the stable version, or with Flagger the primary's pods, whose `app` label Flagger
+rewrites to <app>-primary.
+*/}}
+{{- define "sms-app.appStableSelector" -}}
+{{ include "sms-app.componentSelector" (dict "ctx" . "component" "app") }}
+{{- if include "sms-app.flaggerActive" . }}
+app: {{ include "sms-app.appName" . }}-primary
+{{- else }}
+version: {{ .Values.appService.version }}
+{{- end }}
 {{- end }}
 
 {{/* The shadow runs only with Istio (the app's sidecar does the mirroring). */}}
@@ -131,6 +157,13 @@ http://{{ include "sms-app.modelName" . }}-headless:{{ .Values.modelService.grpc
 {{- end -}}
 {{- if and .Values.alerting.enabled (not .Values.alerting.smtp.existingSecret) (not .Values.alerting.smtp.password) -}}
 {{- fail "alerting.enabled needs alerting.smtp.existingSecret (preferred) or alerting.smtp.password (--set-string at install time)" -}}
+{{- end -}}
+{{- if and .Values.flagger.enabled (not .Values.istio.enabled) -}}
+{{- fail "flagger.enabled needs istio.enabled: Flagger routes the canary with an Istio VirtualService" -}}
+{{- end -}}
+{{- $fullname := include "sms-app.fullname" . -}}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $fullname) -}}
+{{- fail (printf "the name prefix %q (release name or fullnameOverride) must be lower-case letters, digits and '-', starting with a letter: it names Services and the alert rules' job and pod selectors" $fullname) -}}
 {{- end -}}
 {{- $_ := include "sms-app.cookieTTLSeconds" . -}}
 {{- end }}

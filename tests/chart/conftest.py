@@ -33,6 +33,7 @@ SCENARIOS = {
     "no-istio": "istio.enabled=false",
     "alerting": "alerting.enabled=true,alerting.smtp.existingSecret=smtp-credentials",
     "alerting-chart-secret": "alerting.enabled=true,alerting.smtp.password=not-a-real-password",
+    "flagger": "flagger.enabled=true",
     "everything-off": "istio.enabled=false,ingress.enabled=false,monitoring.enabled=false,"
     "networkPolicy.enabled=false,appService.replicas=1,modelService.replicas=1",
 }
@@ -75,9 +76,10 @@ class Rendered:
         return found[0] if found else None
 
 
-def render(values: dict | None = None, tag: str | None = None) -> Rendered:
+def render(values: dict | None = None, tag: str | None = None, release: str = RELEASE,
+           namespace: str = NAMESPACE) -> Rendered:
     with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE)
+        manifests = chart.render(values or {}, name=release, namespace=namespace)
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"rendered-{tag or 'adhoc'}.yaml"
     body = "\n---\n".join(

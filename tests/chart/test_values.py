@@ -34,6 +34,12 @@ from conftest import CHART, SCENARIOS, parse_set, render_error
     ("modelService.modelStorage.hostPath=models", ["/modelService/modelStorage/hostPath"]),
     ("image.pullPolicy=Sometimes", ["/image/pullPolicy"]),
     ("tracing.otlpEndpoint=collector:4317", ["/tracing/otlpEndpoint"]),
+    ("flagger.thresholds.guessAgreementGap=2", ["/flagger/thresholds/guessAgreementGap"]),
+    ("flagger.thresholds.errorShareIncrease=a-little", ["/flagger/thresholds/errorShareIncrease", "a-little"]),
+    ("flagger.analysis.interval=soon", ["/flagger/analysis/interval", "soon"]),
+    ("flagger.analysis.maxWeight=120", ["/flagger/analysis/maxWeight", "maximum"]),
+    ("flagger.prometheusAddress=prometheus:9090", ["/flagger/prometheusAddress"]),
+    ("flagger.enabled=true,istio.enabled=false", ["flagger.enabled needs istio.enabled"]),
 ])
 def test_nonsense_is_refused_naming_the_value(expr, needles):
     message = render_error(parse_set(expr))

@@ -5,6 +5,7 @@ kubernetes-validate, hadolint, Node with the Istio CRD models) or parses the rea
 files; a missing tool is a failure, never a skip.
 """
 
+import base64
 import ipaddress
 import json
 import os
@@ -158,7 +159,8 @@ def probe_vagrantfile(tmp_path, **env):
     Vagrant's configuration object), with the given environment variables."""
     env = {"SHARED_DIR": str(tmp_path / "shared"), **env}
     for key in ("WORKERS", "CTRL_CPUS", "CTRL_MEMORY", "WORKER_CPUS", "WORKER_MEMORY",
-                "SMS_IMAGE_REGISTRY", "SMS_IMAGE_TAG"):
+                "SMS_IMAGE_REGISTRY", "SMS_IMAGE_TAG", "SMS_SMTP_SMARTHOST", "SMS_ALERT_EMAIL_TO",
+                "SMS_ALERT_EMAIL_FROM", "SMS_SMTP_USERNAME", "SMS_SMTP_PASSWORD"):
         env.setdefault(key, "")
     clean = {k: v for k, v in env.items() if v != ""}
     full = {k: v for k, v in os.environ.items() if k not in env}
@@ -212,6 +214,18 @@ def test_vagrantfile_machines_network_folder_and_one_ansible_run(tmp_path, worke
     assert opts["host_vars"] == {
         n: {"node_ip": "192.168.56.100" if i == 0 else f"192.168.56.{100 + i}"} for i, n in enumerate(names)}
     assert opts["extra_vars"] == {"sms_app_image_registry": "registry.example:5000"}
+
+
+def test_vagrantfile_passes_the_smtp_settings_but_never_the_password(tmp_path):
+    conf = probe_vagrantfile(tmp_path, SMS_SMTP_SMARTHOST="smtp.example.org:587",
+                             SMS_ALERT_EMAIL_TO="oncall@example.org", SMS_SMTP_PASSWORD="s3cret-not-on-argv")
+    (machine,) = [m for m in calls(conf["vm"], "define") if calls(m["block"]["vm"], "provision")]
+    (ansible,) = calls(machine["block"]["vm"], "provision")
+    extra = settings(ansible["block"])["extra_vars"]
+    assert extra == {"sms_app_alert_smarthost": "smtp.example.org:587", "sms_app_alert_email_to": "oncall@example.org"}
+    # Ansible reads the password from its own environment (inherited from `vagrant up`).
+    assert "s3cret-not-on-argv" not in json.dumps(conf)
+    assert GROUP_VARS["sms_app_alert_smtp_password"] == "{{ lookup('ansible.builtin.env', 'SMS_SMTP_PASSWORD') }}"
 
 
 def test_vagrantfile_defaults(tmp_path):
@@ -332,10 +346,11 @@ def changed_tasks(output):
     return names
 
 
-def test_a_second_run_changes_nothing_and_a_changed_value_upgrades_only_its_release(tmp_path, ansible_env):
+def fake_cluster_play(tmp_path, ansible_env):
     """idempotency.yml runs the sms_app role and every add-on Helm release and manifest
     step against fake helm/kubectl (tests/provisioning/fakes) on a snapshot of the
-    repository's helm/, istio/ and models/."""
+    repository's helm/, istio/ and models/. Returns play(*extra_args, env=..., ok=True)
+    -> (changed task names, helm upgrades so far, the run)."""
     repo = tmp_path / "repo"
     for part in ("helm", "istio", "models", "provisioning"):
         shutil.copytree(ROOT / part, repo / part, symlinks=False,
@@ -345,15 +360,28 @@ def test_a_second_run_changes_nothing_and_a_changed_value_upgrades_only_its_rele
     env = dict(ansible_env)
     env.pop("ANSIBLE_CONFIG")
     env.update({"FAKE_STATE": str(state), "PATH": f"{HERE / 'fakes'}:{os.environ['PATH']}",
-                "ANSIBLE_ROLES_PATH": str(repo / "provisioning" / "roles")})
+                "ANSIBLE_ROLES_PATH": str(repo / "provisioning" / "roles"), "SMS_SMTP_PASSWORD": ""})
 
-    def play(*extra):
+    def play(*extra, extra_env=None, ok=True):
         proc = run([tool("ansible-playbook"), "-i", HERE / "inventory.ini", HERE / "idempotency.yml",
                     "-e", f"repo_root={repo}", "-e", f"manifests_dir={tmp_path / 'etc'}",
-                    "-e", f"models_dir={tmp_path / 'shared' / 'models'}", *extra], env=env)
+                    "-e", f"models_dir={tmp_path / 'shared' / 'models'}", *extra], env={**env, **(extra_env or {})})
+        if not ok:
+            assert proc.returncode != 0, explain(proc)
+            return [], [], proc
         assert proc.returncode == 0, explain(proc)
         log = (state / "helm.log").read_text().splitlines()
-        return changed_tasks(proc.stdout), [l.split()[2] for l in log if l.startswith("upgrade")]
+        return changed_tasks(proc.stdout), [l.split()[2] for l in log if l.startswith("upgrade")], proc
+
+    return play
+
+
+def test_a_second_run_changes_nothing_and_a_changed_value_upgrades_only_its_release(tmp_path, ansible_env):
+    state = tmp_path / "state"
+    full_play = fake_cluster_play(tmp_path, ansible_env)
+
+    def play(*extra):
+        return full_play(*extra)[:2]
 
     changed, upgrades = play()
     assert changed, "the first run changed nothing"
@@ -371,6 +399,54 @@ def test_a_second_run_changes_nothing_and_a_changed_value_upgrades_only_its_rele
     changed, upgrades_third = play("-e", "sms_app_image_tag=0.2.0")
     assert upgrades_third[len(upgrades):] == ["sms-app"], upgrades_third
     assert 'tag: "0.2.0"' in (tmp_path / "etc" / "sms-app-values.yaml").read_text()
+
+
+SMTP = ("-e", "sms_app_alert_smarthost=smtp.example.org:587", "-e", "sms_app_alert_email_to=oncall@example.org",
+        "--skip-tags", "addons")  # the application role alone
+STORE_SECRET = "sms_app : Store the SMTP password in the Secret sms-app-smtp"
+
+
+def test_smtp_settings_turn_alert_email_on_with_the_password_only_in_a_secret(tmp_path, ansible_env):
+    """Given a server, a recipient and SMS_SMTP_PASSWORD: the Secret is applied from
+    kubectl's standard input, the chart gets alerting on with existingSecret, and the
+    password is in no file, command line, log or Ansible output; a second run changes
+    nothing; a changed password updates the Secret without a Helm upgrade."""
+    play = fake_cluster_play(tmp_path, ansible_env)
+    state, etc = tmp_path / "state", tmp_path / "etc"
+    password = "pw-" + os.urandom(8).hex()
+    changed, upgrades_on, proc = play(*SMTP, extra_env={"SMS_SMTP_PASSWORD": password})
+    assert STORE_SECRET in changed, changed
+    assert upgrades_on == ["sms-app"], upgrades_on
+    values = yaml.safe_load((etc / "sms-app-values.yaml").read_text())
+    assert values["alerting"] == {
+        "enabled": True,
+        "email": {"to": "oncall@example.org", "from": "alertmanager@sms-app.local",
+                  "smarthost": "smtp.example.org:587", "authUsername": "alertmanager@sms-app.local",
+                  "requireTLS": True},
+        "smtp": {"existingSecret": "sms-app-smtp", "passwordKey": "password"},
+    }
+    assert "apply -f -" in (state / "kubectl.log").read_text()
+    assert "secret/sms-app-smtp" in json.loads((state / "kubectl.json").read_text())
+    leaks = [p for p in tmp_path.rglob("*") if p.is_file() and password in p.read_text(errors="ignore")]
+    assert not leaks, leaks
+    assert password not in proc.stdout + proc.stderr
+
+    changed, upgrades_again, _ = play(*SMTP, extra_env={"SMS_SMTP_PASSWORD": password})
+    assert changed == [] and upgrades_again == upgrades_on, changed
+
+    changed, upgrades_new_pw, _ = play(*SMTP, extra_env={"SMS_SMTP_PASSWORD": password + "-rotated"})
+    assert changed == [STORE_SECRET], changed
+    assert upgrades_new_pw == upgrades_on  # the chart only names the Secret
+
+
+@pytest.mark.parametrize("extra,message", [
+    (SMTP, "SMS_SMTP_PASSWORD"),                                   # no password
+    (("-e", "sms_app_alert_smarthost=smtp.example.org:587"), "together"),  # no recipient
+])
+def test_half_configured_alert_email_stops_the_run(tmp_path, ansible_env, extra, message):
+    play = fake_cluster_play(tmp_path, ansible_env)
+    _, _, proc = play(*extra, ok=False)
+    assert message in proc.stdout, explain(proc)
 
 
 # --------------------------------------------------------------------------- rendered manifests
@@ -541,6 +617,7 @@ def test_flannel_uses_the_private_network(rendered):
 
 def test_app_values_use_names_the_chart_defines(rendered):
     ours = yaml.safe_load((rendered / "sms_app" / "sms-app-values.yaml").read_text())
+    assert "alerting" not in ours  # alert e-mail is off without SMTP settings
     chart = yaml.safe_load((ROOT / "helm" / "values.yaml").read_text())
     missing = dotted_keys(ours) - dotted_keys(chart)
     assert not missing, f"values the chart does not define: {missing}"
@@ -558,6 +635,37 @@ def render_chart(values):
         manifests = chart.render(values, name=GROUP_VARS["sms_app_release"],
                                  namespace=GROUP_VARS["sms_app_namespace"])
     return [d for k, v in sorted(manifests.items()) if k.endswith(".yaml") for d in yaml.safe_load_all(v) if d]
+
+
+def test_chart_sends_alert_email_with_the_values_the_playbook_passes_given_smtp(tmp_path, ansible_env):
+    """The values template rendered by Ansible with SMTP settings, then the chart: an
+    AlertmanagerConfig that takes the password from the Secret the playbook creates."""
+    env = dict(ansible_env)
+    env.pop("ANSIBLE_CONFIG")
+    proc = run([tool("ansible-playbook"), "-i", HERE / "inventory.ini", HERE / "render.yml",
+                "-e", f"out_dir={tmp_path}", *SMTP, "-e", "sms_app_alert_smtp_require_tls=false"],
+               env={**env, "SMS_SMTP_PASSWORD": "x"})
+    assert proc.returncode == 0, explain(proc)
+    docs = render_chart(yaml.safe_load((tmp_path / "sms_app" / "sms-app-values.yaml").read_text()))
+    (amc,) = [d for d in docs if d["kind"] == "AlertmanagerConfig"]
+    (email,) = amc["spec"]["receivers"][0]["emailConfigs"]
+    assert email["authPassword"] == {"name": GROUP_VARS["sms_app_alert_smtp_secret"], "key": "password"}
+    assert (email["to"], email["smarthost"], email["requireTLS"]) == ("oncall@example.org", "smtp.example.org:587", False)
+    assert not [d for d in docs if d["kind"] == "Secret"], "the chart must not make its own Secret"
+    (secret,) = load_docs(tmp_path / "sms_app" / "sms-app-smtp-secret.yaml")
+    assert secret["metadata"] == {"name": "sms-app-smtp", "namespace": "sms-app",
+                                  "labels": {"app.kubernetes.io/part-of": "sms-app",
+                                             "app.kubernetes.io/managed-by": "ansible"}}
+    assert base64.b64decode(secret["data"]["password"]) == b"x"
+    check = run([tool("kubernetes-validate"), "-k", "1.32.0", "--strict", tmp_path / "sms_app" / "sms-app-smtp-secret.yaml"])
+    assert check.returncode == 0, explain(check)
+
+
+def test_alertmanager_routes_each_config_only_its_namespaces_alerts(rendered):
+    values = yaml.safe_load((rendered / "addons" / "kube-prometheus-stack-values.yaml").read_text())
+    spec = values["alertmanager"]["alertmanagerSpec"]
+    assert spec["alertmanagerConfigSelector"] == {}
+    assert spec["alertmanagerConfigMatcherStrategy"] == {"type": "OnNamespace"}
 
 
 def test_chart_renders_and_validates_with_the_values_the_playbook_passes(rendered, tmp_path):
@@ -585,10 +693,14 @@ def test_chart_renders_and_validates_with_the_values_the_playbook_passes(rendere
 
 def test_image_registry_and_tag_reach_every_pod():
     """What SMS_IMAGE_REGISTRY / SMS_IMAGE_TAG become: the chart's image.registry and tags."""
-    text = (PROV / "roles" / "sms_app" / "templates" / "sms-app-values.yaml.j2").read_text()
-    text = text.replace("{{ sms_app_image_registry | to_json }}", '"registry.example:5000"')
-    text = text.replace("{{ sms_app_image_tag | to_json }}", '"0.2.0"')
-    text = re.sub(r"\{\{ (\w+) \}\}", lambda m: str(GROUP_VARS[m.group(1)]), text)
+    import jinja2  # Ansible's template engine, with the two filters the template uses
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    env.filters["to_json"] = json.dumps
+    env.filters["bool"] = lambda v: v is True or str(v).lower() in ("true", "yes", "1")
+    template = env.from_string((PROV / "roles" / "sms_app" / "templates" / "sms-app-values.yaml.j2").read_text())
+    text = template.render({**GROUP_VARS, "sms_app_image_registry": "registry.example:5000",
+                            "sms_app_image_tag": "0.2.0", "sms_app_alerting_enabled": False})
     docs = render_chart(yaml.safe_load(text))
     images = {c["image"] for d in docs if d["kind"] == "Deployment"
               for c in d["spec"]["template"]["spec"]["containers"]}
