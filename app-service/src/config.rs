@@ -18,6 +18,9 @@ pub struct Config {
     pub cache: CacheConfig,
     /// How often to re-resolve MODEL_HOST for client-side balancing.
     pub resolve_interval: Duration,
+    /// Classifications in progress at once; more are refused at once with 503 and
+    /// Retry-After instead of queueing (memory stays bounded under any load).
+    pub max_concurrent_requests: usize,
     pub telemetry: TelemetryConfig,
 }
 
@@ -37,6 +40,9 @@ impl Default for Config {
             model_timeout: Duration::from_millis(1000),
             cache: CacheConfig { enabled: false, ttl: Duration::from_secs(300), max_entries: 10_000 },
             resolve_interval: Duration::from_secs(10),
+            // Each waits at most MODEL_TIMEOUT_MS for the model; 256 in progress is far
+            // above what two model workers answer per deadline, and a few MiB of memory.
+            max_concurrent_requests: 256,
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -56,6 +62,7 @@ impl Config {
                 max_entries: settings::parse("CACHE_MAX_ENTRIES", d.cache.max_entries)?,
             },
             resolve_interval: d.resolve_interval,
+            max_concurrent_requests: settings::parse("MAX_CONCURRENT_REQUESTS", d.max_concurrent_requests)?,
             telemetry: TelemetryConfig::from_env()?,
         })
     }
@@ -63,6 +70,7 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(!self.app_version.trim().is_empty(), "APP_VERSION must not be empty");
         anyhow::ensure!(!self.model_timeout.is_zero(), "MODEL_TIMEOUT_MS must be above 0");
+        anyhow::ensure!(self.max_concurrent_requests > 0, "MAX_CONCURRENT_REQUESTS must be above 0");
         anyhow::ensure!(
             !self.cache.enabled || (self.cache.max_entries > 0 && !self.cache.ttl.is_zero()),
             "CACHE_MAX_ENTRIES and CACHE_TTL_SECS must be above 0 when CACHE_ENABLED"

@@ -156,7 +156,8 @@ impl ModelClient {
         match answer {
             Ok(r) => Classification::from_answer(r.into_inner()),
             Err(s) => Err(match s.code() {
-                Code::Unavailable => ModelCallError::Unavailable(s.message().to_string()),
+                // Down, or refusing work it cannot take now: either way a 503 to retry.
+                Code::Unavailable | Code::ResourceExhausted => ModelCallError::Unavailable(s.message().to_string()),
                 Code::DeadlineExceeded | Code::Cancelled => ModelCallError::Timeout,
                 Code::InvalidArgument => ModelCallError::Rejected(s.message().to_string()),
                 _ => ModelCallError::Failed(format!("{:?}: {}", s.code(), s.message())),

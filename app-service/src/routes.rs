@@ -6,8 +6,9 @@ use std::time::Duration;
 use axum::{
     Extension, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, State, rejection::BytesRejection},
+    extract::{DefaultBodyLimit, Request, State, rejection::BytesRejection},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    middleware::Next,
     response::{IntoResponse, Redirect, Response},
     routing::get,
 };
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(api::metrics))
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_declared_oversize))
         .layer(CompressionLayer::new());
     for (name, value) in security_headers {
         app = app.layer(SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value)));
@@ -52,6 +54,17 @@ pub fn router(state: AppState) -> Router {
     app.layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
         .with_state(state)
+}
+
+/// A body declared larger than the limit is refused before any of it is read (the body
+/// limit alone would wait for bytes a client may never send).
+async fn refuse_declared_oversize(request: Request, next: Next) -> Response {
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return AppError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {MAX_BODY_BYTES} bytes"))
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// `POST /sms/`: JSON in, JSON out (the API and the page's JavaScript); a plain form post
@@ -62,6 +75,13 @@ async fn post_sms(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // Classifications beyond the limit are refused at once (503, Retry-After), never
+    // queued; pages, probes and /metrics are not limited, so an overloaded app still
+    // reports on itself and is not restarted for it.
+    let Ok(_in_progress) = state.classifications.try_acquire() else {
+        return AppError::new(StatusCode::SERVICE_UNAVAILABLE, "the app is busy right now; please try again in a moment")
+            .into_response();
+    };
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {

@@ -11,6 +11,8 @@ pub struct AppState {
     pub classifier: Arc<Classifier>,
     pub model: ModelClient,
     pub metrics: Arc<Metrics>,
+    /// Permits for classifications in progress (MAX_CONCURRENT_REQUESTS).
+    pub classifications: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -22,6 +24,7 @@ impl AppState {
             config.telemetry.otlp_endpoint.as_deref(),
         ));
         let classifier = Arc::new(Classifier { model: model.clone(), cache, metrics: metrics.clone() });
-        Self { config: Arc::new(config), classifier, model, metrics }
+        let classifications = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests));
+        Self { config: Arc::new(config), classifier, model, metrics, classifications }
     }
 }

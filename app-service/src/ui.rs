@@ -51,17 +51,40 @@ pub async fn index(State(state): State<AppState>) -> Response {
     page(&state, StatusCode::OK, "", "", None, None)
 }
 
-#[derive(serde::Deserialize)]
+#[derive(Default)]
 struct FormBody {
-    #[serde(default)]
     sms: String,
-    #[serde(default)]
     guess: String,
+}
+
+impl FormBody {
+    /// The `sms` and `guess` fields of an urlencoded body. Bytes that are not UTF-8 are
+    /// refused, as the JSON API refuses them, rather than silently replaced.
+    fn parse(body: &[u8]) -> Result<Self, String> {
+        let mut form = Self::default();
+        for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+            let (key, value) = match pair.iter().position(|b| *b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &b""[..]),
+            };
+            let decode = |raw: &[u8]| {
+                let plus_as_space: Vec<u8> = raw.iter().map(|b| if *b == b'+' { b' ' } else { *b }).collect();
+                String::from_utf8(percent_encoding::percent_decode(&plus_as_space).collect())
+                    .map_err(|_| "the form is not valid UTF-8 text".to_string())
+            };
+            match decode(key)?.as_str() {
+                "sms" => form.sms = decode(value)?,
+                "guess" => form.guess = decode(value)?,
+                _ => {}
+            }
+        }
+        Ok(form)
+    }
 }
 
 /// The form post (no JavaScript): the same page, with the answer or the error in it.
 pub async fn classify_form(state: &AppState, body: &[u8], trace: &SpanContext) -> Response {
-    let form: FormBody = match serde_urlencoded::from_bytes(body) {
+    let form = match FormBody::parse(body) {
         Ok(f) => f,
         Err(e) => {
             let error = format!("the form could not be read: {e}");
@@ -110,4 +133,18 @@ pub async fn asset(Path(name): Path<String>) -> Response {
         _ => return AppError::new(StatusCode::NOT_FOUND, format!("no static file {name:?}")).into_response(),
     };
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=300")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FormBody;
+
+    #[test]
+    fn form_fields_are_decoded_and_invalid_utf8_is_refused() {
+        let f = FormBody::parse(b"sms=WIN+a+%C2%A3900+prize%21&guess=spam&other=x").unwrap();
+        assert_eq!((f.sms.as_str(), f.guess.as_str()), ("WIN a \u{a3}900 prize!", "spam"));
+        assert_eq!(FormBody::parse(b"").unwrap().sms, "");
+        assert!(FormBody::parse(b"sms=%FF%FE").is_err());
+        assert!(FormBody::parse(b"sms=ok&guess=%C3").is_err());
+    }
 }

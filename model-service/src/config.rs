@@ -19,6 +19,9 @@ pub struct Config {
     pub metrics_addr: SocketAddr,
     /// Fixed number of inference threads, each owning one ONNX Runtime session.
     pub workers: usize,
+    /// Calls that may wait for a worker, per worker; more are refused at once with
+    /// RESOURCE_EXHAUSTED instead of queueing without bound.
+    pub queue_per_worker: usize,
     /// How often to look for new model files; `None` disables hot reload.
     pub reload_interval: Option<Duration>,
     /// Path of libonnxruntime.so; `None` lets the dynamic loader search for it.
@@ -45,6 +48,8 @@ impl Default for Config {
             grpc_addr: ([0, 0, 0, 0], 8081).into(),
             metrics_addr: ([0, 0, 0, 0], 9464).into(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            // ~64 calls of ~0.1-0.3 ms each: a few tens of ms of work waiting per core.
+            queue_per_worker: 64,
             reload_interval: Some(Duration::from_secs(5)),
             ort_dylib: None,
             request_timeout: Duration::from_secs(5),
@@ -68,6 +73,7 @@ impl Config {
             grpc_addr: settings::parse("GRPC_ADDR", d.grpc_addr)?,
             metrics_addr: settings::parse("METRICS_ADDR", d.metrics_addr)?,
             workers: settings::parse("INFERENCE_WORKERS", d.workers)?,
+            queue_per_worker: settings::parse("QUEUE_PER_WORKER", d.queue_per_worker)?,
             reload_interval: (!reload.is_zero()).then_some(reload),
             ort_dylib: settings::text("ORT_DYLIB_PATH").map(PathBuf::from).or(d.ort_dylib),
             request_timeout: settings::millis("REQUEST_TIMEOUT_MS", d.request_timeout)?,
@@ -80,6 +86,11 @@ impl Config {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.workers >= 1, "INFERENCE_WORKERS must be at least 1");
+        anyhow::ensure!(
+            (1..=10_000).contains(&self.queue_per_worker),
+            "QUEUE_PER_WORKER must be between 1 and 10000, got {}",
+            self.queue_per_worker
+        );
         for (setting, version) in
             [("MODEL_VERSION", Some(&self.model_version)), ("REFERENCE_VERSION", self.reference_version.as_ref())]
         {

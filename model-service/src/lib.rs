@@ -59,14 +59,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         config.telemetry.otlp_endpoint.as_deref(),
     ));
     metrics.set_model_info(&card.name, &card.data.sha256);
-    let pool = Arc::new(InferencePool::start(models));
+    let pool = Arc::new(InferencePool::start(models, config.queue_per_worker));
     let comparison = match (config.reference_dir(), config.reference_version.clone()) {
         (Some(dir), Some(version)) => {
             let (e, n) = (env.clone(), config.workers);
             let models = tokio::task::spawn_blocking(move || reload::load_models(&e, &dir, n))
                 .await?
                 .map_err(|e| e.context("the reference model (REFERENCE_VERSION) cannot be loaded"))?;
-            let reference = Arc::new(InferencePool::start(models));
+            let reference = Arc::new(InferencePool::start(models, config.queue_per_worker));
             Some(Arc::new(Comparison::new(reference, version, config.disagreements_kept, config.disagreement_texts)))
         }
         _ => None,

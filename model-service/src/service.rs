@@ -53,6 +53,7 @@ impl Classifier {
         };
         let prediction = result.map_err(|e| match e {
             PoolError::Stopped => Status::unavailable("the model service is shutting down"),
+            PoolError::Overloaded => Status::resource_exhausted("the model service is overloaded; retry in a moment"),
             PoolError::Model(e) => Status::internal(e.to_string()),
         })?;
         let card = &prediction.card;

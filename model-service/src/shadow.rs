@@ -17,7 +17,7 @@ use sms_proto::v1::Disagreement;
 
 use crate::{
     metrics::Metrics,
-    workers::{InferencePool, Prediction},
+    workers::{InferencePool, PoolError, Prediction},
 };
 
 pub struct Comparison {
@@ -55,6 +55,8 @@ impl Comparison {
     pub async fn compare(&self, answered: Answered<'_>, metrics: &Metrics) {
         let reference = match self.reference.classify(answered.text.to_string()).await {
             Ok(p) => p,
+            // Under overload the comparison is skipped, not the answer: it is a sample.
+            Err(PoolError::Overloaded) => return,
             Err(e) => {
                 tracing::warn!(reference_version = %self.reference_version, "reference model failed: {e}");
                 return;

@@ -27,6 +27,8 @@ pub struct Prediction {
 pub enum PoolError {
     #[error("the inference workers have stopped")]
     Stopped,
+    #[error("every inference worker is busy and the queue is full")]
+    Overloaded,
     #[error(transparent)]
     Model(#[from] ModelError),
 }
@@ -50,11 +52,12 @@ pub struct InferencePool {
 }
 
 impl InferencePool {
-    /// Starts one worker per model (load them with `Model::load`, one per worker).
-    pub fn start(models: Vec<Model>) -> Self {
+    /// Starts one worker per model (load them with `Model::load`, one per worker), with
+    /// room for `queue_per_worker` waiting calls per worker.
+    pub fn start(models: Vec<Model>, queue_per_worker: usize) -> Self {
         assert!(!models.is_empty(), "at least one inference worker");
         let workers = models.len();
-        let (queue, rx) = mpsc::channel::<Job>(workers * 64);
+        let (queue, rx) = mpsc::channel::<Job>(workers * queue_per_worker.max(1));
         let rx = Arc::new(Mutex::new(rx));
         let handover = Arc::new(Handover {
             generation: AtomicU64::new(0),
@@ -84,10 +87,14 @@ impl InferencePool {
         self.handover.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Queues one normalized text and waits for its prediction.
+    /// Queues one normalized text and waits for its prediction; refused at once when the
+    /// queue is full (waiting there would only grow memory and latency).
     pub async fn classify(&self, text: String) -> Result<Prediction, PoolError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send(Job { text, reply }).await.map_err(|_| PoolError::Stopped)?;
+        self.queue.try_send(Job { text, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => PoolError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => PoolError::Stopped,
+        })?;
         Ok(answer.await.map_err(|_| PoolError::Stopped)??)
     }
 
