@@ -155,6 +155,10 @@ impl ModelClient {
         };
         match answer {
             Ok(r) => Classification::from_answer(r.into_inner()),
+            // A status the transport made (connection reset, GOAWAY, broken pipe: the model
+            // crashed, stalled or restarted) carries its cause; one the model answered does
+            // not. The first kind is the tier being unavailable (503), never a 502.
+            Err(s) if made_by_transport(&s) => Err(ModelCallError::Unavailable(s.message().to_string())),
             Err(s) => Err(match s.code() {
                 // Down, or refusing work it cannot take now: either way a 503 to retry.
                 Code::Unavailable | Code::ResourceExhausted => ModelCallError::Unavailable(s.message().to_string()),
@@ -177,4 +181,10 @@ impl ModelClient {
             Ok(Ok(r)) => Err(format!("the model service reports {:?}", r.get_ref().status())),
         }
     }
+}
+
+/// Whether the transport made this status (it carries the I/O or HTTP/2 error as its
+/// source), as opposed to the model answering it. Deadlines are timeouts, not outages.
+fn made_by_transport(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some() && !matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled)
 }

@@ -167,3 +167,29 @@ async fn a_form_that_is_not_utf8_is_refused_like_the_json_api_refuses_it() {
     assert_eq!(json.await.unwrap().status().as_u16(), 400);
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_model_that_crashes_mid_call_is_a_503_never_a_502() {
+    let fake = FakeModel::start(Behaviour::Stall(Duration::from_secs(3))).await;
+    let mut config = common::app_config(fake.addr, false);
+    config.model_timeout = Duration::from_secs(5);
+    let app = app_service::start(config).await.unwrap();
+    let http = common::http_client();
+    let url = format!("http://{}/sms/", app.addr);
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move { http.post(&url).json(&json!({"sms": "hello"})).send().await.unwrap() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fake.crash();
+    let mut statuses = Vec::new();
+    for c in calls {
+        let r = c.await.unwrap();
+        statuses.push((r.status().as_u16(), r.headers().contains_key("retry-after")));
+    }
+    println!("16 calls in flight when the model crashed: {statuses:?}");
+    assert!(statuses.iter().all(|&(s, retry)| s == 503 && retry), "{statuses:?}");
+    app.stop().await.unwrap();
+}

@@ -25,6 +25,9 @@ use service::Classifier;
 use shadow::Comparison;
 use workers::InferencePool;
 
+/// Calls open at once on one HTTP/2 connection (a client opens more connections, or waits).
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
 /// A started model service (`stop` drains in-flight calls and shuts down).
 pub type RunningServer = Running<Listening>;
 
@@ -102,7 +105,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         };
         let grpc = tonic::transport::Server::builder()
             .timeout(config.request_timeout)
+            // Bounded per connection: streams, and streams a client resets before they are
+            // taken up (the app cancels calls at its deadline; the default 20 turns a model
+            // stall into a GOAWAY that fails every call on the connection).
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            .http2_max_pending_accept_reset_streams(Some(MAX_STREAMS_PER_CONNECTION as usize))
+            // Dead peers are noticed, and no connection lives forever (DNS-balanced
+            // clients then spread over new replicas).
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .max_connection_age(Duration::from_secs(600))
+            .max_connection_age_grace(Duration::from_secs(30))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -59,9 +59,11 @@ impl SpamClassifier for Fake {
 }
 
 pub struct FakeModel {
+    /// Where the app should call: a relay in front of the fake, so the fake can "crash".
     pub addr: SocketAddr,
     behaviour: Arc<Mutex<Behaviour>>,
     stop: Option<oneshot::Sender<()>>,
+    relay: tokio::task::JoinHandle<()>,
 }
 
 impl FakeModel {
@@ -82,7 +84,13 @@ impl FakeModel {
                     let _ = stopped.await;
                 }),
         );
-        Self { addr, behaviour, stop: Some(stop) }
+        let (relay, addr) = relay(addr).await;
+        Self { addr, behaviour, stop: Some(stop), relay }
+    }
+
+    /// Dies as a crashed process does: every connection dropped at once, nobody listening.
+    pub fn crash(self) {
+        self.relay.abort();
     }
 
     pub fn behave(&self, behaviour: Behaviour) {
@@ -92,8 +100,28 @@ impl FakeModel {
 
 impl Drop for FakeModel {
     fn drop(&mut self) {
+        self.relay.abort();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
     }
+}
+
+/// A TCP relay to `target` whose task owns every relayed connection: aborting it drops
+/// them all at once, as the kernel does when a process dies.
+async fn relay(target: SocketAddr) -> (tokio::task::JoinHandle<()>, SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else { return };
+            connections.spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (task, addr)
 }
