@@ -226,3 +226,25 @@ def test_trace_export_is_off_by_default_and_reaches_every_service_when_set(scena
     assert r.get("ConfigMap", APP)["data"][var] == endpoint
     for name in ("sms-app-model", "sms-app-model-shadow"):
         assert container_env(pod_spec(r.get("Deployment", name))["containers"][0])[var] == endpoint
+
+
+def test_pods_keep_serving_until_load_balancers_have_dropped_them():
+    from conftest import render
+    shadow = {"modelService": {"shadow": {"enabled": True}}}
+    r = render(shadow, tag="prestop")
+    deployments = r.all("Deployment")
+    assert len(deployments) == 4
+    for d in deployments:
+        spec = pod_spec(d)
+        [c] = spec["containers"]
+        assert c["lifecycle"]["preStop"] == {"sleep": {"seconds": 5}}, d["metadata"]["name"]
+        assert spec["terminationGracePeriodSeconds"] == 30, d["metadata"]["name"]
+    # the shadow compares itself with the serving version; texts stay out by default
+    env = container_env(pod_spec(r.get("Deployment", "sms-app-model-shadow"))["containers"][0])
+    assert (env["REFERENCE_VERSION"], env["DISAGREEMENT_TEXTS"]) == ("v1", "false")
+    assert "REFERENCE_VERSION" not in container_env(pod_spec(r.get("Deployment", "sms-app-model"))["containers"][0])
+
+    off = render({**shadow, "preStopSeconds": 0}, tag="prestop-off")
+    for d in off.all("Deployment"):
+        assert "lifecycle" not in pod_spec(d)["containers"][0]
+        assert pod_spec(d)["terminationGracePeriodSeconds"] == 25
