@@ -157,9 +157,13 @@ def train(version: str, ds: Dataset):
 
 
 def write(out: Path, version: str, model: onnx.ModelProto, card: dict) -> None:
+    """model.onnx and its card, which names the graph's sha256: the model service refuses
+    a graph that is not the one its card describes (files replaced one at a time)."""
     folder = out / version
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.onnx").write_bytes(model.SerializeToString())
+    graph = model.SerializeToString()
+    (folder / "model.onnx").write_bytes(graph)
+    card = {**card, "onnx_sha256": hashlib.sha256(graph).hexdigest()}
     (folder / "model.json").write_text(json.dumps(card, indent=2) + "\n")
 
 

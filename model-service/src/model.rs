@@ -11,6 +11,7 @@ use std::{
 
 use ort::{environment::Environment, session::Session, value::Tensor};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 /// The model card written by training next to `model.onnx`.
 #[derive(Debug, Clone, Deserialize)]
@@ -24,6 +25,8 @@ pub struct ModelCard {
     pub data: DataInfo,
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,
+    /// sha256 of the model.onnx this card describes: graph and card are one unit.
+    pub onnx_sha256: String,
     /// Filled in by the loader, not read from the file.
     #[serde(skip)]
     pub loaded_at_unix: i64,
@@ -60,9 +63,19 @@ impl Model {
         if !onnx.is_file() {
             return Err(onnx_err("not found (run `make models`, or point MODEL_ROOT at the models folder)".into()));
         }
+        let graph = std::fs::read(&onnx).map_err(|e| onnx_err(format!("cannot be read: {e}")))?;
+        // A graph that is not the one its card describes (files replaced one at a time, a
+        // copy in progress, a wrong artifact) is refused rather than served under the card's name.
+        let sha256: String = Sha256::digest(&graph).iter().map(|b| format!("{b:02x}")).collect();
+        if !sha256.eq_ignore_ascii_case(&card.onnx_sha256) {
+            return Err(onnx_err(format!(
+                "has sha256 {sha256}, but model.json describes {} (replace both files together)",
+                card.onnx_sha256
+            )));
+        }
         let session = Session::builder(env)
             .and_then(|b| Ok(b.with_intra_threads(1)?))
-            .and_then(|mut b| b.commit_from_file(&onnx))
+            .and_then(|mut b| b.commit_from_memory(&graph))
             .map_err(|e| onnx_err(format!("cannot be loaded by ONNX Runtime: {e}")))?;
         let graph_classes = session.metadata().ok().and_then(|m| m.custom("classes"));
         if let Some(graph_classes) = graph_classes {

@@ -197,7 +197,13 @@ async fn missing_or_corrupt_model_stops_start_up_with_a_clear_error() {
 
     let root = tempdir("corrupt");
     copy_model(&common::repo_models().join("v1"), &root.join("v1"));
+    // Garbage that its card even names: ONNX Runtime itself must refuse it.
     std::fs::write(root.join("v1/model.onnx"), b"garbage").unwrap();
+    let card = std::fs::read_to_string(root.join("v1/model.json")).unwrap();
+    let mut card: serde_json::Value = serde_json::from_str(&card).unwrap();
+    use sha2::Digest;
+    card["onnx_sha256"] = sha2::Sha256::digest(b"garbage").iter().map(|b| format!("{b:02x}")).collect::<String>().into();
+    std::fs::write(root.join("v1/model.json"), card.to_string()).unwrap();
     config.model_root = root.clone();
     config.model_version = "v1".into();
     let err = format!("{:#}", model_service::start(config).await.err().expect("must fail"));
@@ -348,4 +354,31 @@ async fn calls_cancelled_by_their_deadline_leave_no_request_in_flight() {
     })
     .await;
     m.server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_graph_its_card_does_not_describe_is_refused_at_start_and_on_reload() {
+    let root = tempdir("mismatch");
+    copy_model(&common::repo_models().join("v1"), &root.join("v1"));
+    let mut config = test_config("v1");
+    config.model_root = root.clone();
+    config.reload_interval = Some(Duration::from_millis(200));
+    let mut m = TestModel::start(config.clone()).await;
+    let before = m.client.classify(req(SPAM)).await.unwrap().into_inner();
+
+    // Only model.onnx replaced (v2's graph), v1's card left: refused and counted, and the
+    // v1 graph keeps answering under its own name.
+    std::fs::copy(common::repo_models().join("v2/model.onnx"), root.join("v1/model.onnx")).unwrap();
+    let failed = || async { sample(&m.metrics().await, "sms_model_reloads_total", &[("outcome", "failure")]) == Some(1.0) };
+    wait_for(failed).await;
+    let after = m.client.classify(req(SPAM)).await.unwrap().into_inner();
+    assert_eq!((after.model_name.as_str(), after.spam_probability), ("sms-spam-v1", before.spam_probability));
+    let info = m.metrics().await;
+    assert_eq!(sample(&info, "sms_model_info", &[("model_name", "sms-spam-v1")]), Some(1.0));
+    m.server.stop().await.unwrap();
+
+    // The same folder at start-up: one clear line, nothing served.
+    let err = format!("{:#}", model_service::start(config).await.err().expect("must refuse"));
+    assert!(err.contains("sha256") && err.contains("replace both files together"), "{err}");
+    std::fs::remove_dir_all(root).unwrap();
 }
