@@ -5,6 +5,7 @@
 //! `workers::InferencePool` (queue, worker thread) -> `model::Model` (ONNX Runtime).
 
 pub mod config;
+pub mod counting;
 pub mod metrics;
 pub mod model;
 pub mod reload;
@@ -91,8 +92,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         metrics: metrics.clone(),
         source: config.source.clone(),
         comparison: comparison.clone(),
+        request_timeout: config.request_timeout,
     })
     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+    let classifier = counting::Counted::new(classifier, metrics.clone());
 
     let listening = Listening { grpc_addr, metrics_addr, model_version: config.model_version.clone() };
     Ok(Running::spawn(listening, move |shutdown| async move {
@@ -104,7 +107,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             }
         };
         let grpc = tonic::transport::Server::builder()
-            .timeout(config.request_timeout)
             // Bounded per connection: streams, and streams a client resets before they are
             // taken up (the app cancels calls at its deadline; the default 20 turns a model
             // stall into a GOAWAY that fails every call on the connection).

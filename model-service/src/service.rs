@@ -1,7 +1,7 @@
 //! The `sms.v1.SpamClassifier` gRPC handlers: validate, queue for inference, record
 //! metrics. Thin on purpose: inference lives in `workers`, the model in `model`.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use sms_proto::{
     GUESS_METADATA, MAX_TEXT_CHARS, validate_text,
@@ -26,6 +26,26 @@ pub struct Classifier {
     pub source: String,
     /// A shadow's comparison with the serving version, when REFERENCE_VERSION is set.
     pub comparison: Option<Arc<Comparison>>,
+    /// Longest a call may take (REQUEST_TIMEOUT_MS); a shorter grpc-timeout wins.
+    pub request_timeout: Duration,
+}
+
+/// The caller's `grpc-timeout` (e.g. `500m`, `2S`), capped at `longest`.
+fn deadline(metadata: &tonic::metadata::MetadataMap, longest: Duration) -> Duration {
+    let asked = metadata.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(|v| {
+        let (amount, unit) = v.split_at(v.len().checked_sub(1)?);
+        let amount: u64 = amount.parse().ok()?;
+        Some(match unit {
+            "H" => Duration::from_secs(amount.saturating_mul(3600)),
+            "M" => Duration::from_secs(amount.saturating_mul(60)),
+            "S" => Duration::from_secs(amount),
+            "m" => Duration::from_millis(amount),
+            "u" => Duration::from_micros(amount),
+            "n" => Duration::from_nanos(amount),
+            _ => return None,
+        })
+    });
+    asked.map_or(longest, |a| a.min(longest))
 }
 
 /// The user's guess carried with the call, if it is one (`spam` or `ham`).
@@ -82,13 +102,14 @@ impl SpamClassifier for Classifier {
                                        rpc.system = "grpc", source = %self.source);
         let trace = trace::continue_trace(&span, trace::extract(&Metadata(request.metadata())));
         let guess = guess(&request);
-        let result =
-            self.classify_inner(&request.get_ref().text, guess, trace.trace_id().to_string()).instrument(span).await;
-        let code = match &result {
-            Ok(_) => tonic::Code::Ok,
-            Err(status) => status.code(),
-        };
-        self.metrics.answered(code);
+        // The answer is due by the caller's grpc-timeout or REQUEST_TIMEOUT_MS, whichever
+        // comes first; past it the call is answered DEADLINE_EXCEEDED (and its queued job
+        // skipped). Every answer is counted by the layer around this service (counting.rs).
+        let deadline = deadline(request.metadata(), self.request_timeout);
+        let answer = self.classify_inner(&request.get_ref().text, guess, trace.trace_id().to_string()).instrument(span);
+        let result = tokio::time::timeout(deadline, answer).await.unwrap_or_else(|_| {
+            Err(Status::deadline_exceeded(format!("no answer within {} ms", deadline.as_millis())))
+        });
         match &result {
             Ok(r) => tracing::info!(
                 trace_id = %trace.trace_id(), label = %r.label, spam_probability = r.spam_probability,
@@ -126,5 +147,27 @@ impl SpamClassifier for Classifier {
             source: self.source.clone(),
             max_text_chars: MAX_TEXT_CHARS as u32,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tonic::metadata::MetadataMap;
+
+    #[test]
+    fn the_earlier_of_the_callers_and_the_servers_deadline_wins() {
+        let with = |v: &str| {
+            let mut m = MetadataMap::new();
+            m.insert("grpc-timeout", v.parse().unwrap());
+            super::deadline(&m, Duration::from_secs(5))
+        };
+        assert_eq!(with("250m"), Duration::from_millis(250));
+        assert_eq!(with("2S"), Duration::from_secs(2));
+        assert_eq!(with("1H"), Duration::from_secs(5));
+        assert_eq!(with("junk"), Duration::from_secs(5));
+        assert_eq!(with("m"), Duration::from_secs(5));
+        assert_eq!(super::deadline(&MetadataMap::new(), Duration::from_secs(5)), Duration::from_secs(5));
     }
 }
