@@ -187,7 +187,7 @@ func (s *server) stale() string {
 func (s *server) proxies() []string {
 	var out []string
 	for _, c := range s.fake.Discovery.AllClients() {
-		out = append(out, c.Proxy().ID)
+		out = append(out, fmt.Sprintf("%s~%s~%s", c.Proxy().Type, c.Proxy().ID, c.Proxy().ConfigNamespace))
 	}
 	sort.Strings(out)
 	return out
