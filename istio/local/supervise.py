@@ -84,7 +84,10 @@ class Ports:
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Nobody listens there. SO_REUSEADDR as the servers set it: connections of a run just
+    stopped (TIME_WAIT) do not count, a listener does."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
             return True
@@ -463,10 +466,14 @@ def cmd_run(args: list[str], run: Path) -> int:
     try:
         log(f"starting: values {' '.join(LOCAL_DEFAULTS + args)}")
         mesh.start(args)
-        server = control_server(mesh, ports.control)
-        (run / "instance.json").write_text(json.dumps({
-            "pid": os.getpid(), "control": f"http://127.0.0.1:{ports.control}",
-            "gateway": f"http://sms.localhost:{ports.gateway}/sms/", "values": LOCAL_DEFAULTS + args}))
+
+        def record():  # for `upgrade` and for a second instance's message: the values in force
+            (run / "instance.json").write_text(json.dumps({
+                "pid": os.getpid(), "control": f"http://127.0.0.1:{ports.control}",
+                "gateway": f"http://sms.localhost:{ports.gateway}/sms/", "values": LOCAL_DEFAULTS + mesh.args}))
+
+        record()
+        server = control_server(mesh, ports.control, record)
         print(mesh.banner(), flush=True)
         while not stopping.wait(0.3):
             reason = mesh.check()
@@ -488,7 +495,7 @@ def cmd_run(args: list[str], run: Path) -> int:
         log(f"stopped every process it started (logs in {run}/)")
 
 
-def control_server(mesh: LocalMesh, port: int) -> ThreadingHTTPServer:
+def control_server(mesh: LocalMesh, port: int, record) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *a):
             pass
@@ -500,6 +507,7 @@ def control_server(mesh: LocalMesh, port: int) -> ThreadingHTTPServer:
             body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
             try:
                 result, code = mesh.upgrade(body.get("args", [])), 200
+                record()
                 log(f"upgraded in {result['seconds']} s: values {' '.join(result['values'])}; started "
                     f"{result['started'] or 'none'}, stopped {result['stopped'] or 'none'}; Istio: "
                     f"updated {len(result['istio']['updated'] or [])} objects, created {len(result['istio']['created'] or [])}, "
