@@ -10,8 +10,9 @@ import subprocess
 
 import pytest
 
-from harness import OUT, istio_dir
+import overlay
 import render as chart
+from harness import OUT, istio_dir
 from supervise import LOCAL_DEFAULTS
 
 SCENARIOS = {
@@ -60,3 +61,22 @@ def test_istioctl_analyze_finds_no_error(name):
     assert r.returncode == 0 and not errors, (r.returncode, errors, r.stderr[-2000:])
     assert not unexplained, unexplained
     assert "No validation issues found" in r.stdout + r.stderr or messages, r.stdout + r.stderr
+
+
+def test_istioctl_analyze_accepts_the_local_overlay():
+    """What istio-xds is given in the local mode (the chart's objects, the Gateway bound to
+    127.0.0.1, the ServiceEntries, the Sidecar), beside the render's Kubernetes objects."""
+    docs = overlay.load_docs(chart.render(chart.values_from(SCENARIOS["local-mode"])))
+    listen = {"sms-app-app": {"http": 18080}, "sms-app-app-canary": {"http": 18081},
+              "sms-app-model": {"grpc": 18090, "http-metrics": 19464},
+              "sms-app-model-shadow": {"grpc": 18091, "http-metrics": 19465}}
+    objs = overlay.overlay(docs, listen, 8000, "127.0.0.2")
+    kube = [d for d in docs if "istio.io" not in d.get("apiVersion", "")]
+    path = OUT / "analyze" / "local-overlay.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(overlay.dump(kube + objs))
+    r, messages = analyze(path)
+    errors = [m.group(0) for m in messages if m.group(1) == "Error"]
+    unexplained = [m.group(0) for m in messages if m.group(1) != "Error" and m.group(2) not in EXPLAINED]
+    assert r.returncode == 0 and not errors, (errors, r.stdout[-2000:])
+    assert not unexplained, unexplained
