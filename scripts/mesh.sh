@@ -21,6 +21,7 @@
 # Service's local address, the sidecar listens there). MESH_DIR (.cache/mesh) holds the
 # render, what Istio was given and the logs; MESH_PROFILE=debug runs debug builds.
 source "$(dirname "$0")/lib.sh"
+export MESH_CWD="$PWD"  # `-f values.yaml` is relative to where the user is
 cd "$ROOT"
 
 cmd=run

@@ -420,7 +420,8 @@ def values_args(argv: list[str]) -> list[str]:
             out += ["--set", a[len("--set="):]]
         else:
             raise SystemExit(f"error: unknown argument {a} (use --set KEY=VALUE or -f values.yaml)")
-    return [os.path.abspath(x) if prev == "-f" else x for prev, x in zip([""] + out, out)]
+    cwd = os.environ.get("MESH_CWD", os.getcwd())
+    return [os.path.join(cwd, x) if prev == "-f" else x for prev, x in zip([""] + out, out)]
 
 
 def read_lock(run: Path) -> dict | None:
