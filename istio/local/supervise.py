@@ -458,8 +458,15 @@ def cmd_run(args: list[str], run: Path) -> int:
                                                              os.environ.get("MESH_EXTRA_ENV", "").split() if e))
     stopping = threading.Event()
 
+    running = threading.Event()
+
+    class Interrupted(Exception):
+        pass
+
     def on_signal(signum, _frame):
         stopping.set()
+        if not running.is_set():  # still starting: stop waiting for readiness at once
+            raise Interrupted()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -476,11 +483,14 @@ def cmd_run(args: list[str], run: Path) -> int:
         record()
         server = control_server(mesh, ports.control, record)
         print(mesh.banner(), flush=True)
+        running.set()
         while not stopping.wait(0.3):
             reason = mesh.check()
             if reason:
                 log(f"stopping: {reason}")
                 return 1
+        return 0
+    except Interrupted:
         return 0
     except RuntimeError as err:
         if not stopping.is_set():
