@@ -18,13 +18,12 @@ What it adds or changes, and why:
   install creates it): each Gateway port maps to the local gateway port, like the
   install's 80 -> 8080; and the chart's Gateway servers bind 127.0.0.1 instead of 0.0.0.0.
 
-  overlay.py RENDERED.yaml --processes plan.json -o istio.yaml ...
+Used by istio/local/supervise.py, which writes the result to istio.yaml for istio-xds.
 """
 
 from __future__ import annotations
 
 import copy
-import re
 from urllib.parse import urlsplit
 
 import yaml
@@ -162,5 +161,3 @@ def _obj(kind: str, name: str, ns: str, spec: dict) -> dict:
 def dump(objs: list[dict]) -> str:
     return yaml.safe_dump_all(objs, sort_keys=False)
 
-
-NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
