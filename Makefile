@@ -13,8 +13,8 @@ help: ## list the targets
 run: ## run the whole system on this machine (bundled models, no cluster)
 	@scripts/run-local.sh
 
-mesh: ## the experiment on one machine: app v1/v2, model v1 + shadow v2 behind Envoy with the chart's routing
-	@scripts/mesh.sh
+mesh: ## the experiment on one machine, Envoys programmed by Istio's own code (ARGS='--set K=V ...'; live: scripts/mesh.sh upgrade)
+	@scripts/mesh.sh $(ARGS)
 
 test: ## run every test (installs what the tests need)
 	@scripts/test.sh

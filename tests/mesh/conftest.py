@@ -1,5 +1,5 @@
-"""Fixtures: the four services (started once) and Envoy per scenario (restarted only when
-the values change). Every process is stopped by PID when the session ends."""
+"""Fixtures: the local mesh (started once, upgraded live per scenario) and a client.
+Every process is stopped by PID when the session ends."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ def pytest_terminal_summary(terminalreporter):
 def stack():
     s = Stack()
     try:
-        s.start()
         yield s
     finally:
         s.stop()
@@ -30,16 +29,9 @@ def stack():
 
 @pytest.fixture(scope="session")
 def mesh(stack):
-    """mesh(*sets): Envoy running the chart rendered with these --set values."""
-    current: list = [None]
-
-    def use(*sets: str) -> Stack:
-        if current[0] != sets or not (stack.envoy_proc and stack.envoy_proc.alive()):
-            stack.envoy(*sets)
-            current[0] = sets
-        return stack
-
-    return use
+    """mesh(*sets): the running mesh brought to the chart rendered with these --set values
+    (started by the first call, then upgraded live: Istio pushes the new configuration)."""
+    return stack.use
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,14 @@
-"""Processes for the mesh tests: the four services and Envoy, on 127.0.0.1 with ports picked
-here, each logging to a file under test-output/mesh/ and stopped by its own PID."""
+"""The local mesh for the tests: the same supervisor `make mesh` runs (istio/local/
+supervise.py: one process per rendered Deployment, Istio's config generator istio-xds, the
+gateway and sidecar Envoys it programs over xDS), on free ports, logging under
+test-output/mesh/, every process stopped by its PID. A scenario is a `helm upgrade` of the
+running mesh (`Stack.use(*sets)`): nothing restarts, Istio pushes the new configuration."""
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,17 +16,17 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "istio" / "local"))  # render, translate, plan
+sys.path.insert(0, str(ROOT / "istio" / "local"))  # render, overlay, bootstrap, supervise
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import stack as local  # noqa: E402 - the one description of the local stack
-from stack import binary, free_port, metric, poll  # noqa: E402,F401 - re-exported
+from stack import free_port, metric, poll  # noqa: E402,F401 - re-exported (scripts/stack.py)
 
-import render as chart  # noqa: E402
-import translate  # noqa: E402
+import supervise  # noqa: E402
 
 OUT = Path(os.environ.get("MESH_TEST_OUT", ROOT / "test-output" / "mesh"))
-APP, MODEL = "sms-app-app", "sms-app-model"  # the chart's Service names for release sms-app
+APP, MODEL = "sms-app-app", "sms-app-model"  # the chart's Service (and Deployment) names for release sms-app
+DEPLOYMENTS = {"app-v1": "sms-app-app", "app-v2": "sms-app-app-canary",
+               "model-v1": "sms-app-model", "model-v2": "sms-app-model-shadow"}
 
 
 def envoy_binary() -> Path:
@@ -32,108 +37,87 @@ def envoy_binary() -> Path:
     return path
 
 
-def Proc(name: str, cmd: list, env: dict | None = None) -> local.Proc:
-    """A process logging (appending) to test-output/mesh/<name>.log."""
-    return local.Proc(name, cmd, OUT, env=env, append=True)
+def istio_dir() -> Path:
+    d = Path(os.environ.get("ISTIO_XDS_DIR", ROOT / ".cache" / "istio-xds"))
+    assert (d / "istio-xds").is_file(), f"{d}/istio-xds missing: tests/mesh/run.sh builds it (scripts/ensure-istio-xds.sh)"
+    return d
+
+
+def mesh_ports() -> supervise.Ports:
+    """Free ports, and a loopback address of its own for the model Service (the sidecar's
+    listener binds it with the chart's port, 8081), so a running `make mesh` is no bother."""
+    p = supervise.Ports(**{k: free_port() for k in ("gateway", "gateway_admin", "sidecar_admin", "xds", "istiod",
+                                                       "control", "app", "model", "metrics")})
+    p.vip = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+    return p
 
 
 class Stack:
-    """Model v1 (source app), model v2 (source shadow), app v1 (cache off), app v2 (cache
-    on); both apps call the model through Envoy's mesh listener. Envoy is started per
-    scenario (a render of the chart with some --set values) by `envoy()`."""
+    """The mesh with the tests' settings: debug builds, one inference thread per model."""
 
-    def __init__(self):
-        self.ports = {k: free_port() for k in (
-            "model_v1", "model_v1_metrics", "model_v2", "model_v2_metrics", "app_v1", "app_v2",
-            "gateway", "mesh", "admin")}
-        self.procs: dict[str, Proc] = {}
-        self.envoy_proc: Proc | None = None
-        self.envoy_runs = 0
+    def __init__(self, run_dir: Path | None = None):
+        self.run = run_dir or OUT
+        self.run.mkdir(parents=True, exist_ok=True)
+        self.ports = mesh_ports()
+        self.mesh = supervise.LocalMesh(self.run, self.ports, ROOT / "target" / "debug", istio_dir(),
+                                        str(envoy_binary()), extra_env={
+                                            "INFERENCE_WORKERS": "1", "MODEL_RELOAD_SECS": "0", "RUST_LOG": "warn",
+                                            "MODEL_TIMEOUT_MS": "2000"})
+        self.sets: tuple | None = None
+        self.upgrades: list[dict] = []
 
-    # -- services ----------------------------------------------------------------------
-    def _launch(self, service: local.Service) -> None:
-        self.procs[service.name] = Proc(service.name, [binary(service.binary)], service.env)
+    @staticmethod
+    def args(sets) -> list[str]:
+        return [a for s in sets for a in ("--set", s)]
 
-    def start_model(self, version: str, source: str) -> None:
-        p = self.ports
-        self._launch(local.model(f"model-{version}", grpc=f"127.0.0.1:{p[f'model_{version}']}",
-                                 metrics=f"127.0.0.1:{p[f'model_{version}_metrics']}", version=version,
-                                 source=source, INFERENCE_WORKERS="1", MODEL_RELOAD_SECS="0", RUST_LOG="warn"))
-
-    def start_app(self, version: str, cache: bool) -> None:
-        self._launch(local.app(f"app-{version}", http=f"127.0.0.1:{self.ports[f'app_{version}']}",
-                               model_host=f"http://127.0.0.1:{self.ports['mesh']}", version=version, cache=cache,
-                               MODEL_TIMEOUT_MS="2000", RUST_LOG="warn"))
-
-    def start(self) -> None:
+    def use(self, *sets: str) -> "Stack":
+        """The mesh running the chart rendered with these --set values (the local mode's
+        defaults apply first: shadow on, hosts + localhost)."""
         assert os.environ.get("ORT_DYLIB_PATH"), "ORT_DYLIB_PATH is not set (tests/mesh/run.sh sets it)"
-        self.start_model("v1", "app")
-        self.start_model("v2", "shadow")
-        self.start_app("v1", cache=False)
-        self.start_app("v2", cache=True)
-        for v in ("v1", "v2"):
-            self.wait_model(v)
+        if self.sets is None:
+            self.mesh.start(self.args(sets))
+        elif self.sets != sets:
+            self.upgrades.append(self.mesh.upgrade(self.args(sets)))
+        self.sets = sets
+        self.check_alive()
+        (OUT / f"rendered-{len(self.upgrades)}-{'_'.join(sets).replace('=', '-').replace(',', '_') or 'defaults'}.yaml"
+         ).write_text((self.run / "rendered.yaml").read_text())
+        return self
 
-    def wait_model(self, version: str) -> None:
-        proc = self.procs[f"model-{version}"]
-        poll(lambda: self._alive(proc) and self.model_metrics(version), 60, f"model {version} metrics")
+    def restore(self) -> None:
+        """Back to the chart's objects for the current values (after apply_docs)."""
+        self.upgrades.append(self.mesh.upgrade(self.args(self.sets or ())))
 
-    def _alive(self, proc: Proc) -> bool:
-        assert proc.alive(), f"{proc.name} exited:\n{proc.tail()}"
-        return True
+    def check_alive(self) -> None:
+        for name, p in self.mesh.infra.items():
+            assert p.alive(), f"{name} exited:\n{p.tail()}"
 
     def stop(self) -> None:
-        self.stop_envoy()
-        for p in self.procs.values():
-            p.stop()
+        self.mesh.stop()
+
+    # -- the processes -------------------------------------------------------------------
+    def proc(self, key: str):
+        return self.mesh.workloads[DEPLOYMENTS[key]].proc
 
     def model_metrics(self, version: str) -> str:
-        r = requests.get(f"http://127.0.0.1:{self.ports[f'model_{version}_metrics']}/metrics", timeout=5)
+        url = self.mesh.workloads[DEPLOYMENTS[f"model-{version}"]].metrics_url
+        r = requests.get(url, timeout=5)
         r.raise_for_status()
         return r.text
 
-    def endpoints(self) -> dict[str, str]:
-        p = self.ports
-        return {f"{APP}/v1": f"127.0.0.1:{p['app_v1']}", f"{APP}/v2": f"127.0.0.1:{p['app_v2']}",
-                f"{MODEL}/v1": f"127.0.0.1:{p['model_v1']}", f"{MODEL}/v2": f"127.0.0.1:{p['model_v2']}"}
+    def restart(self, key: str) -> None:
+        self.mesh.restart(DEPLOYMENTS[key])
 
-    # -- Envoy -------------------------------------------------------------------------
-    def envoy(self, *sets: str) -> dict:
-        """(Re)start Envoy with the chart rendered with these --set expressions; wait until
-        both apps are ready through it. Returns the bootstrap."""
-        self.stop_envoy()
-        rendered = chart.render(chart.values_from(list(sets)))
-        boot = translate.translate(
-            translate.load_docs(rendered), self.endpoints(),
-            gateway_listen=f"127.0.0.1:{self.ports['gateway']}",
-            mesh_listen=f"127.0.0.1:{self.ports['mesh']}",
-            admin=f"127.0.0.1:{self.ports['admin']}", local_domains=["*"])
-        self.envoy_runs += 1
-        tag = f"{self.envoy_runs}-" + ("_".join(sets).replace("=", "-").replace(",", "_") or "defaults")
-        OUT.mkdir(parents=True, exist_ok=True)
-        (OUT / f"rendered-{tag}.yaml").write_text(rendered)
-        cfg = OUT / f"envoy-{tag}.yaml"
-        cfg.write_text(translate.dump(boot))
-        self.envoy_proc = Proc("envoy", [envoy_binary(), "-c", cfg, "--disable-hot-restart",
-                                         "--base-id", str(os.getpid() % 60000 + self.envoy_runs),
-                                         "-l", "warning", "--concurrency", "1"])
-        admin = f"http://127.0.0.1:{self.ports['admin']}/ready"
-        poll(lambda: self._alive(self.envoy_proc) and requests.get(admin, timeout=2).text.strip() == "LIVE",
-             30, "envoy ready")
-        for v in ("v1", "v2"):  # the apps' model channel goes through Envoy: wait until it is back
-            url = f"http://127.0.0.1:{self.ports[f'app_{v}']}/readyz"
-            poll(lambda: self._alive(self.procs[f"app-{v}"]) and requests.get(url, timeout=2).ok, 60,
-                 f"app {v} ready through envoy")
-        return boot
+    def admin(self, which: str, path: str) -> requests.Response:
+        port = self.ports.gateway_admin if which == "gateway" else self.ports.sidecar_admin
+        return requests.get(f"http://127.0.0.1:{port}{path}", timeout=10)
 
-    def stop_envoy(self) -> None:
-        if self.envoy_proc:
-            self.envoy_proc.stop()
-            self.envoy_proc = None
+    def config_dump(self, which: str) -> dict:
+        return json.loads(self.admin(which, "/config_dump").text)
 
     @property
     def gateway(self) -> str:
-        return f"http://127.0.0.1:{self.ports['gateway']}"
+        return f"http://127.0.0.1:{self.ports.gateway}"
 
 
 HOST = "sms-istio.local"  # istio.hosts' default

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The local mesh suite (issue 6): the translator's unit tests (rendered with the real Helm
-# engine, bootstraps checked by a real Envoy), then the chart's routing on a real Envoy in
-# front of real services on 127.0.0.1: the weighted split, the sticky cookie, forced
-# versions, rollback and the shadow mirror. Builds the binaries and installs its pinned
-# tools when missing; a missing tool fails the suite. Extra arguments go to pytest.
+# The local mesh suite (issues 6 and 12): the chart's routing as Istio's own config
+# generator (istio/local/xds) programs it, on real Envoys in front of real services on
+# 127.0.0.1: configuration over xDS, the weighted split, the sticky cookie, forced
+# versions, rollback, the shadow mirror, live upgrades under load, `istioctl analyze` of
+# the rendered scenarios, and `make mesh` itself. Builds the binaries (Istio's on first
+# use: minutes) and installs its pinned tools when missing; a missing tool fails the suite.
+# Extra arguments go to pytest.
 source "$(dirname "$0")/../../scripts/lib.sh"
 cd "$ROOT"
 
@@ -15,12 +17,14 @@ venv="$(venv_ensure mesh istio/local/requirements.txt)"
 log "building target/debug/model-service and target/debug/app-service"
 cargo build -q --locked -p model-service -p app-service >&2 || die "cargo build failed"
 ORT_DYLIB_PATH="$(scripts/ensure-ort.sh)" || die "scripts/ensure-ort.sh failed: the model service cannot start"
-export ORT_DYLIB_PATH
+ISTIO_XDS_DIR="$(scripts/ensure-istio-xds.sh)" || die "scripts/ensure-istio-xds.sh failed: Istio's control plane is missing"
+export ORT_DYLIB_PATH ISTIO_XDS_DIR
 
 export MESH_TEST_OUT="$ROOT/test-output/mesh"
 rm -rf "$MESH_TEST_OUT"
 mkdir -p "$MESH_TEST_OUT"
-log "mesh tests (renders, Envoy bootstraps and logs in test-output/mesh/)"
+log "mesh tests (renders, what Istio was given, Envoy bootstraps and logs in test-output/mesh/)"
 cd tests/mesh
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider -ra \
-  --junitxml="$MESH_TEST_OUT/junit.xml" test_translate.py test_routing.py test_mesh_script.py "$@"
+  --junitxml="$MESH_TEST_OUT/junit.xml" test_istio_xds.py test_routing.py test_live_upgrade.py test_seed_recipe.py \
+  test_istio_analyze.py test_mesh_script.py "$@"

@@ -1,38 +1,36 @@
-"""`make mesh` itself (scripts/mesh.sh, debug builds, free ports): it starts one process
-per rendered Deployment and Envoy, honours --set, serves the browser's Host, and on
-Ctrl-C (SIGINT) stops every process it started."""
+"""`make mesh` itself (scripts/mesh.sh, debug builds, free ports): it starts one process per
+rendered Deployment, Istio's control plane and the two Envoys; honours --set; takes a live
+`upgrade` with no failed request; survives the shadow's death (logged by name); refuses a
+second instance without touching the first; and on Ctrl-C (SIGINT to the process group,
+as a terminal sends it) stops every process it started and exits 0."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 
 import requests
 
-from harness import OUT, ROOT, free_port, poll
+from harness import OUT, ROOT, free_port, poll, mesh_ports
+
+NAMES = {"app-service", "model-service", "istio-xds", "envoy"}
 
 
-def free_pair() -> int:
-    """A port p with p+1 free too (the script numbers its apps and models from a base)."""
-    for _ in range(50):
-        p = free_port()
-        try:
-            import socket
-
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", p + 1))
-            return p
-        except OSError:
-            continue
-    raise AssertionError("no two consecutive free ports")
-
-
-def children(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    return [int(x) for x in out.split()]
+def descendants(pid: int) -> dict[int, str]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,comm="], capture_output=True, text=True).stdout
+    rows = [line.split(None, 2) for line in out.splitlines() if line.strip()]
+    kids, todo = {}, [pid]
+    while todo:
+        p = todo.pop()
+        for child, parent, comm in rows:
+            if int(parent) == p and int(child) not in kids:
+                kids[int(child)] = comm.strip()
+                todo.append(int(child))
+    return kids
 
 
 def running(pid: int) -> bool:
@@ -43,53 +41,121 @@ def running(pid: int) -> bool:
         return False
 
 
-def test_mesh_script_runs_the_experiment_and_stops_what_it_started():
-    ports = dict(MESH_PORT=free_port(), MESH_ADMIN_PORT=free_port(), MESH_SIDECAR_PORT=free_port(),
-                 MESH_APP_PORT=free_pair(), MESH_MODEL_PORT=free_pair(), MESH_METRICS_PORT=free_pair())
-    env = {**os.environ, **{k: str(v) for k, v in ports.items()},
-           "MESH_PROFILE": "debug", "MESH_DIR": str(OUT / "mesh-script")}
-    log = open(OUT / "mesh-script.out", "wb")
+def script_env(run_dir) -> dict:
+    p = mesh_ports()
+    ports = dict(MESH_PORT=p.gateway, MESH_ADMIN_PORT=p.gateway_admin, MESH_SIDECAR_ADMIN_PORT=p.sidecar_admin,
+                 MESH_XDS_PORT=p.xds, MESH_ISTIOD_PORT=p.istiod, MESH_CONTROL_PORT=p.control,
+                 MESH_APP_PORT=free_port(), MESH_MODEL_PORT=free_port(), MESH_METRICS_PORT=free_port())
+    return {**os.environ, **{k: str(v) for k, v in ports.items()}, "MESH_VIP": p.vip,
+            "MESH_PROFILE": "debug", "MESH_DIR": str(run_dir), "MESH_EXTRA_ENV": "INFERENCE_WORKERS=1 RUST_LOG=warn"}
+
+
+def split(gw: str, n: int) -> Counter:
+    seen = Counter()
+    host = {"Host": gw.split("//")[1].replace("127.0.0.1", "sms.localhost")}
+    for i in range(n):  # a browser at sms.localhost, no cookie kept
+        r = requests.post(f"{gw}/sms/", json={"sms": f"hello {i}"}, headers=host, timeout=10)
+        assert r.status_code == 200, r.text
+        seen[r.json()["app_version"]] += 1
+    return seen
+
+
+def test_mesh_script_runs_upgrades_survives_the_shadow_and_stops_what_it_started():
+    run_dir = OUT / "mesh-script"
+    env = script_env(run_dir)
+    gw = f"http://127.0.0.1:{env['MESH_PORT']}"
+    out = OUT / "mesh-script.out"
+    log = open(out, "wb")
+    # its own process group, so SIGINT reaches it as Ctrl-C does
     proc = subprocess.Popen(
-        ["bash", "scripts/mesh.sh", "--set", "istio.canary.weights.stable=50",
-         "--set", "istio.canary.weights.canary=50"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    kids: list[int] = []
+        ["bash", "scripts/mesh.sh", "--set", "istio.canary.weights.stable=50", "--set", "istio.canary.weights.canary=50"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    kids: dict[int, str] = {}
     try:
-        out = OUT / "mesh-script.out"
-        poll(lambda: proc.poll() is None and "Ctrl-C stops it" in out.read_text(errors="replace"), 240,
+        poll(lambda: proc.poll() is None and "Ctrl-C stops it" in out.read_text(errors="replace"), 300,
              "scripts/mesh.sh to print its banner")
         banner = out.read_text(errors="replace")
-        kids = children(proc.pid)
-        assert len(kids) == 5, f"expected 4 services + Envoy, got {kids}"  # 50/50: canary present
-        gw = f"http://127.0.0.1:{ports['MESH_PORT']}"
-        assert f"{gw}/sms/" in banner
-        s = requests.Session()
-        seen = Counter()
-        for i in range(100):  # the browser's Host, no cookie kept: the 50/50 split of --set
-            s.cookies.clear()
-            r = s.post(f"{gw}/sms/", json={"sms": f"hello {i}"}, timeout=10)
-            assert r.status_code == 200, r.text
-            seen[r.json()["app_version"]] += 1
-        assert seen["v1"] > 20 and seen["v2"] > 20, seen
-        for k in ("MESH_METRICS_PORT",):
-            for off in (0, 1):
-                m = requests.get(f"http://127.0.0.1:{ports[k] + off}/metrics", timeout=5).text
-                assert "sms_model_predictions_total" in m
-                assert f"http://127.0.0.1:{ports[k] + off}/metrics" in banner
-        shadow = requests.get(f"http://127.0.0.1:{ports['MESH_METRICS_PORT'] + 1}/metrics", timeout=5).text
-        assert 'source="shadow"' in shadow  # the script turns the shadow on
+        kids = {p: c for p, c in descendants(proc.pid).items() if c in NAMES}
+        assert Counter(kids.values()) == {"app-service": 2, "model-service": 2, "istio-xds": 1, "envoy": 2}, kids
+        assert f"http://sms.localhost:{env['MESH_PORT']}/sms/" in banner
+        seen = split(gw, 100)
+        assert seen["v1"] > 20 and seen["v2"] > 20, seen  # the 50/50 of --set
+        shadow = requests.get([line.split("metrics ")[1] for line in banner.splitlines()
+                               if "sms-app-model-shadow" in line][0], timeout=5).text
+        assert 'source="shadow"' in shadow  # the local mode turns the shadow on
+
+        # a second one refuses, names the first, and touches nothing
+        rendered = (run_dir / "rendered.yaml").read_text()
+        logs = sorted(p.name for p in run_dir.glob("*.log"))
+        second = subprocess.run(["bash", "scripts/mesh.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=120)
+        assert second.returncode == 1, second.stderr
+        assert f"pid {proc.pid}" in second.stderr and "already runs" in second.stderr, second.stderr
+        assert (run_dir / "rendered.yaml").read_text() == rendered
+        assert sorted(p.name for p in run_dir.glob("*.log")) == logs
+
+        # a live upgrade under load: rollback to 100/0, then 90/10 again; no failed request
+        failures, total, stop = [], [0], threading.Event()
+
+        def load():
+            s = requests.Session()
+            while not stop.is_set():
+                s.cookies.clear()
+                try:
+                    r = s.post(f"{gw}/sms/", json={"sms": "load"}, timeout=10,
+                               headers={"Host": f"sms.localhost:{env['MESH_PORT']}"})
+                    if r.status_code != 200:
+                        failures.append(r.status_code)
+                except requests.RequestException as e:
+                    failures.append(repr(e))
+                total[0] += 1
+
+        t = threading.Thread(target=load)
+        t.start()
+        try:
+            for sets in (["istio.canary.weights.stable=100", "istio.canary.weights.canary=0"],
+                         ["istio.canary.weights.stable=90", "istio.canary.weights.canary=10"]):
+                up = subprocess.run(["bash", "scripts/mesh.sh", "upgrade"] + [a for s in sets for a in ("--set", s)],
+                                    cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+                assert up.returncode == 0, up.stderr
+                assert "pushed to the Envoys and acknowledged" in up.stdout, up.stdout
+                if sets[1].endswith("=0"):
+                    assert "stopped: sms-app-app-canary" in up.stdout, up.stdout
+                    assert split(gw, 50) == {"v1": 50}
+                else:
+                    assert "started: sms-app-app-canary" in up.stdout, up.stdout
+        finally:
+            stop.set()
+            t.join()
+        assert total[0] > 50 and not failures, f"{len(failures)} of {total[0]} requests failed: {failures[:5]}"
+
+        # the shadow dies (kill -9): users see nothing, the log names it
+        shadow_pid = int(next(line for line in banner.splitlines() if "sms-app-model-shadow" in line)
+                         .split(" pid ")[1].split()[0])
+        os.kill(shadow_pid, signal.SIGKILL)
+        poll(lambda: "sms-app-model-shadow (model-service, pid" in out.read_text(errors="replace"), 10,
+             "the supervisor to name the shadow's exit")
+        seen = split(gw, 50)
+        assert sum(seen.values()) == 50 and proc.poll() is None
+        # the next upgrade brings it back, as Kubernetes would recreate the pod
+        up = subprocess.run(["bash", "scripts/mesh.sh", "upgrade", "--set", "istio.canary.weights.stable=90",
+                             "--set", "istio.canary.weights.canary=10"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=180)
+        assert up.returncode == 0 and "started: sms-app-model-shadow" in up.stdout, (up.stdout, up.stderr)
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # what Ctrl-C does
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
+        time.sleep(0.2)
         left = [k for k in kids if running(k)]
         for k in left:  # never leave them behind, but fail below
             os.kill(k, signal.SIGKILL)
-    assert proc.returncode == 130, proc.returncode
+    text = out.read_text(errors="replace")
+    assert proc.returncode == 0, (proc.returncode, text[-2000:])
+    assert "error" not in text.split("Ctrl-C stops it", 1)[1].lower(), text[-2000:]
     assert not left, f"still running after Ctrl-C: {left}"
-    time.sleep(0.2)

@@ -1,0 +1,579 @@
+"""The local experiment's supervisor (`make mesh`, scripts/mesh.sh): the chart rendered with
+the real Helm engine, one process per rendered Deployment, Istio's own control plane
+(istio-xds: the pilot config generator, no Kubernetes) and two real Envoys it programs over
+ADS: the ingress gateway and the apps' sidecar. See docs/mesh.md.
+
+  supervise.py run [--set K=V]... [-f values.yaml]...      start, print the banner, supervise
+  supervise.py upgrade [--set K=V]... [-f values.yaml]...  re-render and push to the running one
+
+`upgrade` works like `helm upgrade` without --reuse-values: the values given replace the
+previous ones (the local mode's defaults still apply). New Deployments get their process
+started and ready before the routes that reach them are pushed; Deployments that are gone
+are stopped after the push; one whose environment changed is replaced the same way
+(start the new one, push, stop the old one): no request needs a process that is not there.
+
+One instance per run directory (a lock; a second one names the first and touches nothing).
+A process that exits is logged by name; the experiment goes on (a shadow outage is
+invisible to users). Only Istio's control plane or an Envoy exiting stops it. Ctrl-C stops
+every process this supervisor started, by PID, and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import bootstrap
+import overlay
+import render as chart
+
+COMPONENT = "app.kubernetes.io/component"
+# Set per process here, whatever the render says (cluster paths and addresses).
+DROP = {"HTTP_ADDR", "MODEL_HOST", "GRPC_ADDR", "METRICS_ADDR", "MODEL_ROOT", "LOG_FORMAT"}
+# The local mode's values (a --set given by the user wins): the shadow runs, and the
+# Gateway also serves `sms.localhost` (Istio wants a dotted name; browsers resolve
+# *.localhost to the loopback), so a browser reaches it at http://sms.localhost:PORT/
+# (and the forced versions at canary.sms.localhost / stable.sms.localhost).
+LOCAL_DEFAULTS = ["--set", "modelService.shadow.enabled=true",
+                  "--set", "istio.hosts={sms-istio.local,sms.localhost}"]
+
+
+def log(msg: str) -> None:
+    print(f"==> {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Ports:
+    gateway: int = 8000          # the ingress gateway (Envoy)
+    gateway_admin: int = 15000   # its admin
+    sidecar_admin: int = 15001   # the apps' sidecar (Envoy) admin
+    xds: int = 15010             # istio-xds ADS (gRPC)
+    istiod: int = 15014          # istio-xds control/debug (HTTP)
+    control: int = 15080         # this supervisor's upgrade API (HTTP)
+    app: int = 18080             # first app process port (+1 per app process)
+    model: int = 18090           # first model gRPC port
+    metrics: int = 19464         # first model metrics port
+    vip: str = "127.0.0.2"       # the called Services' address (the sidecar's listener)
+
+    @classmethod
+    def from_env(cls) -> "Ports":
+        p = cls()
+        for k, env in (("gateway", "MESH_PORT"), ("gateway_admin", "MESH_ADMIN_PORT"),
+                       ("sidecar_admin", "MESH_SIDECAR_ADMIN_PORT"), ("xds", "MESH_XDS_PORT"),
+                       ("istiod", "MESH_ISTIOD_PORT"), ("control", "MESH_CONTROL_PORT"),
+                       ("app", "MESH_APP_PORT"), ("model", "MESH_MODEL_PORT"),
+                       ("metrics", "MESH_METRICS_PORT")):
+            if os.environ.get(env):
+                setattr(p, k, int(os.environ[env]))
+        p.vip = os.environ.get("MESH_VIP", p.vip)
+        return p
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Nobody listens there. SO_REUSEADDR as the servers set it: connections of a run just
+    stopped (TIME_WAIT) do not count, a listener does."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+class Proc:
+    """A child process logging to RUN/<name>.log (appended), stopped by its PID."""
+
+    def __init__(self, name: str, cmd: list, log_dir: Path, env: dict | None = None):
+        self.name, self.cmd = name, [str(c) for c in cmd]
+        self.log_path = log_dir / f"{name}.log"
+        self.expected_exit = False
+        with open(self.log_path, "ab") as out:
+            self.p = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      env={**os.environ, **(env or {})}, start_new_session=True)
+        self.pid = self.p.pid
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def stop(self, timeout: float = 10) -> None:
+        self.expected_exit = True
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+
+    def tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def http_ok(url: str, timeout: float = 2) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return 200 <= r.status < 300
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def wait_for(check, seconds: float, what: str, proc: Proc | None = None) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc is not None and not proc.alive():
+            raise RuntimeError(f"{proc.name} exited while starting:\n{proc.tail()}")
+        if check():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} not ready after {seconds:.0f} s" + (f"; see {proc.log_path}" if proc else ""))
+
+
+@dataclass
+class Workload:
+    """One rendered Deployment as a local process."""
+    name: str
+    binary: str             # app-service | model-service
+    env: dict               # from the render, addresses set here
+    listen: dict            # container port name -> local port
+    main_url: str
+    metrics_url: str
+    ready_url: str
+    proc: Proc | None = field(default=None, compare=False)
+
+
+class LocalMesh:
+    def __init__(self, run_dir: Path, ports: Ports, bindir: Path, istio_dir: Path, envoy_bin: str,
+                 extra_env: dict | None = None, log_level: str = "warning"):
+        self.run, self.ports, self.bindir = run_dir, ports, bindir
+        self.istio_dir, self.envoy_bin = istio_dir, envoy_bin
+        self.extra_env = extra_env or {}
+        self.log_level = log_level
+        self.workloads: dict[str, Workload] = {}
+        self.infra: dict[str, Proc] = {}
+        self.args: list[str] = []
+        self.docs: list[dict] = []
+        self.generation = 0
+        self.lock = threading.RLock()
+        self.gone: set[str] = set()  # exits already reported
+
+    # -- render and plan -------------------------------------------------------------
+    def render(self, args: list[str]) -> tuple[str, list[dict]]:
+        sets, files = [], []
+        it = iter(LOCAL_DEFAULTS + list(args))
+        for a in it:
+            if a in ("--set",):
+                sets.append(next(it))
+            elif a in ("-f", "--values"):
+                files.append(next(it))
+            else:
+                raise ValueError(f"unknown argument {a} (use --set KEY=VALUE or -f values.yaml)")
+        text = chart.render(chart.values_from(sets, files))
+        return text, overlay.load_docs(text)
+
+    def _take(self, base: int, used: set[int]) -> int:
+        p = base
+        while p in used or not port_free(p):
+            p += 1
+            if p > base + 50:
+                raise RuntimeError(f"no free port from {base}")
+        used.add(p)
+        return p
+
+    def plan(self, docs: list[dict], keep: dict[str, Workload]) -> dict[str, Workload]:
+        """A Workload per rendered Deployment; one identical to a running one keeps it."""
+        called = overlay.called_hosts(docs)
+        used = {p for w in self.workloads.values() for p in w.listen.values()}
+        out = {}
+        for w in overlay.workloads(docs):
+            env = {k: v for k, v in w["env"].items() if k not in DROP}
+            env.update(LOG_FORMAT="text", MODEL_ROOT=os.environ.get("MODEL_ROOT", str(chart.CHART.parent / "models")))
+            env.update(self.extra_env)
+            comp = w["labels"].get(COMPONENT)
+            old = keep.get(w["name"])
+            if comp == "app":
+                model = urlsplit(w["env"].get("MODEL_HOST", ""))
+                host = (model.hostname or "").split(".")[0]
+                if host not in called:
+                    raise RuntimeError(f"{w['name']}: MODEL_HOST {model.geturl()!r} names no rendered Service")
+                env["MODEL_HOST"] = f"http://{self.ports.vip}:{model.port}"
+                if old and old.env == {**env, "HTTP_ADDR": old.env["HTTP_ADDR"]}:
+                    out[w["name"]] = old
+                    continue
+                port = self._take(self.ports.app, used)
+                env["HTTP_ADDR"] = f"127.0.0.1:{port}"
+                out[w["name"]] = Workload(w["name"], "app-service", env, {"http": port},
+                                          f"http://127.0.0.1:{port}/sms/", f"http://127.0.0.1:{port}/metrics",
+                                          f"http://127.0.0.1:{port}/readyz")
+            elif comp == "model":
+                if old and old.env == {**env, "GRPC_ADDR": old.env["GRPC_ADDR"], "METRICS_ADDR": old.env["METRICS_ADDR"]}:
+                    out[w["name"]] = old
+                    continue
+                grpc, metrics = self._take(self.ports.model, used), self._take(self.ports.metrics, used)
+                env.update(GRPC_ADDR=f"127.0.0.1:{grpc}", METRICS_ADDR=f"127.0.0.1:{metrics}")
+                out[w["name"]] = Workload(w["name"], "model-service", env, {"grpc": grpc, "http-metrics": metrics},
+                                          f"grpc://127.0.0.1:{grpc}", f"http://127.0.0.1:{metrics}/metrics",
+                                          f"http://127.0.0.1:{metrics}/metrics")
+            else:
+                raise RuntimeError(f"Deployment {w['name']} has no {COMPONENT} app|model label")
+        return out
+
+    def write_config(self, text: str, docs: list[dict], workloads: dict[str, Workload]) -> Path:
+        listen = {n: w.listen for n, w in workloads.items()}
+        objs = overlay.overlay(docs, listen, self.ports.gateway, self.ports.vip)
+        (self.run / "rendered.yaml").write_text(text)
+        path = self.run / "istio.yaml"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(overlay.dump(objs))
+        tmp.replace(path)
+        return path
+
+    # -- processes -------------------------------------------------------------------
+    def start_workload(self, w: Workload) -> None:
+        w.proc = Proc(w.name, [self.bindir / w.binary], self.run, w.env)
+
+    def wait_workload(self, w: Workload, seconds: float = 90) -> None:
+        wait_for(lambda: http_ok(w.ready_url), seconds, w.name, w.proc)
+
+    def start_infra(self, config: Path) -> None:
+        p = self.ports
+        self.infra["istio-xds"] = Proc("istio-xds", [
+            self.istio_dir / "istio-xds", "-xds", f"127.0.0.1:{p.xds}", "-control", f"127.0.0.1:{p.istiod}",
+            "-config", config], self.run)
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{p.istiod}/ready"), 60, "istio-xds", self.infra["istio-xds"])
+        xds = f"127.0.0.1:{p.xds}"
+        gw_sel = next(d for d in self.docs if d["kind"] == "Gateway")["spec"]["selector"]
+        app_ns = next(d for d in self.docs if d["kind"] == "Deployment")["metadata"]["namespace"]
+        proxies = {
+            # the ingress gateway, as an Istio install runs it (istio-system, its selector labels)
+            "envoy-gateway": bootstrap.bootstrap("router", "127.0.0.1", "istio-ingressgateway", overlay.GATEWAY_NS,
+                                                 dict(gw_sel), xds, f"127.0.0.1:{p.gateway_admin}"),
+            # the sidecar of the app pods (one for both versions: only their outbound matters)
+            "envoy-sidecar": bootstrap.bootstrap("sidecar", p.vip, "sms-app-sidecar", app_ns,
+                                                 {COMPONENT: "app"}, xds, f"127.0.0.1:{p.sidecar_admin}"),
+        }
+        for i, (name, boot) in enumerate(proxies.items()):
+            cfg = self.run / f"{name}.json"
+            cfg.write_text(bootstrap.dump(boot))
+            self.infra[name] = Proc(name, [self.envoy_bin, "-c", cfg, "--disable-hot-restart",
+                                           "--base-id", str(p.gateway_admin * 2 + i), "-l", self.log_level,
+                                           "--concurrency", "2"], self.run)
+        wait_for(self.proxies_synced, 60, "the Envoys' connection to istio-xds", self.infra["envoy-gateway"])
+        for name, port in (("envoy-gateway", p.gateway_admin), ("envoy-sidecar", p.sidecar_admin)):
+            # LIVE once its listeners (and their routes) from Istio are in place
+            wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/ready"), 60, f"{name}'s first configuration",
+                     self.infra[name])
+
+    def proxies_synced(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports.istiod}/proxies", timeout=2) as r:
+                return len(json.load(r)["proxies"] or []) == 2
+        except (OSError, urllib.error.URLError, ValueError, KeyError, TypeError):
+            return False
+
+    def apply(self) -> dict:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.ports.istiod}/apply", method="POST", data=b"")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return json.load(r)
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"Istio refused the configuration: {e.read().decode(errors='replace').strip()}")
+
+    def start(self, args: list[str]) -> None:
+        with self.lock:
+            text, self.docs = self.render(args)
+            self.args = list(args)
+            self.workloads = self.plan(self.docs, {})
+            config = self.write_config(text, self.docs, self.workloads)
+            for w in self.workloads.values():
+                self.start_workload(w)
+            self.start_infra(config)
+            for w in self.workloads.values():
+                self.wait_workload(w)
+
+    def upgrade(self, args: list[str]) -> dict:
+        """Re-render with these values and bring the running experiment to them."""
+        with self.lock:
+            t0 = time.monotonic()
+            text, docs = self.render(args)
+            new = self.plan(docs, self.workloads)
+            started = [w for n, w in new.items() if self.workloads.get(n) is not w]
+            stopped = [w for n, w in self.workloads.items() if new.get(n) is not w]
+            # one that exited comes back, as Kubernetes would recreate its pod
+            revived = [w for w in new.values() if all(w is not s for s in started) and w.proc and not w.proc.alive()]
+            for w in started + revived:
+                self.start_workload(w)
+                self.gone.discard(w.name)
+            for w in started + revived:
+                self.wait_workload(w)
+            self.write_config(text, docs, new)
+            try:
+                applied = self.apply()
+            except Exception:
+                for w in started:
+                    w.proc.stop()
+                self.write_config((self.run / "rendered.yaml").read_text(), self.docs, self.workloads)
+                raise
+            for w in stopped:
+                w.proc.stop()
+            self.docs, self.workloads, self.args = docs, new, list(args)
+            self.generation += 1
+            return {"values": LOCAL_DEFAULTS + list(args), "started": [w.name for w in started + revived],
+                    "stopped": [w.name for w in stopped], "istio": applied,
+                    "seconds": round(time.monotonic() - t0, 2)}
+
+    def apply_docs(self, docs: list[dict]) -> dict:
+        """Push these chart objects (with the running processes' endpoints) as they are:
+        for experiments with a recipe that is not the chart's (tests/mesh/test_seed_recipe.py).
+        The next upgrade brings the chart's back."""
+        with self.lock:
+            self.write_config(overlay.dump(docs), docs, self.workloads)
+            return self.apply()
+
+    def restart(self, name: str) -> None:
+        with self.lock:
+            w = self.workloads[name]
+            if w.proc and w.proc.alive():
+                w.proc.stop()
+            self.start_workload(w)
+            self.gone.discard(name)
+            self.wait_workload(w)
+
+    def check(self) -> str | None:
+        """Report exits once; returns a reason to stop when Istio or an Envoy is gone."""
+        for name, p in self.infra.items():
+            if not p.alive():
+                return f"{name} (pid {p.pid}) exited with status {p.p.returncode}; see {p.log_path}"
+        for name, w in list(self.workloads.items()):
+            if w.proc and not w.proc.alive() and not w.proc.expected_exit and name not in self.gone:
+                self.gone.add(name)
+                code = w.proc.p.returncode
+                how = f"signal {-code}" if code < 0 else f"status {code}"
+                log(f"{name} ({w.binary}, pid {w.proc.pid}) exited with {how}; the experiment goes on "
+                    f"without it (see {w.proc.log_path.name}; the next `scripts/mesh.sh upgrade` starts it again)")
+        return None
+
+    def stop(self) -> None:
+        for w in self.workloads.values():
+            if w.proc:
+                w.proc.expected_exit = True
+        for p in list(self.infra.values())[::-1]:
+            p.expected_exit = True
+        procs = [w.proc for w in self.workloads.values() if w.proc] + list(self.infra.values())[::-1]
+        for p in procs:
+            if p.alive():
+                p.p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.stop()
+
+    def banner(self) -> str:
+        p = self.ports
+        u = f"http://sms.localhost:{p.gateway}"
+        rows = "\n".join(f"    {w.name:<24} pid {w.proc.pid:<8} {w.main_url:<30} metrics {w.metrics_url}"
+                         for w in self.workloads.values())
+        return f"""
+  The experiment is running (Ctrl-C stops it). Values: {' '.join(LOCAL_DEFAULTS + self.args)}
+
+  Open  {u}/sms/   (Envoy, the ingress gateway programmed by Istio from the chart's
+                                Gateway and VirtualService: the canary split, the sticky cookie)
+  Force a version:  {u.replace('sms.localhost', 'canary.sms.localhost')}/sms/   or   -H 'x-version: v2'
+  Change the values live (like helm upgrade; no restart, no failed request):
+    scripts/mesh.sh upgrade --set istio.canary.weights.stable=80 --set istio.canary.weights.canary=20
+  Processes (one per rendered Deployment):
+{rows}
+    istio-xds                pid {self.infra['istio-xds'].pid:<8} ADS 127.0.0.1:{p.xds}  debug http://127.0.0.1:{p.istiod}/debug/configz
+    envoy-gateway            pid {self.infra['envoy-gateway'].pid:<8} {u}  admin http://127.0.0.1:{p.gateway_admin}/config_dump
+    envoy-sidecar            pid {self.infra['envoy-sidecar'].pid:<8} the apps' way to the model: {p.vip}  admin http://127.0.0.1:{p.sidecar_admin}/config_dump
+  Files: {self.run}/ (rendered.yaml, istio.yaml: what Istio was given; logs)
+"""
+
+
+# -- the command line ------------------------------------------------------------------
+
+def values_args(argv: list[str]) -> list[str]:
+    out = []
+    it = iter(argv)
+    for a in it:
+        if a in ("--set", "-f", "--values"):
+            try:
+                out += [a if a == "--set" else "-f", next(it)]
+            except StopIteration:
+                raise SystemExit(f"error: {a} needs a value")
+        elif a.startswith("--set="):
+            out += ["--set", a[len("--set="):]]
+        else:
+            raise SystemExit(f"error: unknown argument {a} (use --set KEY=VALUE or -f values.yaml)")
+    cwd = os.environ.get("MESH_CWD", os.getcwd())
+    return [os.path.join(cwd, x) if prev == "-f" else x for prev, x in zip([""] + out, out)]
+
+
+def read_lock(run: Path) -> dict | None:
+    try:
+        return json.loads((run / "instance.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def cmd_run(args: list[str], run: Path) -> int:
+    run.mkdir(parents=True, exist_ok=True)
+    lockf = open(run / "lock", "a+")
+    try:
+        fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        other = read_lock(run) or {}
+        print(f"error: the experiment already runs from {run} (pid {other.get('pid', '?')}, "
+              f"gateway {other.get('gateway', '?')}, values: {' '.join(other.get('values', []))}); "
+              "change it with `scripts/mesh.sh upgrade --set ...` or stop it (Ctrl-C in its terminal). "
+              "Nothing was changed.", file=sys.stderr)
+        return 1
+    ports = Ports.from_env()
+    busy = [f"{k} {v}" for k, v in vars(ports).items() if isinstance(v, int) and k in
+            ("gateway", "gateway_admin", "sidecar_admin", "xds", "istiod", "control") and not port_free(v)]
+    if not port_free(ports.xds, ports.vip) or busy:
+        print(f"error: ports in use: {', '.join(busy) or ports.vip}; another program (or an experiment from "
+              "another directory) holds them. Set MESH_PORT, MESH_ADMIN_PORT, ... (docs/mesh.md).", file=sys.stderr)
+        return 1
+    for f in run.glob("*.log"):
+        f.unlink()
+    profile = os.environ.get("MESH_PROFILE", "release")
+    mesh = LocalMesh(run, ports, chart.CHART.parent / "target" / profile, Path(os.environ["ISTIO_XDS_DIR"]),
+                     os.environ["ENVOY_BIN"], extra_env=dict(e.split("=", 1) for e in
+                                                             os.environ.get("MESH_EXTRA_ENV", "").split() if e))
+    stopping = threading.Event()
+
+    running = threading.Event()
+
+    class Interrupted(Exception):
+        pass
+
+    def on_signal(signum, _frame):
+        stopping.set()
+        if not running.is_set():  # still starting: stop waiting for readiness at once
+            raise Interrupted()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    server = None
+    try:
+        log(f"starting: values {' '.join(LOCAL_DEFAULTS + args)}")
+        mesh.start(args)
+
+        def record():  # for `upgrade` and for a second instance's message: the values in force
+            (run / "instance.json").write_text(json.dumps({
+                "pid": os.getpid(), "control": f"http://127.0.0.1:{ports.control}",
+                "gateway": f"http://sms.localhost:{ports.gateway}/sms/", "values": LOCAL_DEFAULTS + mesh.args}))
+
+        record()
+        server = control_server(mesh, ports.control, record)
+        print(mesh.banner(), flush=True)
+        running.set()
+        while not stopping.wait(0.3):
+            reason = mesh.check()
+            if reason:
+                log(f"stopping: {reason}")
+                return 1
+        return 0
+    except Interrupted:
+        return 0
+    except RuntimeError as err:
+        if not stopping.is_set():
+            log(f"error: {err}")
+            return 1
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if server:
+            server.shutdown()
+        (run / "instance.json").unlink(missing_ok=True)
+        mesh.stop()
+        log(f"stopped every process it started (logs in {run}/)")
+
+
+def control_server(mesh: LocalMesh, port: int, record) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            if self.path != "/upgrade":
+                self.send_error(404)
+                return
+            body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
+            try:
+                result, code = mesh.upgrade(body.get("args", [])), 200
+                record()
+                log(f"upgraded in {result['seconds']} s: values {' '.join(result['values'])}; started "
+                    f"{result['started'] or 'none'}, stopped {result['stopped'] or 'none'}; Istio: "
+                    f"updated {len(result['istio']['updated'] or [])} objects, created {len(result['istio']['created'] or [])}, "
+                    f"deleted {len(result['istio']['deleted'] or [])}")
+            except Exception as err:  # refused values, Istio's validation, a process not starting
+                result, code = {"error": str(err)}, 400
+                log(f"upgrade refused: {err}")
+            data = json.dumps(result).encode()
+            self.send_response(code)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def cmd_upgrade(args: list[str], run: Path) -> int:
+    inst = read_lock(run)
+    if not inst:
+        print(f"error: no experiment runs from {run} (start it with `make mesh`)", file=sys.stderr)
+        return 1
+    req = urllib.request.Request(inst["control"] + "/upgrade", method="POST",
+                                 data=json.dumps({"args": args}).encode(), headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=300) as r:
+            result = json.load(r)
+    except urllib.error.HTTPError as e:
+        print(f"error: {json.loads(e.read()).get('error')}; the experiment keeps its values", file=sys.stderr)
+        return 1
+    except (OSError, urllib.error.URLError) as e:
+        print(f"error: the experiment (pid {inst['pid']}) does not answer: {e}", file=sys.stderr)
+        return 1
+    ist = result["istio"]
+    print(f"upgraded in {result['seconds']} s, values: {' '.join(result['values'])}\n"
+          f"  processes started: {', '.join(result['started']) or 'none'}; stopped: {', '.join(result['stopped']) or 'none'}\n"
+          f"  Istio objects updated: {', '.join(ist['updated'] or []) or 'none'}; created: "
+          f"{', '.join(ist['created'] or []) or 'none'}; deleted: {', '.join(ist['deleted'] or []) or 'none'}\n"
+          f"  pushed to the Envoys and acknowledged ({ist['push_ms']} ms)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("run", "upgrade"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    run = Path(os.environ.get("MESH_DIR") or chart.CHART.parent / ".cache" / "mesh")
+    args = values_args(argv[1:])
+    if argv[0] == "run":
+        return cmd_run(args, run)
+    return cmd_upgrade(args, run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
