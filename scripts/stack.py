@@ -1,7 +1,8 @@
 """The local stack, described once: which binaries, the environment each gets, the ports,
 and when each is ready. Every place that runs the services on this machine goes through
-here: `make run` (this file's `run` command), `make bench`, and the ui, observability and
-mesh test suites (they import it). Processes bind 127.0.0.1, log to a file each, and are
+here: `make run` (this file's `run` command), `make bench`, `make mesh` (its supervisor,
+istio/local/supervise.py, builds each rendered Deployment's process with `model`/`app`),
+and the ui, observability and mesh test suites. Processes bind 127.0.0.1, log to a file each, and are
 stopped by their own PID (SIGTERM, then SIGKILL); readiness is polled, never slept on.
 
   python3 scripts/stack.py run [--profile release] [--app-port 8080] [--model-port 8081]
@@ -62,15 +63,28 @@ class Proc:
     """A child process with its output in `log_dir/<name>.log`, stopped by PID."""
 
     def __init__(self, name: str, cmd: list, log_dir: Path, env: dict | None = None,
-                 cwd: Path | None = None, append: bool = False):
+                 cwd: Path | None = None, append: bool = False, new_session: bool = False):
+        """`new_session`: out of the caller's process group, so a Ctrl-C to the group reaches
+        only the caller, which then stops its children in order (the mesh supervisor)."""
         log_dir.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.log_path = log_dir / f"{name}.log"
+        self.expected_exit = False  # set once the owner asked it to stop
         self._log = open(self.log_path, "ab" if append else "wb")
         self.popen = subprocess.Popen([str(c) for c in cmd], stdout=self._log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
-                                      cwd=str(cwd or ROOT))
+                                      cwd=str(cwd or ROOT), start_new_session=new_session)
         self.pid = self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def terminate(self):
+        """SIGTERM without waiting (stop several at once, then `stop` each)."""
+        self.expected_exit = True
+        if self.popen.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -89,6 +103,7 @@ class Proc:
             raise Exited(f"{self.name} exited with {self.popen.returncode}; last lines of its log:\n{self.tail()}")
 
     def stop(self, timeout: float = 10):
+        self.expected_exit = True
         if self.popen.poll() is None:
             try:
                 os.kill(self.pid, signal.SIGTERM)

@@ -26,7 +26,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -40,6 +39,10 @@ from urllib.parse import urlsplit
 import bootstrap
 import overlay
 import render as chart
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import stack as local  # noqa: E402 - the one description of the local stack
+from stack import Proc, http_ok  # noqa: E402
 
 COMPONENT = "app.kubernetes.io/component"
 # Set per process here, whatever the render says (cluster paths and addresses).
@@ -93,46 +96,6 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
             return True
         except OSError:
             return False
-
-
-class Proc:
-    """A child process logging to RUN/<name>.log (appended), stopped by its PID."""
-
-    def __init__(self, name: str, cmd: list, log_dir: Path, env: dict | None = None):
-        self.name, self.cmd = name, [str(c) for c in cmd]
-        self.log_path = log_dir / f"{name}.log"
-        self.expected_exit = False
-        with open(self.log_path, "ab") as out:
-            self.p = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      env={**os.environ, **(env or {})}, start_new_session=True)
-        self.pid = self.p.pid
-
-    def alive(self) -> bool:
-        return self.p.poll() is None
-
-    def stop(self, timeout: float = 10) -> None:
-        self.expected_exit = True
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-
-    def tail(self, n: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-
-def http_ok(url: str, timeout: float = 2) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return 200 <= r.status < 300
-    except (OSError, urllib.error.URLError):
-        return False
 
 
 def wait_for(check, seconds: float, what: str, proc: Proc | None = None) -> None:
@@ -218,19 +181,18 @@ class LocalMesh:
                     out[w["name"]] = old
                     continue
                 port = self._take(self.ports.app, used)
-                env["HTTP_ADDR"] = f"127.0.0.1:{port}"
-                out[w["name"]] = Workload(w["name"], "app-service", env, {"http": port},
-                                          f"http://127.0.0.1:{port}/sms/", f"http://127.0.0.1:{port}/metrics",
-                                          f"http://127.0.0.1:{port}/readyz")
+                svc = local.app(w["name"], http=f"127.0.0.1:{port}", model_host=env.pop("MODEL_HOST"), **env)
+                out[w["name"]] = Workload(w["name"], svc.binary, svc.env, {"http": port}, svc.addresses["ui"],
+                                          svc.addresses["metrics"], svc.ready_url)
             elif comp == "model":
                 if old and old.env == {**env, "GRPC_ADDR": old.env["GRPC_ADDR"], "METRICS_ADDR": old.env["METRICS_ADDR"]}:
                     out[w["name"]] = old
                     continue
                 grpc, metrics = self._take(self.ports.model, used), self._take(self.ports.metrics, used)
-                env.update(GRPC_ADDR=f"127.0.0.1:{grpc}", METRICS_ADDR=f"127.0.0.1:{metrics}")
-                out[w["name"]] = Workload(w["name"], "model-service", env, {"grpc": grpc, "http-metrics": metrics},
-                                          f"grpc://127.0.0.1:{grpc}", f"http://127.0.0.1:{metrics}/metrics",
-                                          f"http://127.0.0.1:{metrics}/metrics")
+                svc = local.model(w["name"], grpc=f"127.0.0.1:{grpc}", metrics=f"127.0.0.1:{metrics}",
+                                  model_root=Path(env.pop("MODEL_ROOT")), **env)
+                out[w["name"]] = Workload(w["name"], svc.binary, svc.env, {"grpc": grpc, "http-metrics": metrics},
+                                          f"grpc://{svc.addresses['grpc']}", svc.addresses["metrics"], svc.ready_url)
             else:
                 raise RuntimeError(f"Deployment {w['name']} has no {COMPONENT} app|model label")
         return out
@@ -247,7 +209,7 @@ class LocalMesh:
 
     # -- processes -------------------------------------------------------------------
     def start_workload(self, w: Workload) -> None:
-        w.proc = Proc(w.name, [self.bindir / w.binary], self.run, w.env)
+        w.proc = Proc(w.name, [self.bindir / w.binary], self.run, w.env, append=True, new_session=True)
 
     def wait_workload(self, w: Workload, seconds: float = 90) -> None:
         wait_for(lambda: http_ok(w.ready_url), seconds, w.name, w.proc)
@@ -256,7 +218,7 @@ class LocalMesh:
         p = self.ports
         self.infra["istio-xds"] = Proc("istio-xds", [
             self.istio_dir / "istio-xds", "-xds", f"127.0.0.1:{p.xds}", "-control", f"127.0.0.1:{p.istiod}",
-            "-config", config], self.run)
+            "-config", config], self.run, append=True, new_session=True)
         wait_for(lambda: http_ok(f"http://127.0.0.1:{p.istiod}/ready"), 60, "istio-xds", self.infra["istio-xds"])
         xds = f"127.0.0.1:{p.xds}"
         gw_sel = next(d for d in self.docs if d["kind"] == "Gateway")["spec"]["selector"]
@@ -274,7 +236,7 @@ class LocalMesh:
             cfg.write_text(bootstrap.dump(boot))
             self.infra[name] = Proc(name, [self.envoy_bin, "-c", cfg, "--disable-hot-restart",
                                            "--base-id", str(p.gateway_admin * 2 + i), "-l", self.log_level,
-                                           "--concurrency", "2"], self.run)
+                                           "--concurrency", "2"], self.run, append=True, new_session=True)
         wait_for(self.proxies_synced, 60, "the Envoys' connection to istio-xds", self.infra["envoy-gateway"])
         for name, port in (("envoy-gateway", p.gateway_admin), ("envoy-sidecar", p.sidecar_admin)):
             # LIVE once its listeners (and their routes) from Istio are in place
@@ -360,11 +322,11 @@ class LocalMesh:
         """Report exits once; returns a reason to stop when Istio or an Envoy is gone."""
         for name, p in self.infra.items():
             if not p.alive():
-                return f"{name} (pid {p.pid}) exited with status {p.p.returncode}; see {p.log_path}"
+                return f"{name} (pid {p.pid}) exited with status {p.returncode}; see {p.log_path}"
         for name, w in list(self.workloads.items()):
             if w.proc and not w.proc.alive() and not w.proc.expected_exit and name not in self.gone:
                 self.gone.add(name)
-                code = w.proc.p.returncode
+                code = w.proc.returncode
                 how = f"signal {-code}" if code < 0 else f"status {code}"
                 log(f"{name} ({w.binary}, pid {w.proc.pid}) exited with {how}; the experiment goes on "
                     f"without it (see {w.proc.log_path.name}; the next `scripts/mesh.sh upgrade` starts it again)")
@@ -378,8 +340,7 @@ class LocalMesh:
             p.expected_exit = True
         procs = [w.proc for w in self.workloads.values() if w.proc] + list(self.infra.values())[::-1]
         for p in procs:
-            if p.alive():
-                p.p.send_signal(signal.SIGTERM)
+            p.terminate()
         for p in procs:
             p.stop()
 
