@@ -112,6 +112,17 @@ def test_cookie_name_and_ttl(scenario):
         assert reachable_subsets(route_request(vs, HOST, {"cookie": f"{COOKIE}=v2"})) == {"v1": 90, "v2": 10}
 
 
+def test_sticky_cookie_switches_off_at_runtime(scenario):
+    r = render(parse_set("istio.canary.stickyCookie.enabled=false"), tag="sticky-off")
+    vs = r.get("VirtualService", "sms-app-vs")
+    assert not [x["name"] for x in http_routes(vs) if x["name"].startswith("sticky-")]
+    assert all("headers" not in d for d in split_route(vs)["route"]), "no Set-Cookie without stickiness"
+    # a cookie from before the switch no longer pins anyone: the split decides
+    assert reachable_subsets(route_request(vs, HOST, {"cookie": f"{COOKIE}=v2"})) == {"v1": 90, "v2": 10}
+    # forced versions still work
+    assert reachable_subsets(route_request(vs, HOST, {"x-version": "v2"})) == {"v2": 100}
+
+
 def every_destination(vs: dict):
     for route in http_routes(vs):
         for d in route.get("route", []):
