@@ -96,3 +96,24 @@ def test_mirror_share_and_cookie_ttl_change_live(stack, client):
            f"upgrades, {len(failures)} failed")
     assert total > 50 and not failures, failures[:5]
     stack.use()
+
+
+def test_sticky_cookie_switches_off_and_on_live(stack, client):
+    """The seed's runtime switch: with stickiness off a returning v2 visitor is split anew
+    (no cookie routes, no Set-Cookie); switched back on, the cookie pins again."""
+    stack.use()
+    v2 = dict(headers={"Cookie": f"{COOKIE}=v2"})
+    with Load(client) as load:
+        stack.use("istio.canary.stickyCookie.enabled=false")
+    off = client.map(lambda i: client.post(i, **v2), range(400))
+    seen = Counter(version_of(r) for r in off)
+    assert not any(r.headers.get("set-cookie") for r in off), "no cookie while stickiness is off"
+    assert 0 < seen["v2"] < 400 * 0.2, seen  # the v2 cookie no longer pins: ~10 % land on v2
+    with Load(client) as load_on:
+        stack.use()
+    on = Counter(version_of(r) for r in client.map(lambda i: client.post(i, **v2), range(200)))
+    report(f"live sticky cookie off: 400 returning v2 visitors -> {seen['v2']} on v2; back on: "
+           f"{on['v2']} of 200; {load.total + load_on.total} requests under load, "
+           f"{len(load.failures) + len(load_on.failures)} failed")
+    assert on == {"v2": 200}, on
+    assert not load.failures and not load_on.failures, (load.failures + load_on.failures)[:5]
