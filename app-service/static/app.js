@@ -11,6 +11,20 @@ document.addEventListener("DOMContentLoaded", () => {
   const form = document.getElementById("classify-form");
   const button = document.getElementById("classify");
   const result = document.getElementById("result");
+  const sms = form.elements.sms;
+  const counter = document.getElementById("sms-count");
+  const maxChars = Number(sms.dataset.maxChars);
+
+  // Characters as the server counts them: code points after trimming and collapsing
+  // whitespace (an emoji is one, a run of spaces is one).
+  const length = (text) => [...text.trim().replace(/\s+/gu, " ")].length;
+  const count = () => {
+    const n = length(sms.value);
+    counter.textContent = `${n} / ${maxChars} characters${n > maxChars ? ": too long" : ""}`;
+    return n;
+  };
+  sms.addEventListener("input", count);
+  count();
 
   const showError = (message) => {
     const p = document.createElement("p");
@@ -21,9 +35,14 @@ document.addEventListener("DOMContentLoaded", () => {
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    if (!form.elements.sms.value.trim()) {
+    if (!sms.value.trim()) {
       showError("Please type or paste a message first.");
-      form.elements.sms.focus();
+      sms.focus();
+      return;
+    }
+    if (count() > maxChars) {
+      showError(`The message is ${count()} characters long; the limit is ${maxChars}.`);
+      sms.focus();
       return;
     }
     button.disabled = true;

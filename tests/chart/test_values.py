@@ -112,7 +112,7 @@ def test_every_value_is_documented_and_in_the_schema():
 def test_seed_value_names_exist():
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert values["istio"]["canary"]["weights"] == {"stable": 90, "canary": 10}
-    assert values["istio"]["canary"]["stickyCookie"] == {"name": "sms-app-version", "ttl": "3600s"}
+    assert values["istio"]["canary"]["stickyCookie"] == {"enabled": True, "name": "sms-app-version", "ttl": "3600s"}
     assert values["modelService"]["shadow"]["mirror"]["percent"] == 25
     assert values["istio"]["hosts"] == ["sms-istio.local"]
 

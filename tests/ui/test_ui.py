@@ -120,3 +120,22 @@ def test_model_unavailable_is_explained_and_recovers(stack, browser):
     wait_until(lambda: requests.get(f"{stack.url}/readyz", timeout=2).ok, "app ready again")
     classify(browser, SPAM)
     assert wait_text(browser, "#label") == "spam"
+
+
+def test_the_page_counts_characters_the_way_the_server_does(stack, browser):
+    """600 emoji are 600 characters to the server (1,200 UTF-16 units to a maxlength), and
+    runs of spaces count once: the page lets them through; 1,001 characters it refuses
+    before sending, saying the limit."""
+    browser.get(f"{stack.url}/sms/")
+    box = browser.find_element(By.ID, "sms")
+    fill = "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input'))"
+    emoji = "WIN " + "\U0001F600" * 596  # 600 characters; ChromeDriver cannot type non-BMP keys
+    browser.execute_script(fill, box, emoji)
+    assert browser.find_element(By.ID, "sms-count").text == "600 / 1000 characters"
+    browser.find_element(By.ID, "classify").click()
+    assert wait_text(browser, "#label") in ("spam", "ham")
+
+    browser.execute_script(fill, box, "a" * 1001 + "     ")
+    assert browser.find_element(By.ID, "sms-count").text == "1001 / 1000 characters: too long"
+    browser.find_element(By.ID, "classify").click()
+    assert "limit is 1000" in wait_text(browser, "#error")
