@@ -56,13 +56,16 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+fn too_large() -> AppError {
+    AppError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {MAX_BODY_BYTES} bytes"))
+}
+
 /// A body declared larger than the limit is refused before any of it is read (the body
 /// limit alone would wait for bytes a client may never send).
 async fn refuse_declared_oversize(request: Request, next: Next) -> Response {
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return AppError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {MAX_BODY_BYTES} bytes"))
-            .into_response();
+        return too_large().into_response();
     }
     next.run(request).await
 }
@@ -85,8 +88,7 @@ async fn post_sms(
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return AppError::new(e.status(), format!("the request body is larger than {MAX_BODY_BYTES} bytes"))
-                .into_response();
+            return too_large().into_response();
         }
         Err(e) => return AppError::new(e.status(), e.body_text()).into_response(),
     };

@@ -82,7 +82,7 @@ impl Classifier {
         if let Some(guess) = guess {
             self.metrics.guessed(guess == label);
         }
-        if let (Some(comparison), Some(text)) = (&self.comparison, &compared_text) {
+        if let (Some(comparison), Some(text)) = (&self.comparison, compared_text) {
             let answered = Answered { text, label, spam_probability: prediction.spam_probability, guess, trace_id };
             comparison.compare(answered, &self.metrics).await;
         }

@@ -30,8 +30,9 @@ pub struct Comparison {
 }
 
 /// What the comparison needs to know about one answered call.
-pub struct Answered<'a> {
-    pub text: &'a str,
+pub struct Answered {
+    /// The normalized text, handed on to the reference model.
+    pub text: String,
     pub label: &'static str,
     pub spam_probability: f32,
     pub guess: Option<&'static str>,
@@ -52,8 +53,11 @@ impl Comparison {
 
     /// Scores the text with the reference model and records agreement and the gap. A
     /// reference that fails is logged and not counted: it says nothing about this model.
-    pub async fn compare(&self, answered: Answered<'_>, metrics: &Metrics) {
-        let reference = match self.reference.classify(answered.text.to_string()).await {
+    pub async fn compare(&self, answered: Answered, metrics: &Metrics) {
+        let Answered { text, label, spam_probability, guess, trace_id } = answered;
+        // The text is copied only for a server allowed to keep texts.
+        let kept_text = self.keep_texts.then(|| text.clone());
+        let reference = match self.reference.classify(text).await {
             Ok(p) => p,
             // Under overload the comparison is skipped, not the answer: it is a sample.
             Err(PoolError::Overloaded) => return,
@@ -64,28 +68,28 @@ impl Comparison {
         };
         let Prediction { spam_probability: reference_p, card, .. } = reference;
         let reference_label = if reference_p >= card.threshold { "spam" } else { "ham" };
-        let agrees = reference_label == answered.label;
-        metrics.compared(agrees, f64::from((answered.spam_probability - reference_p).abs()));
+        let agrees = reference_label == label;
+        metrics.compared(agrees, f64::from((spam_probability - reference_p).abs()));
         if agrees {
             return;
         }
         self.seen.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
-            trace_id = %answered.trace_id, label = answered.label, spam_probability = answered.spam_probability,
+            trace_id = %trace_id, label, spam_probability,
             reference_version = %self.reference_version, reference_label, reference_spam_probability = reference_p,
             "shadow disagrees with the reference model"
         );
         let at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let kept = Disagreement {
-            trace_id: answered.trace_id,
+            trace_id,
             at_unix_ms,
-            label: answered.label.into(),
-            spam_probability: answered.spam_probability,
+            label: label.into(),
+            spam_probability,
             reference_version: self.reference_version.clone(),
             reference_label: reference_label.into(),
             reference_spam_probability: reference_p,
-            guess: answered.guess.unwrap_or_default().into(),
-            text: if self.keep_texts { answered.text.into() } else { String::new() },
+            guess: guess.unwrap_or_default().into(),
+            text: kept_text.unwrap_or_default(),
         };
         let mut sample = self.sample.lock().unwrap_or_else(|e| e.into_inner());
         if sample.len() == self.capacity {
