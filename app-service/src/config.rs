@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use sms_runtime::{settings, telemetry::TelemetryConfig};
+use sms_runtime::{conn::ConnLimits, settings, telemetry::TelemetryConfig};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -21,6 +21,8 @@ pub struct Config {
     /// Classifications in progress at once; more are refused at once with 503 and
     /// Retry-After instead of queueing (memory stays bounded under any load).
     pub max_concurrent_requests: usize,
+    /// Idle timeout and shutdown bound of the HTTP listener.
+    pub connections: ConnLimits,
     pub telemetry: TelemetryConfig,
 }
 
@@ -43,6 +45,7 @@ impl Default for Config {
             // Each waits at most MODEL_TIMEOUT_MS for the model; 256 in progress is far
             // above what two model workers answer per deadline, and a few MiB of memory.
             max_concurrent_requests: 256,
+            connections: ConnLimits::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -63,6 +66,7 @@ impl Config {
             },
             resolve_interval: d.resolve_interval,
             max_concurrent_requests: settings::parse("MAX_CONCURRENT_REQUESTS", d.max_concurrent_requests)?,
+            connections: ConnLimits::from_env()?,
             telemetry: TelemetryConfig::from_env()?,
         })
     }
@@ -75,6 +79,6 @@ impl Config {
             !self.cache.enabled || (self.cache.max_entries > 0 && !self.cache.ttl.is_zero()),
             "CACHE_MAX_ENTRIES and CACHE_TTL_SECS must be above 0 when CACHE_ENABLED"
         );
-        Ok(())
+        self.connections.validate()
     }
 }

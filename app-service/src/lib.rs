@@ -22,8 +22,10 @@ pub mod ui;
 
 use std::net::SocketAddr;
 
-use axum::serve::ListenerExt;
-use sms_runtime::server::{Running, bind};
+use sms_runtime::{
+    conn::serve_http,
+    server::{Running, bind},
+};
 
 pub use config::Config;
 pub use model_client::ModelClient;
@@ -58,11 +60,10 @@ pub async fn start_with_model(config: Config, model: ModelClient) -> anyhow::Res
     let addr = listener.local_addr()?;
     let summary =
         format!("version {}, model {}, cache enabled {}", config.app_version, config.model_host, config.cache.enabled);
+    let limits = config.connections;
     let app = routes::router(AppState::new(config, model));
-    Ok(Running::spawn(Listening { addr, summary }, |shutdown| async move {
-        axum::serve(listener.tap_io(|tcp| drop(tcp.set_nodelay(true))), app)
-            .with_graceful_shutdown(shutdown.requested())
-            .await
-            .map_err(|e| anyhow::anyhow!("HTTP server: {e}"))
+    Ok(Running::spawn(Listening { addr, summary }, move |shutdown| async move {
+        serve_http(listener, app, limits, shutdown).await;
+        Ok(())
     }))
 }

@@ -5,7 +5,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use sms_runtime::{settings, telemetry::TelemetryConfig};
+use sms_runtime::{conn::ConnLimits, settings, telemetry::TelemetryConfig};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -36,6 +36,8 @@ pub struct Config {
     pub disagreements_kept: usize,
     /// Whether those keep the message text (SMS texts are personal data: off by default).
     pub disagreement_texts: bool,
+    /// Idle timeout (HTTP/2 preface, metrics keep-alives) and shutdown bound of both listeners.
+    pub connections: ConnLimits,
     pub telemetry: TelemetryConfig,
 }
 
@@ -56,6 +58,7 @@ impl Default for Config {
             reference_version: None,
             disagreements_kept: 100,
             disagreement_texts: false,
+            connections: ConnLimits::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -80,6 +83,7 @@ impl Config {
             reference_version: settings::text("REFERENCE_VERSION").or(d.reference_version),
             disagreements_kept: settings::parse("DISAGREEMENTS_KEPT", d.disagreements_kept)?,
             disagreement_texts: settings::flag("DISAGREEMENT_TEXTS", d.disagreement_texts)?,
+            connections: ConnLimits::from_env()?,
             telemetry: TelemetryConfig::from_env()?,
         })
     }
@@ -112,7 +116,7 @@ impl Config {
             self.source
         );
         anyhow::ensure!(!self.request_timeout.is_zero(), "REQUEST_TIMEOUT_MS must be above 0");
-        Ok(())
+        self.connections.validate()
     }
 
     pub fn model_dir(&self) -> PathBuf {

@@ -15,10 +15,12 @@ pub mod workers;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get, serve::ListenerExt};
+use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
 use sms_proto::{MAX_GRPC_MESSAGE_BYTES, v1::spam_classifier_server::SpamClassifierServer};
-use sms_runtime::server::{Running, bind};
-use tonic::transport::server::TcpIncoming;
+use sms_runtime::{
+    conn::{GrpcIncoming, serve_http, within},
+    server::{Running, bind},
+};
 
 pub use config::Config;
 use metrics::Metrics;
@@ -98,6 +100,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let classifier = counting::Counted::new(classifier, metrics.clone());
 
     let listening = Listening { grpc_addr, metrics_addr, model_version: config.model_version.clone() };
+    let limits = config.connections;
     Ok(Running::spawn(listening, move |shutdown| async move {
         let grpc_shutdown = {
             let shutdown = shutdown.clone();
@@ -122,15 +125,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(classifier)
-            .serve_with_incoming_shutdown(
-                // The builder's tcp_nodelay only covers sockets tonic binds itself; without
-                // it Nagle and delayed ACKs stall small HTTP/2 writes by ~40 ms.
-                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-                grpc_shutdown,
-            );
+            .serve_with_incoming_shutdown(GrpcIncoming::new(grpc_listener, limits.idle_timeout), grpc_shutdown);
+        // tonic waits for every connection to end, even one that never sent its preface.
+        let grpc = within(grpc, shutdown.clone(), limits.shutdown_timeout, "gRPC");
         let metrics_app = Router::new().route("/metrics", get(render_metrics)).with_state(metrics.clone());
-        let metrics_server = axum::serve(metrics_listener.tap_io(|tcp| drop(tcp.set_nodelay(true))), metrics_app)
-            .with_graceful_shutdown(shutdown.clone().requested());
+        let metrics_server = serve_http(metrics_listener, metrics_app, limits, shutdown.clone());
         let mut watchers = Vec::new();
         if let Some(every) = config.reload_interval {
             let watch = |dir, pool, metrics| {
@@ -142,7 +141,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             }
         }
 
-        let (grpc, http) = tokio::join!(grpc, metrics_server);
+        let (grpc, ()) = tokio::join!(grpc, metrics_server);
         for w in watchers {
             let _ = w.await;
         }
@@ -153,8 +152,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
                 tokio::task::spawn_blocking(move || pool.shutdown()).await?;
             }
         }
-        grpc.map_err(|e| anyhow::anyhow!("gRPC server: {e}"))?;
-        http.map_err(|e| anyhow::anyhow!("metrics server: {e}"))?;
+        if let Some(grpc) = grpc {
+            grpc.map_err(|e| anyhow::anyhow!("gRPC server: {e}"))?;
+        }
         Ok(())
     }))
 }

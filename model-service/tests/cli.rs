@@ -1,5 +1,5 @@
-//! The gRPC surface as a user sees it: the real grpcurl with no .proto at hand, and the
-//! real binary's start-up errors.
+//! The gRPC surface as a user sees it: the real grpcurl with no .proto at hand. (The real
+//! binary's start-up errors are tested as processes in tests/reliability.)
 
 mod common;
 
@@ -55,44 +55,4 @@ async fn grpcurl_lists_describes_and_calls_through_reflection() {
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("InvalidArgument") && stderr.contains("empty"), "{stderr}");
     m.server.stop().await.unwrap();
-}
-
-fn run_binary(envs: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_model-service"));
-    cmd.env_clear()
-        .env("GRPC_ADDR", "127.0.0.1:0")
-        .env("METRICS_ADDR", "127.0.0.1:0")
-        .env("MODEL_ROOT", common::repo_models());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-#[test]
-fn missing_onnx_runtime_stops_start_up_with_one_clear_line() {
-    let out = run_binary(&[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<_> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(lines[0].contains("ORT_DYLIB_PATH") && lines[0].contains("make ort"), "{stderr}");
-}
-
-#[test]
-fn missing_model_stops_start_up_with_one_clear_line() {
-    let ort = common::ort_dylib();
-    let out = run_binary(&[("ORT_DYLIB_PATH", ort.to_str().unwrap()), ("MODEL_VERSION", "v7")]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("v7/model.json") && stderr.contains("MODEL_ROOT"), "{stderr}");
-}
-
-#[test]
-fn invalid_configuration_is_refused() {
-    let ort = common::ort_dylib();
-    let out = run_binary(&[("ORT_DYLIB_PATH", ort.to_str().unwrap()), ("METRICS_SOURCE", "canary")]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("METRICS_SOURCE must be `app` or `shadow`"));
 }

@@ -5,8 +5,10 @@
 //!   pipeline each server exports for Prometheus (and over OTLP, behind the same switch
 //!   as traces);
 //! - [`trace`]: the W3C trace context, read and written by OpenTelemetry's propagator;
-//! - [`server`]: binding listeners, the handle of a started server, shutdown signals.
+//! - [`server`]: binding listeners, the handle of a started server, shutdown signals;
+//! - [`conn`]: connection bounds (idle timeout, HTTP/2 preface deadline, bounded drain).
 
+pub mod conn;
 pub mod server;
 pub mod settings;
 pub mod telemetry;

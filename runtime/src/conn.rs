@@ -1,0 +1,251 @@
+//! Connections, bounded whatever a client does: every listener closes a connection that
+//! sends nothing useful for `IDLE_TIMEOUT_SECS` (an idle keep-alive, a request head that
+//! never ends, an HTTP/2 preface that never comes), and a stopping server waits at most
+//! `SHUTDOWN_TIMEOUT_SECS` for its connections before it closes them.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    task::JoinSet,
+    time::{Instant, Sleep},
+};
+
+use crate::{server::Shutdown, settings};
+
+/// How long connections may hold a server: both bounds are settings of every service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// A connection with no complete request head for this long is closed: idle
+    /// keep-alives, slow or partial request heads, HTTP/2 prefaces that never come.
+    pub idle_timeout: Duration,
+    /// After SIGTERM, the longest a server waits for its connections to finish; what is
+    /// still open then is closed. Fits the chart's grace period (preStop + 25 s).
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        Self { idle_timeout: Duration::from_secs(30), shutdown_timeout: Duration::from_secs(20) }
+    }
+}
+
+impl ConnLimits {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let d = Self::default();
+        Ok(Self {
+            idle_timeout: settings::secs("IDLE_TIMEOUT_SECS", d.idle_timeout)?,
+            shutdown_timeout: settings::secs("SHUTDOWN_TIMEOUT_SECS", d.shutdown_timeout)?,
+        })
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.idle_timeout.is_zero(), "IDLE_TIMEOUT_SECS must be above 0");
+        anyhow::ensure!(!self.shutdown_timeout.is_zero(), "SHUTDOWN_TIMEOUT_SECS must be above 0");
+        Ok(())
+    }
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown`, then lets open requests finish for at
+/// most `limits.shutdown_timeout`. (axum::serve has no header-read timeout: a partial
+/// request line held a connection, and SIGTERM, forever.)
+pub async fn serve_http<S, B>(listener: TcpListener, service: S, limits: ConnLimits, shutdown: Shutdown)
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut connections = JoinSet::new();
+    let stop = shutdown.clone().requested();
+    tokio::pin!(stop);
+    loop {
+        let tcp = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(err) => {
+                    // Out of file descriptors, usually: say so, and let some close.
+                    tracing::warn!(error = %err, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let _ = tcp.set_nodelay(true);
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            // hyper restarts this timer whenever it waits for a request head, so it is
+            // the idle timeout of a keep-alive connection too.
+            .header_read_timeout(limits.idle_timeout)
+            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service.clone()));
+        let stop = shutdown.clone();
+        connections.spawn(async move {
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = stop.requested() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    drain(connections, limits.shutdown_timeout, "HTTP").await;
+}
+
+/// Waits for `connections` to end, at most `bound`; closes the rest.
+async fn drain(mut connections: JoinSet<()>, bound: Duration, what: &str) {
+    let all_done = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(bound, all_done).await.is_err() {
+        tracing::warn!(open = connections.len(), "{what} connections still open after {bound:?}: closing them");
+        connections.shutdown().await;
+    }
+}
+
+/// `serve` (a server future that ends once its connections have finished after
+/// `shutdown`) waited for at most `bound` after `shutdown`: for servers whose connection
+/// tasks are their own (tonic), the process then exits and closes what is left.
+pub async fn within<F>(serve: F, shutdown: Shutdown, bound: Duration, what: &str) -> Option<F::Output>
+where
+    F: Future,
+{
+    tokio::pin!(serve);
+    let deadline = async {
+        shutdown.requested().await;
+        tokio::time::sleep(bound).await;
+    };
+    tokio::select! {
+        out = &mut serve => Some(out),
+        () = deadline => {
+            tracing::warn!("{what} connections still open {bound:?} after the stop: closing them");
+            None
+        }
+    }
+}
+
+/// A TCP connection that must deliver its first `HTTP2_PREFACE_LEN` bytes (the HTTP/2
+/// connection preface) within a deadline, or reads fail with `TimedOut` and the server
+/// closes it. After the handshake, HTTP/2 keep-alive pings and the connection age bound
+/// take over. (hyper's HTTP/2 server waits for a preface forever.)
+pub struct PrefaceDeadline {
+    tcp: TcpStream,
+    pending: usize,
+    deadline: Pin<Box<Sleep>>,
+}
+
+/// `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`
+const HTTP2_PREFACE_LEN: usize = 24;
+
+impl PrefaceDeadline {
+    pub fn new(tcp: TcpStream, within: Duration) -> Self {
+        Self { tcp, pending: HTTP2_PREFACE_LEN, deadline: Box::pin(tokio::time::sleep_until(Instant::now() + within)) }
+    }
+}
+
+impl AsyncRead for PrefaceDeadline {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.tcp).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                this.pending = this.pending.saturating_sub(buf.filled().len() - before);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if this.pending > 0 && this.deadline.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "no HTTP/2 preface within the idle timeout")))
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for PrefaceDeadline {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for PrefaceDeadline {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.tcp.connect_info()
+    }
+}
+
+/// The accepted connections of a gRPC listener, for tonic's `serve_with_incoming`: Nagle
+/// off, the preface deadline on each, and an accept error (out of file descriptors,
+/// usually) logged and retried after a pause instead of spinning.
+pub struct GrpcIncoming {
+    listener: TcpListener,
+    idle_timeout: Duration,
+    pause: Option<Pin<Box<Sleep>>>,
+}
+
+impl GrpcIncoming {
+    pub fn new(listener: TcpListener, idle_timeout: Duration) -> Self {
+        Self { listener, idle_timeout, pause: None }
+    }
+}
+
+impl tokio_stream::Stream for GrpcIncoming {
+    type Item = io::Result<PrefaceDeadline>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(pause) = self.pause.as_mut() {
+                std::task::ready!(pause.as_mut().poll(cx));
+                self.pause = None;
+            }
+            match std::task::ready!(self.listener.poll_accept(cx)) {
+                Ok((tcp, _)) => {
+                    // Without it Nagle and delayed ACKs stall small HTTP/2 writes by ~40 ms.
+                    let _ = tcp.set_nodelay(true);
+                    return Poll::Ready(Some(Ok(PrefaceDeadline::new(tcp, self.idle_timeout))));
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot accept a gRPC connection");
+                    self.pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(100))));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+"""Connections cannot hold a server: idle keep-alives, half-sent request heads and HTTP/2
+prefaces that never come are closed within IDLE_TIMEOUT_SECS on every listener (the app's
+HTTP port, the model's gRPC and metrics ports); SIGTERM ends within SHUTDOWN_TIMEOUT_SECS
+whatever clients hold; running out of file descriptors is logged and heals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+from conftest import addr, figure, local
+
+PARTIAL_HTTP = b"POST /sms/ HTTP/1.1\r\nHost: sms\r\nContent-Type: application/json\r\n"
+PARTIAL_PREFACE = b"PRI * HTTP/2.0\r\n"  # 16 of the 24 preface bytes
+IDLE = 2
+
+
+def hold(address: str, send: bytes = b"") -> socket.socket:
+    host, port = address.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=10)
+    if send:
+        s.sendall(send)
+    return s
+
+
+def idle_keep_alive(address: str, path: str) -> socket.socket:
+    """A connection that made one complete request (keep-alive) and then says nothing."""
+    s = hold(address, f"GET {path} HTTP/1.1\r\nHost: sms\r\n\r\n".encode())
+    assert s.recv(4096).startswith(b"HTTP/1.1 200"), "the first request was not answered"
+    return s
+
+
+def seconds_until_closed(s: socket.socket, since: float, limit: float) -> float:
+    """Reads (and drops) what the server sends until it closes the connection; the
+    seconds from `since` (when the client stopped sending)."""
+    s.settimeout(limit)
+    try:
+        while s.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass
+    except socket.timeout:
+        return float("inf")
+    finally:
+        s.close()
+    return time.monotonic() - since
+
+
+def start_both(stack, **env):
+    model = local.model(grpc=addr(), metrics=addr(), MODEL_RELOAD_SECS="0", **env)
+    stack.up(model)
+    app = local.app(http=addr(), model_host=f"http://{model.addresses['grpc']}", **env)
+    stack.up(app)
+    return model, app
+
+
+def host_port(url: str) -> str:
+    return url.split("//", 1)[1].split("/", 1)[0]
+
+
+def holders(model, app) -> dict[str, tuple[socket.socket, float]]:
+    """One connection of each kind that holds a listener, and when it last sent."""
+    web, metrics, grpc = host_port(app.addresses["url"]), host_port(model.addresses["metrics"]), model.addresses["grpc"]
+    opened = {
+        "app: partial request head": lambda: hold(web, PARTIAL_HTTP),
+        "app: idle keep-alive": lambda: idle_keep_alive(web, "/livez"),
+        "model metrics: partial request head": lambda: hold(metrics, PARTIAL_HTTP),
+        "model metrics: idle keep-alive": lambda: idle_keep_alive(metrics, "/metrics"),
+        "model gRPC: nothing sent": lambda: hold(grpc),
+        "model gRPC: partial HTTP/2 preface": lambda: hold(grpc, PARTIAL_PREFACE),
+    }
+    return {what: (open_one(), time.monotonic()) for what, open_one in opened.items()}
+
+
+def test_idle_and_half_open_connections_are_closed_within_the_idle_timeout(stack):
+    model, app = start_both(stack, IDLE_TIMEOUT_SECS=str(IDLE))
+    for what, (s, since) in holders(model, app).items():
+        took = seconds_until_closed(s, since, limit=IDLE + 5)
+        figure(f"idle timeout {IDLE} s: {what}: closed after {took:.2f} s")
+        assert IDLE * 0.5 <= took <= IDLE + 2, f"{what}: closed after {took:.2f} s (idle timeout {IDLE} s)"
+    assert local.http_ok(app.addresses["url"] + "/readyz"), "the app does not answer after closing idle connections"
+
+
+def test_sigterm_ends_within_its_bound_while_clients_hold_connections(stack):
+    bound = 2
+    model, app = start_both(stack, IDLE_TIMEOUT_SECS="300", SHUTDOWN_TIMEOUT_SECS=str(bound))
+    held = holders(model, app)
+    procs = {p.name: p for p in stack.procs}
+    start = time.monotonic()
+    for p in procs.values():
+        p.terminate()
+    for name, p in procs.items():
+        code = p.popen.wait(timeout=bound + 30)
+        took = time.monotonic() - start
+        figure(f"SIGTERM with {len(held)} half-open connections held, SHUTDOWN_TIMEOUT_SECS={bound}: "
+               f"{name} exited {code} after {took:.2f} s")
+        assert code == 0, p.tail()
+        assert took <= bound + 2, f"{name} took {took:.2f} s to stop (bound {bound} s)"
+        assert "still open" in p.log(), f"{name} did not say it closed held connections:\n{p.tail()}"
+    for s, _ in held.values():
+        s.close()
+
+
+def test_running_out_of_file_descriptors_is_logged_and_heals(stack):
+    app = local.app(http=addr(), model_host="http://127.0.0.1:9", wait_for_model=False,
+                    IDLE_TIMEOUT_SECS=str(IDLE))
+    proc = stack.up(app)
+    subprocess.run(["prlimit", f"--pid={proc.pid}", "--nofile=64:64"], check=True)
+    web = host_port(app.addresses["url"])
+    held = [hold(web, PARTIAL_HTTP) for _ in range(80)]  # more than the process may open
+    local.poll(lambda: "cannot accept a connection" in proc.log(), 10, "the app to log that it cannot accept")
+    # The held connections time out, and new ones are served again.
+    healed = local.poll(lambda: local.http_ok(app.addresses["url"] + "/livez", timeout=1), IDLE + 10,
+                        "the app to answer again")
+    for s in held:
+        s.close()
+    figure(f"80 half-open connections against a 64-descriptor app: refusals logged, answering again: {healed}")
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.popen.wait(timeout=30) == 0
