@@ -2,7 +2,7 @@
 # Observability tests (issue 4): the alert rules (promtool check + unit tests), the
 # dashboards and rules against docs/contracts.md, then the real services scraped by a
 # real Prometheus (every panel and alert query), Alertmanager e-mail through an SMTP sink,
-# and one trace id in both services' logs.
+# one trace id in both services' logs, and both services' OTLP export to a real receiver.
 # Installs what it needs when missing; exits non-zero on any failure; a missing tool is a
 # failure, not a skip. Extra arguments go to pytest (e.g. -k alerting).
 source "$(dirname "$0")/../../scripts/lib.sh"
@@ -27,4 +27,4 @@ fi
 cd tests/observability
 exec "$venv/bin/python" -m pytest -p no:cacheprovider --timeout=300 -ra "$@" \
   test_1_rules.py test_2_dashboards.py test_3_prometheus.py test_4_alerting.py test_5_tracing.py \
-  test_6_model_down.py
+  test_6_model_down.py test_7_otlp.py
