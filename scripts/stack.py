@@ -63,15 +63,19 @@ class Proc:
     """A child process with its output in `log_dir/<name>.log`, stopped by PID."""
 
     def __init__(self, name: str, cmd: list, log_dir: Path, env: dict | None = None,
-                 cwd: Path | None = None, append: bool = False, new_session: bool = False):
+                 cwd: Path | None = None, append: bool = False, new_session: bool = False,
+                 output_to_pipe: bool = False):
         """`new_session`: out of the caller's process group, so a Ctrl-C to the group reaches
-        only the caller, which then stops its children in order (the mesh supervisor)."""
+        only the caller, which then stops its children in order (the mesh supervisor).
+        `output_to_pipe`: output into `popen.stdout`, a pipe the caller reads (or, to play a
+        stalled log shipper, does not), instead of the log file."""
         log_dir.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self.expected_exit = False  # set once the owner asked it to stop
         self._log = open(self.log_path, "ab" if append else "wb")
-        self.popen = subprocess.Popen([str(c) for c in cmd], stdout=self._log, stderr=subprocess.STDOUT,
+        self.popen = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE if output_to_pipe else self._log,
+                                      stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
                                       cwd=str(cwd or ROOT), start_new_session=new_session)
         self.pid = self.popen.pid
@@ -113,6 +117,8 @@ class Proc:
                 self.popen.wait(timeout=timeout)
             except ProcessLookupError:
                 pass
+        if self.popen.stdout:
+            self.popen.stdout.close()
         self._log.close()
 
 
@@ -123,8 +129,8 @@ class ProcGroup:
         self.log_dir = log_dir
         self.procs: list[Proc] = []
 
-    def start(self, name, cmd, env=None, cwd=None, append=False) -> Proc:
-        p = Proc(name, cmd, self.log_dir, env=env, cwd=cwd, append=append)
+    def start(self, name, cmd, env=None, cwd=None, append=False, output_to_pipe=False) -> Proc:
+        p = Proc(name, cmd, self.log_dir, env=env, cwd=cwd, append=append, output_to_pipe=output_to_pipe)
         self.procs.append(p)
         return p
 
@@ -213,14 +219,14 @@ class Stack(ProcGroup):
         self.profile = profile
         self.append_logs = append_logs
 
-    def launch(self, service: Service, env: dict | None = None) -> Proc:
+    def launch(self, service: Service, env: dict | None = None, output_to_pipe: bool = False) -> Proc:
         """Starts `service` (plus `env`) without waiting for it."""
         return self.start(service.name, [binary(service.binary, self.profile)],
-                          env={**service.env, **(env or {})}, append=self.append_logs)
+                          env={**service.env, **(env or {})}, append=self.append_logs, output_to_pipe=output_to_pipe)
 
-    def up(self, service: Service, env: dict | None = None, timeout: float = 90) -> Proc:
+    def up(self, service: Service, env: dict | None = None, timeout: float = 90, output_to_pipe: bool = False) -> Proc:
         """Starts `service` and returns once it is ready."""
-        proc = self.launch(service, env)
+        proc = self.launch(service, env, output_to_pipe)
         self.wait_ready(service, proc, timeout)
         return proc
 

@@ -1,6 +1,6 @@
 //! Logs, traces and metrics for one service process.
 //!
-//! Logs go to stdout: `LOG_FORMAT=json` for machines (one JSON object a line), `text` for
+//! Logs go to stdout (in batches, [`crate::logwriter`]): `LOG_FORMAT=json` for machines (one JSON object a line), `text` for
 //! people; `RUST_LOG` filters (default `info`). When `OTEL_EXPORTER_OTLP_ENDPOINT` is set
 //! (e.g. `http://otel-collector:4317`), spans and metrics are also exported over
 //! OTLP/gRPC, and the trace context passed downstream is the exported span's, so the
@@ -52,9 +52,11 @@ impl TelemetryConfig {
     }
 }
 
-/// Keeps the trace exporter alive; dropping it flushes the spans not yet sent.
+/// Keeps the trace exporter and the log writer alive; dropping it flushes the spans not
+/// yet sent, then the log lines not yet written.
 pub struct Telemetry {
     tracer: Option<SdkTracerProvider>,
+    _logs: crate::logwriter::Flusher,
 }
 
 impl Drop for Telemetry {
@@ -71,10 +73,11 @@ pub fn init(service: &'static str, config: &TelemetryConfig) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only for a person at a terminal, never in files or pipes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let (stdout, flusher) = crate::logwriter::batched_stdout();
     let logs = if config.json_logs {
-        fmt::layer().json().flatten_event(true).with_target(false).boxed()
+        fmt::layer().json().flatten_event(true).with_target(false).with_writer(stdout).boxed()
     } else {
-        fmt::layer().with_target(false).with_ansi(ansi).boxed()
+        fmt::layer().with_target(false).with_ansi(ansi).with_writer(stdout).boxed()
     };
     let mut export_error = None;
     let tracer = config.otlp_endpoint.as_deref().and_then(|endpoint| match tracer_provider(service, endpoint) {
@@ -89,7 +92,7 @@ pub fn init(service: &'static str, config: &TelemetryConfig) -> Telemetry {
     if let Some(e) = export_error {
         tracing::warn!("{e}");
     }
-    Telemetry { tracer }
+    Telemetry { tracer, _logs: flusher }
 }
 
 fn resource(service: &'static str) -> Resource {

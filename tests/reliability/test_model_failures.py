@@ -100,3 +100,27 @@ def test_a_stalled_then_killed_model_gives_users_only_200_or_503(stack):
     assert all(retry for _, status, retry in load.answers if status == 503), "a 503 without Retry-After"
     last = Counter(s for at, s, _ in load.answers if at >= recovered)
     assert last and set(last) == {200}, f"not recovered after the restart: {dict(last)}"
+
+
+def test_a_log_reader_that_stops_reading_does_not_stop_the_services(stack):
+    """Both services' output goes into pipes nobody reads during the load (a stalled log
+    shipper): answers go on, and the lines arrive whole once the pipe is read again."""
+    model = local.model(grpc=addr(), metrics=addr(), MODEL_RELOAD_SECS="0", LOG_FORMAT="json")
+    model_proc = stack.up(model, output_to_pipe=True)
+    app = local.app(http=addr(), model_host=f"http://{model.addresses['grpc']}", LOG_FORMAT="json")
+    stack.up(app, output_to_pipe=True)
+    with Load(app.addresses["url"]) as load:
+        time.sleep(4)
+    statuses = Counter(status for _, status, _ in load.answers)
+    figure(f"stdout not read by anyone, {CLIENTS} clients for 4 s: {dict(statuses)}")
+    assert set(statuses) == {200} and statuses[200] > 1000, f"the services stalled on their logs: {dict(statuses)}"
+    # Read the model's pipe now: every classification's line is there (under the bound).
+    os.set_blocking(model_proc.popen.stdout.fileno(), False)
+    seen, deadline = b"", time.monotonic() + 10
+    while seen.count(b'"classified"') < statuses[200] and time.monotonic() < deadline:
+        seen += model_proc.popen.stdout.read() or b""
+        time.sleep(0.05)
+    lines = [json.loads(line) for line in seen.splitlines() if line.strip()]
+    classified = sum(1 for rec in lines if rec.get("message") == "classified")
+    figure(f"then read: {classified} 'classified' lines from the model for {statuses[200]} answers")
+    assert classified == statuses[200], f"{classified} log lines for {statuses[200]} answers"
