@@ -29,7 +29,13 @@ use shadow::Comparison;
 use workers::InferencePool;
 
 /// Calls open at once on one HTTP/2 connection (a client opens more connections, or waits).
-const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// Each costs ~6 KiB while it waits; 32 keep 2 workers busy with room to spare, and
+/// MAX_CONNECTIONS x 32 calls stay inside the chart's memory limit (h2load -c800 -m100
+/// took 612 MiB with 256).
+const MAX_STREAMS_PER_CONNECTION: u32 = 32;
+/// Streams a client may reset before the server takes them up, before it is treated as a
+/// rapid-reset attack (hyper's default 20 turned a model stall into a GOAWAY).
+const PENDING_RESETS_PER_CONNECTION: usize = 256;
 
 /// A started model service (`stop` drains in-flight calls and shuts down).
 pub type RunningServer = Running<Listening>;
@@ -114,7 +120,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             // taken up (the app cancels calls at its deadline; the default 20 turns a model
             // stall into a GOAWAY that fails every call on the connection).
             .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-            .http2_max_pending_accept_reset_streams(Some(MAX_STREAMS_PER_CONNECTION as usize))
+            .http2_max_pending_accept_reset_streams(Some(PENDING_RESETS_PER_CONNECTION))
             // Dead peers are noticed, and no connection lives forever (DNS-balanced
             // clients then spread over new replicas).
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -125,7 +131,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(classifier)
-            .serve_with_incoming_shutdown(GrpcIncoming::new(grpc_listener, limits.idle_timeout), grpc_shutdown);
+            .serve_with_incoming_shutdown(GrpcIncoming::new(grpc_listener, limits), grpc_shutdown);
         // tonic waits for every connection to end, even one that never sent its preface.
         let grpc = within(grpc, shutdown.clone(), limits.shutdown_timeout, "gRPC");
         let metrics_app = Router::new().route("/metrics", get(render_metrics)).with_state(metrics.clone());

@@ -1,10 +1,17 @@
 //! Connections, bounded whatever a client does: every listener closes a connection that
 //! sends nothing useful for `IDLE_TIMEOUT_SECS` (an idle keep-alive, a request head that
 //! never ends, an HTTP/2 preface that never comes), and a stopping server waits at most
-//! `SHUTDOWN_TIMEOUT_SECS` for its connections before it closes them.
+//! `SHUTDOWN_TIMEOUT_SECS` for its connections before it closes them. A listener holds at
+//! most `MAX_CONNECTIONS` connections: memory stays bounded whatever the client count
+//! (HTTP answers the ones over it 503 with Retry-After; gRPC closes them, which clients
+//! see as UNAVAILABLE and retry).
 
 use std::{
     convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     future::Future,
     io,
     pin::Pin,
@@ -19,8 +26,9 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
     task::JoinSet,
     time::{Instant, Sleep},
 };
@@ -36,11 +44,22 @@ pub struct ConnLimits {
     /// After SIGTERM, the longest a server waits for its connections to finish; what is
     /// still open then is closed. Fits the chart's grace period (preStop + 25 s).
     pub shutdown_timeout: Duration,
+    /// Connections a listener holds at once; more are refused as they arrive.
+    pub max_connections: usize,
 }
 
 impl Default for ConnLimits {
     fn default() -> Self {
-        Self { idle_timeout: Duration::from_secs(30), shutdown_timeout: Duration::from_secs(20) }
+        Self {
+            idle_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(20),
+            // Measured (make bench): an HTTP/1 connection under load ~20 KiB, an HTTP/2 one
+            // ~30 KiB plus ~6 KiB a call in flight; with the model's 32 calls a connection
+            // that is ~230 MiB at the worst, inside the chart's 512 Mi (the app's 128 Mi
+            // holds 1,024 HTTP/1 connections with room to spare). Real callers are a
+            // handful of app replicas and proxies.
+            max_connections: 1024,
+        }
     }
 }
 
@@ -50,12 +69,18 @@ impl ConnLimits {
         Ok(Self {
             idle_timeout: settings::secs("IDLE_TIMEOUT_SECS", d.idle_timeout)?,
             shutdown_timeout: settings::secs("SHUTDOWN_TIMEOUT_SECS", d.shutdown_timeout)?,
+            max_connections: settings::parse("MAX_CONNECTIONS", d.max_connections)?,
         })
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(!self.idle_timeout.is_zero(), "IDLE_TIMEOUT_SECS must be above 0");
         anyhow::ensure!(!self.shutdown_timeout.is_zero(), "SHUTDOWN_TIMEOUT_SECS must be above 0");
+        anyhow::ensure!(
+            (1..=1_000_000).contains(&self.max_connections),
+            "MAX_CONNECTIONS must be between 1 and 1000000, got {}",
+            self.max_connections
+        );
         Ok(())
     }
 }
@@ -72,6 +97,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut connections = JoinSet::new();
+    let slots = Slots::new(limits.max_connections, "HTTP");
     let stop = shutdown.clone().requested();
     tokio::pin!(stop);
     loop {
@@ -89,6 +115,10 @@ where
         };
         while connections.try_join_next().is_some() {}
         let _ = tcp.set_nodelay(true);
+        let Some(slot) = slots.take() else {
+            connections.spawn(refuse_http(tcp));
+            continue;
+        };
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             // hyper restarts this timer whenever it waits for a request head, so it is
@@ -97,6 +127,7 @@ where
             .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service.clone()));
         let stop = shutdown.clone();
         connections.spawn(async move {
+            let _slot = slot;
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -109,6 +140,44 @@ where
     }
     drop(listener);
     drain(connections, limits.shutdown_timeout, "HTTP").await;
+}
+
+/// The answer to a connection over MAX_CONNECTIONS, which is then closed.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n\
+        Content-Type: application/json\r\nContent-Length: 67\r\n\r\n\
+        {\"error\": \"too many connections; retry in a moment\", \"status\": 503}";
+
+async fn refuse_http(mut tcp: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(BUSY)).await;
+    let _ = tcp.shutdown().await;
+}
+
+/// The connection budget of one listener; refusals are logged at most once a second.
+struct Slots {
+    free: Arc<Semaphore>,
+    refused: AtomicU64,
+    logged_at: std::sync::Mutex<Option<Instant>>,
+    what: &'static str,
+}
+
+impl Slots {
+    fn new(max: usize, what: &'static str) -> Self {
+        Self { free: Arc::new(Semaphore::new(max)), refused: AtomicU64::new(0), logged_at: Default::default(), what }
+    }
+
+    fn take(&self) -> Option<OwnedSemaphorePermit> {
+        let slot = self.free.clone().try_acquire_owned().ok();
+        if slot.is_none() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            let mut logged_at = self.logged_at.lock().unwrap_or_else(|e| e.into_inner());
+            if logged_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                *logged_at = Some(Instant::now());
+                let refused = self.refused.swap(0, Ordering::Relaxed);
+                tracing::warn!(refused, "{} connections over MAX_CONNECTIONS refused", self.what);
+            }
+        }
+        slot
+    }
 }
 
 /// Waits for `connections` to end, at most `bound`; closes the rest.
@@ -149,6 +218,7 @@ pub struct PrefaceDeadline {
     tcp: TcpStream,
     pending: usize,
     deadline: Pin<Box<Sleep>>,
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 /// `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`
@@ -156,7 +226,8 @@ const HTTP2_PREFACE_LEN: usize = 24;
 
 impl PrefaceDeadline {
     pub fn new(tcp: TcpStream, within: Duration) -> Self {
-        Self { tcp, pending: HTTP2_PREFACE_LEN, deadline: Box::pin(tokio::time::sleep_until(Instant::now() + within)) }
+        let deadline = Box::pin(tokio::time::sleep_until(Instant::now() + within));
+        Self { tcp, pending: HTTP2_PREFACE_LEN, deadline, _slot: None }
     }
 }
 
@@ -211,18 +282,19 @@ impl tonic::transport::server::Connected for PrefaceDeadline {
     }
 }
 
-/// The accepted connections of a gRPC listener, for tonic's `serve_with_incoming`: Nagle
-/// off, the preface deadline on each, and an accept error (out of file descriptors,
+/// The accepted connections of a gRPC listener, for tonic's `serve_with_incoming`: at most
+/// MAX_CONNECTIONS at once, Nagle off, the preface deadline on each, and an accept error (out of file descriptors,
 /// usually) logged and retried after a pause instead of spinning.
 pub struct GrpcIncoming {
     listener: TcpListener,
     idle_timeout: Duration,
+    slots: Slots,
     pause: Option<Pin<Box<Sleep>>>,
 }
 
 impl GrpcIncoming {
-    pub fn new(listener: TcpListener, idle_timeout: Duration) -> Self {
-        Self { listener, idle_timeout, pause: None }
+    pub fn new(listener: TcpListener, limits: ConnLimits) -> Self {
+        Self { listener, idle_timeout: limits.idle_timeout, slots: Slots::new(limits.max_connections, "gRPC"), pause: None }
     }
 }
 
@@ -237,9 +309,13 @@ impl tokio_stream::Stream for GrpcIncoming {
             }
             match std::task::ready!(self.listener.poll_accept(cx)) {
                 Ok((tcp, _)) => {
+                    // Over the budget: closed at once (the client sees UNAVAILABLE).
+                    let Some(slot) = self.slots.take() else { continue };
                     // Without it Nagle and delayed ACKs stall small HTTP/2 writes by ~40 ms.
                     let _ = tcp.set_nodelay(true);
-                    return Poll::Ready(Some(Ok(PrefaceDeadline::new(tcp, self.idle_timeout))));
+                    let mut conn = PrefaceDeadline::new(tcp, self.idle_timeout);
+                    conn._slot = Some(slot);
+                    return Poll::Ready(Some(Ok(conn)));
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot accept a gRPC connection");
@@ -247,5 +323,16 @@ impl tokio_stream::Stream for GrpcIncoming {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_refusal_declares_its_body_length() {
+        let text = std::str::from_utf8(super::BUSY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let declared: usize = head.split("Content-Length: ").nth(1).unwrap().split("\r\n").next().unwrap().parse().unwrap();
+        assert_eq!(declared, body.len());
     }
 }

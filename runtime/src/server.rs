@@ -96,10 +96,30 @@ pub async fn run<C, T: std::fmt::Display>(
         Err(err) => return failed("cannot start", err),
     };
     tracing::info!("{name} ready: {}", *service);
+    let trimming = tokio::spawn(return_freed_memory());
     shutdown_signal().await;
+    trimming.abort();
     tracing::info!("shutting down: finishing what was accepted");
     match service.stop().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => failed("stopped with an error", err),
+    }
+}
+
+/// After a burst (thousands of connections, a queue of refused calls) glibc keeps the freed
+/// memory mapped, so RSS stays near its peak for good (the model held 587 MiB after an
+/// h2load -c800 -m100 run, idle at 55). Handing free pages back every few seconds lets RSS
+/// fall back with the load; with little free memory it costs next to nothing.
+async fn return_freed_memory() {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only returns free heap pages to the kernel; it takes glibc's
+        // own arena locks and touches no memory in use.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
 }

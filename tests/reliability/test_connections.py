@@ -120,3 +120,25 @@ def test_running_out_of_file_descriptors_is_logged_and_heals(stack):
     figure(f"80 half-open connections against a 64-descriptor app: refusals logged, answering again: {healed}")
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.popen.wait(timeout=30) == 0
+
+
+def test_connections_over_max_connections_are_refused_at_once(stack):
+    model, app = start_both(stack, MAX_CONNECTIONS="4")
+    web, grpc = host_port(app.addresses["url"]), model.addresses["grpc"]
+    # The app holds one of the model's 4 gRPC slots itself.
+    held = [idle_keep_alive(web, "/livez") for _ in range(4)] + [hold(grpc) for _ in range(3)]
+    start = time.monotonic()
+    over = hold(web, b"GET /livez HTTP/1.1\r\nHost: sms\r\n\r\n")
+    answer = over.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in answer, answer
+    assert seconds_until_closed(over, start, limit=5) < 1, "the refused HTTP connection was not closed at once"
+    # gRPC: closed at once (the server's SETTINGS never come); a client sees UNAVAILABLE.
+    start = time.monotonic()
+    took = seconds_until_closed(hold(grpc), start, limit=5)
+    assert took < 1, f"the refused gRPC connection stayed open {took:.2f} s"
+    for s in held:
+        s.close()
+    # Slots free again once the held connections are gone.
+    local.poll(lambda: local.http_ok(app.addresses["url"] + "/readyz", timeout=1), 10, "the app to accept again")
+    figure("MAX_CONNECTIONS=4: a 5th HTTP connection answered 503 with Retry-After and closed, "
+           f"a 5th gRPC connection closed after {took:.3f} s; accepted again once the 4 closed")
