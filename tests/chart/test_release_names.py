@@ -1,6 +1,6 @@
 """The alert rules follow the release's own names: rendered under another release name
 (or a fullnameOverride) the PrometheusRule selects that release's scrape jobs and pods,
-and promtool proves AppServiceDown, ModelServiceDown and ShadowModelDown fire for that
+and the dashboards' target panel shows that release's jobs; promtool proves AppServiceDown, ModelServiceDown and ShadowModelDown fire for that
 release, and only for it, when two releases share a namespace."""
 
 from __future__ import annotations
@@ -149,3 +149,15 @@ def test_promtool_alerts_fire_for_another_release_name(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0, proc.stdout
     assert 'namespace="qa"' in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("release,sets,prefix", RELEASES)
+def test_the_dashboards_show_the_releases_own_jobs(release, sets, prefix):
+    r = render(parse_set(sets), tag=f"release-{release}", release=release)
+    jobs = scrape_jobs(r)
+    exprs = [t["expr"] for cm in r.all("ConfigMap") if "-dashboard-" in cm["metadata"]["name"]
+             for doc in cm["data"].values() for panel in yaml.safe_load(doc)["panels"]
+             for t in panel.get("targets", []) if "up{" in t.get("expr", "")]
+    assert exprs, "no dashboard panel shows the scrape targets"
+    for expr in exprs:
+        assert f'job=~"{jobs["app"]}|{jobs["model"]}"' in expr, expr
