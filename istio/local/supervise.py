@@ -463,7 +463,7 @@ class LocalMesh:
                                           ServiceMonitors do (jobs {', '.join(jobs) or 'none: monitoring.enabled=false'}){'; the chart' + "'" + 's rules' if rules else ''}
   Traffic: labelled messages from the data set's test split, as visitors with their cookies and guesses:
     make mesh-traffic ARGS='--duration 60 --concurrency 8'
-  The verdict of both experiments from this Prometheus (docs/experiment.md; a local demo's minimums):
+  The verdict of both experiments from this Prometheus (docs/experiment.md; no 24 h minimum duration locally):
     make experiment ARGS='--prometheus {self.prometheus_url} --namespace {ns} --window 15m --min-samples 1000 --min-duration 0'
 """
 
