@@ -1,9 +1,10 @@
 """The local stack, described once: which binaries, the environment each gets, the ports,
 and when each is ready. Every place that runs the services on this machine goes through
 here: `make run` (this file's `run` command), `make bench`, `make mesh` (its supervisor,
-istio/local/supervise.py, builds each rendered Deployment's process with `model`/`app`),
-and the ui, observability and mesh test suites. Processes bind 127.0.0.1, log to a file each, and are
-stopped by their own PID (SIGTERM, then SIGKILL); readiness is polled, never slept on.
+istio/local/supervise.py, builds each rendered Deployment's process with `model`/`app`,
+and its Prometheus with `prometheus`), and the ui, observability and mesh test suites.
+Processes bind 127.0.0.1, log to a file each, and are stopped by their own PID (SIGTERM,
+then SIGKILL); readiness is polled, never slept on.
 
   python3 scripts/stack.py run [--profile release] [--app-port 8080] [--model-port 8081]
                                [--metrics-port 9464] [--log-dir .cache/run]
@@ -14,8 +15,10 @@ Standard library only, so the task runner needs no virtualenv to use it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -153,25 +156,28 @@ def http_ok(url: str, timeout: float = 2) -> bool:
         return False
 
 
+def samples(text: str):
+    """(name, labels, value) of every sample of a Prometheus text page."""
+    for line in text.splitlines():
+        m = re.match(r"^([a-zA-Z_:][\w:]*)(\{(.*)\})?\s+(\S+)", line)
+        if not m:
+            continue
+        yield m.group(1), dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or "")), float(m.group(4))
+
+
 def metric(text: str, name: str, **labels) -> float:
     """Sum of the samples of `name` (Prometheus text format) whose labels include `labels`."""
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        m = re.match(r"^([a-zA-Z_:][\w:]*)(\{(.*)\})?\s+(\S+)", line)
-        if not m or m.group(1) != name:
-            continue
-        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(m.group(4))
-    return total
+    return sum(v for n, have, v in samples(text)
+               if n == name and all(have.get(k) == want for k, want in labels.items()))
 
 
 # --------------------------------------------------------------------------- the services
 
 def binary(name: str, profile: str = "debug") -> Path:
-    """A service binary from the cargo build the caller made (debug for tests)."""
+    """A service binary from the cargo build the caller made (debug for tests), or a tool's
+    absolute path as `tool` gives it."""
+    if Path(name).is_absolute():
+        return Path(name)
     path = ROOT / "target" / profile / name
     assert path.is_file() and os.access(path, os.X_OK), (
         f"{path.relative_to(ROOT)} is missing: build it with "
@@ -181,13 +187,14 @@ def binary(name: str, profile: str = "debug") -> Path:
 
 @dataclass
 class Service:
-    """One process of the stack: its binary, environment, and the URL that answers 200
-    once it is ready."""
+    """One process of the stack: its binary (and arguments), environment, and the URL that
+    answers 200 once it is ready."""
     name: str
     binary: str
     env: dict
     ready_url: str
     addresses: dict = field(default_factory=dict)
+    args: list = field(default_factory=list)
 
 
 def model(name: str = "model", *, grpc: str, metrics: str, version: str = "v1", source: str = "app",
@@ -211,6 +218,66 @@ def app(name: str = "app", *, http: str, model_host: str, version: str = "v1", c
         {"url": f"http://{http}", "ui": f"http://{http}/sms/", "metrics": f"http://{http}/metrics"})
 
 
+# --------------------------------------------------------------------------- Prometheus
+
+NAMESPACE = "sms-app"  # the chart's release namespace, as the scrape adds it
+
+
+def tool(name: str) -> str:
+    """Path of an installed program (Prometheus from Debian's package: the scripts that need
+    it run `apt_ensure prometheus`); a missing one is an error that says so."""
+    path = shutil.which(name)
+    assert path, f"{name} is not installed: the scripts that use it install it (apt_ensure {name} in scripts/lib.sh)"
+    return path
+
+
+def scrape_config(targets: list[dict], interval: str = "1s", rule_files: list = ()) -> dict:
+    """A Prometheus configuration equivalent to the chart's ServiceMonitors.
+
+    The operator's ServiceMonitor makes job = the Service's name and adds namespace, pod,
+    service and endpoint; a static config with the same labels gives the same series.
+    `targets` items: {job, address, pod, endpoint} and optionally namespace (default
+    NAMESPACE). The services label their own series with version (and source).
+    """
+    jobs: dict[str, list] = {}
+    for t in targets:
+        jobs.setdefault(t["job"], []).append({
+            "targets": [t["address"]],
+            "labels": {"namespace": t.get("namespace", NAMESPACE), "pod": t["pod"], "service": t["job"],
+                       "endpoint": t["endpoint"]},
+        })
+    config = {
+        "global": {"scrape_interval": interval, "scrape_timeout": interval,
+                   "evaluation_interval": interval},
+        "scrape_configs": [{"job_name": job, "metrics_path": "/metrics", "scheme": "http",
+                            "static_configs": cfgs} for job, cfgs in jobs.items()],
+    }
+    if rule_files:
+        config["rule_files"] = [str(f) for f in rule_files]
+    return config
+
+
+def write_config(path: Path, config: dict) -> Path:
+    """Writes a Prometheus configuration or rule file (JSON is YAML), replacing the old one
+    in one step (a reload never reads half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(config, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def prometheus(name: str = "prometheus", *, listen: str, workdir: Path, config: dict,
+               retention: str = "1h", log_level: str = "info", args: tuple = ()) -> Service:
+    """A real Prometheus (Debian's package) with this configuration (written to
+    `workdir/prometheus.yml`; SIGHUP re-reads it) and its data in `workdir/data`. Ready when
+    `/-/ready` answers 200."""
+    cfg = write_config(workdir / "prometheus.yml", config)
+    return Service(name, tool("prometheus"), {}, f"http://{listen}/-/ready", {"url": f"http://{listen}"}, [
+        f"--config.file={cfg}", f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address={listen}",
+        f"--storage.tsdb.retention.time={retention}", f"--log.level={log_level}", *args])
+
+
 class Stack(ProcGroup):
     """Starts services and waits until each is ready (failing with its log if it exits)."""
 
@@ -221,7 +288,7 @@ class Stack(ProcGroup):
 
     def launch(self, service: Service, env: dict | None = None, output_to_pipe: bool = False) -> Proc:
         """Starts `service` (plus `env`) without waiting for it."""
-        return self.start(service.name, [binary(service.binary, self.profile)],
+        return self.start(service.name, [binary(service.binary, self.profile), *service.args],
                           env={**service.env, **(env or {})}, append=self.append_logs, output_to_pipe=output_to_pipe)
 
     def up(self, service: Service, env: dict | None = None, timeout: float = 90, output_to_pipe: bool = False) -> Proc:

@@ -1,7 +1,9 @@
 """The local experiment's supervisor (`make mesh`, scripts/mesh.sh): the chart rendered with
 the real Helm engine, one process per rendered Deployment, Istio's own control plane
-(istio-xds: the pilot config generator, no Kubernetes) and two real Envoys it programs over
-ADS: the ingress gateway and the apps' sidecar. See docs/mesh.md.
+(istio-xds: the pilot config generator, no Kubernetes), two real Envoys it programs over
+ADS (the ingress gateway and the apps' sidecar), and a real Prometheus scraping every
+process as the chart's ServiceMonitors would, with the chart's rules, so that
+`make experiment` reads the verdict from it. See docs/mesh.md.
 
   supervise.py run [--set K=V]... [-f values.yaml]...      start, print the banner, supervise
   supervise.py upgrade [--set K=V]... [-f values.yaml]...  re-render and push to the running one
@@ -14,8 +16,9 @@ are stopped after the push; one whose environment changed is replaced the same w
 
 One instance per run directory (a lock; a second one names the first and touches nothing).
 A process that exits is logged by name; the experiment goes on (a shadow outage is
-invisible to users). Only Istio's control plane or an Envoy exiting stops it. Ctrl-C stops
-every process this supervisor started, by PID, and exits 0.
+invisible to users). Only Istio's control plane or an Envoy exiting stops it. Ctrl-C prints
+a short summary per version (from the processes' metrics pages), stops every process this
+supervisor started, by PID, and exits 0.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -42,7 +46,7 @@ import render as chart
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import stack as local  # noqa: E402 - the one description of the local stack
-from stack import Proc, http_ok  # noqa: E402
+from stack import Proc, http_ok, samples  # noqa: E402
 
 COMPONENT = "app.kubernetes.io/component"
 # Set per process here, whatever the render says (cluster paths and addresses).
@@ -70,6 +74,7 @@ class Ports:
     app: int = 18080             # first app process port (+1 per app process)
     model: int = 18090           # first model gRPC port
     metrics: int = 19464         # first model metrics port
+    prometheus: int = 9090       # Prometheus (make experiment's default address)
     vip: str = "127.0.0.2"       # the called Services' address (the sidecar's listener)
 
     @classmethod
@@ -79,7 +84,7 @@ class Ports:
                        ("sidecar_admin", "MESH_SIDECAR_ADMIN_PORT"), ("xds", "MESH_XDS_PORT"),
                        ("istiod", "MESH_ISTIOD_PORT"), ("control", "MESH_CONTROL_PORT"),
                        ("app", "MESH_APP_PORT"), ("model", "MESH_MODEL_PORT"),
-                       ("metrics", "MESH_METRICS_PORT")):
+                       ("metrics", "MESH_METRICS_PORT"), ("prometheus", "MESH_PROMETHEUS_PORT")):
             if os.environ.get(env):
                 setattr(p, k, int(os.environ[env]))
         p.vip = os.environ.get("MESH_VIP", p.vip)
@@ -124,13 +129,18 @@ class Workload:
 
 class LocalMesh:
     def __init__(self, run_dir: Path, ports: Ports, bindir: Path, istio_dir: Path, envoy_bin: str,
-                 extra_env: dict | None = None, log_level: str = "warning"):
+                 extra_env: dict | None = None, log_level: str = "warning", prometheus: bool = False,
+                 scrape_interval: str = "2s"):
+        """`prometheus`: also run a Prometheus (scripts/stack.py's) scraping the processes
+        every `scrape_interval`, as the rendered ServiceMonitors say, with the rendered rules."""
         self.run, self.ports, self.bindir = run_dir, ports, bindir
         self.istio_dir, self.envoy_bin = istio_dir, envoy_bin
         self.extra_env = extra_env or {}
         self.log_level = log_level
         self.workloads: dict[str, Workload] = {}
         self.infra: dict[str, Proc] = {}
+        self.with_prometheus, self.scrape_interval = prometheus, scrape_interval
+        self.prometheus: Proc | None = None
         self.args: list[str] = []
         self.docs: list[dict] = []
         self.generation = 0
@@ -258,6 +268,75 @@ class LocalMesh:
         except urllib.error.HTTPError as e:
             raise RuntimeError(f"Istio refused the configuration: {e.read().decode(errors='replace').strip()}")
 
+    # -- Prometheus --------------------------------------------------------------------
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.prometheus}"
+
+    def scrape_targets(self) -> list[dict]:
+        """What the Prometheus operator makes of the rendered ServiceMonitors: each selects
+        Services by label; each endpoint (a Service port by name) of each Service is scraped
+        on every running process of the Deployments the Service selects, labelled as the
+        operator labels it: job and service = the Service's name, namespace, endpoint = the
+        port's name, pod = the Deployment's name and the process id (a new process is a new
+        pod). The services add version (and source) themselves."""
+        services = [d for d in self.docs if d["kind"] == "Service"]
+        deployments = overlay.workloads(self.docs)
+        out = []
+        for sm in (d for d in self.docs if d["kind"] == "ServiceMonitor"):
+            spec = sm["spec"]
+            namespaces = (spec.get("namespaceSelector") or {}).get("matchNames") or [sm["metadata"].get("namespace")]
+            for svc in services:
+                meta = svc["metadata"]
+                if (meta.get("namespace") not in namespaces or not svc["spec"].get("selector")
+                        or not overlay.selects((spec.get("selector") or {}).get("matchLabels") or {}, meta.get("labels") or {})):
+                    continue
+                for ep in spec.get("endpoints", []):
+                    port = next((p for p in svc["spec"].get("ports", []) if p.get("name") == ep.get("port")), None)
+                    if port is None:
+                        continue
+                    target = port.get("targetPort", port["port"])
+                    for dep in deployments:
+                        w = self.workloads.get(dep["name"])
+                        if (dep["namespace"] != meta.get("namespace") or not w or not w.proc
+                                or not overlay.selects(svc["spec"]["selector"], dep["labels"])):
+                            continue
+                        cport = target if isinstance(target, str) else next(
+                            (n for n, v in dep["ports"].items() if v == target), None)
+                        if cport in w.listen:
+                            out.append({"job": meta["name"], "namespace": meta["namespace"], "endpoint": ep["port"],
+                                        "address": f"127.0.0.1:{w.listen[cport]}", "pod": f"{dep['name']}-{w.proc.pid}"})
+        return out
+
+    def prometheus_config(self) -> dict:
+        """Scrape config for the running processes, and the rendered PrometheusRule's groups
+        as a rule file (the chart's rules, under this release's names)."""
+        rules = self.run / "prometheus" / "rules.yml"
+        groups = [g for d in self.docs if d["kind"] == "PrometheusRule" for g in (d["spec"].get("groups") or [])]
+        if groups:
+            local.write_config(rules, {"groups": groups})
+        return local.scrape_config(self.scrape_targets(), self.scrape_interval, [rules] if groups else [])
+
+    def start_prometheus(self) -> None:
+        if not self.with_prometheus:
+            return
+        workdir = self.run / "prometheus"
+        shutil.rmtree(workdir / "data", ignore_errors=True)  # each run's experiment starts empty
+        try:
+            svc = local.prometheus("prometheus", listen=f"127.0.0.1:{self.ports.prometheus}", workdir=workdir,
+                                   config=self.prometheus_config(), retention="1d", log_level="warn")
+        except AssertionError as err:  # not installed (scripts/mesh.sh installs it)
+            raise RuntimeError(str(err)) from None
+        self.prometheus = Proc(svc.name, [svc.binary, *svc.args], self.run, append=True, new_session=True)
+        wait_for(lambda: http_ok(svc.ready_url), 60, "prometheus", self.prometheus)
+
+    def reload_prometheus(self) -> None:
+        """New scrape targets (processes started or replaced) and rules: rewrite the file and
+        send SIGHUP (Prometheus re-reads its configuration)."""
+        if self.prometheus and self.prometheus.alive():
+            local.write_config(self.run / "prometheus" / "prometheus.yml", self.prometheus_config())
+            os.kill(self.prometheus.pid, signal.SIGHUP)
+
     def start(self, args: list[str]) -> None:
         with self.lock:
             text, self.docs = self.render(args)
@@ -269,6 +348,7 @@ class LocalMesh:
             self.start_infra(config)
             for w in self.workloads.values():
                 self.wait_workload(w)
+            self.start_prometheus()
 
     def upgrade(self, args: list[str]) -> dict:
         """Re-render with these values and bring the running experiment to them."""
@@ -297,6 +377,7 @@ class LocalMesh:
                 w.proc.stop()
             self.docs, self.workloads, self.args = docs, new, list(args)
             self.generation += 1
+            self.reload_prometheus()
             return {"values": LOCAL_DEFAULTS + list(args), "started": [w.name for w in started + revived],
                     "stopped": [w.name for w in stopped], "istio": applied,
                     "seconds": round(time.monotonic() - t0, 2)}
@@ -317,6 +398,7 @@ class LocalMesh:
             self.start_workload(w)
             self.gone.discard(name)
             self.wait_workload(w)
+            self.reload_prometheus()
 
     def check(self) -> str | None:
         """Report exits once; returns a reason to stop when Istio or an Envoy is gone."""
@@ -330,6 +412,11 @@ class LocalMesh:
                 how = f"signal {-code}" if code < 0 else f"status {code}"
                 log(f"{name} ({w.binary}, pid {w.proc.pid}) exited with {how}; the experiment goes on "
                     f"without it (see {w.proc.log_path.name}; the next `scripts/mesh.sh upgrade` starts it again)")
+        p = self.prometheus
+        if p and not p.alive() and not p.expected_exit and "prometheus" not in self.gone:
+            self.gone.add("prometheus")
+            log(f"prometheus (pid {p.pid}) exited with status {p.returncode}; the experiment goes on without "
+                f"it, `make experiment` has nothing to read (see {p.log_path.name})")
         return None
 
     def stop(self) -> None:
@@ -338,7 +425,8 @@ class LocalMesh:
                 w.proc.expected_exit = True
         for p in list(self.infra.values())[::-1]:
             p.expected_exit = True
-        procs = [w.proc for w in self.workloads.values() if w.proc] + list(self.infra.values())[::-1]
+        procs = ([self.prometheus] if self.prometheus else []) + [w.proc for w in self.workloads.values() if w.proc] \
+            + list(self.infra.values())[::-1]
         for p in procs:
             p.terminate()
         for p in procs:
@@ -362,8 +450,72 @@ class LocalMesh:
     istio-xds                pid {self.infra['istio-xds'].pid:<8} ADS 127.0.0.1:{p.xds}  debug http://127.0.0.1:{p.istiod}/debug/configz
     envoy-gateway            pid {self.infra['envoy-gateway'].pid:<8} {u}  admin http://127.0.0.1:{p.gateway_admin}/config_dump
     envoy-sidecar            pid {self.infra['envoy-sidecar'].pid:<8} the apps' way to the model: {p.vip}  admin http://127.0.0.1:{p.sidecar_admin}/config_dump
-  Files: {self.run}/ (rendered.yaml, istio.yaml: what Istio was given; logs)
+{self.prometheus_banner()}  Files: {self.run}/ (rendered.yaml, istio.yaml: what Istio was given; logs)
 """
+
+    def prometheus_banner(self) -> str:
+        if not self.prometheus:
+            return ""
+        jobs = sorted({t["job"] for t in self.scrape_targets()})
+        rules = (self.run / "prometheus" / "rules.yml").exists()
+        ns = next((d["metadata"]["namespace"] for d in self.docs if d["kind"] == "Deployment"), "sms-app")
+        return f"""    prometheus               pid {self.prometheus.pid:<8} {self.prometheus_url}  scrapes every process each {self.scrape_interval} as the chart's
+                                          ServiceMonitors do (jobs {', '.join(jobs) or 'none: monitoring.enabled=false'}){'; the chart' + "'" + 's rules' if rules else ''}
+  Traffic: labelled messages from the data set's test split, as visitors with their cookies and guesses:
+    make mesh-traffic ARGS='--duration 60 --concurrency 8'
+  The verdict of both experiments from this Prometheus (docs/experiment.md; no 24 h minimum duration locally):
+    make experiment ARGS='--prometheus {self.prometheus_url} --namespace {ns} --window 15m --min-samples 1000 --min-duration 0'
+"""
+
+    def summary(self) -> str:
+        """Per version, from the running processes' metrics pages (their counters since they
+        started): the apps' requests, 5xx, classifications, guess agreement and cache hits;
+        the models' calls, failed calls, guess agreement and the shadow's agreement with the
+        serving model."""
+        lines = ["", "  Summary (the processes' counters since they started):"]
+        pct = lambda a, b: f"{100 * a / b:.1f} %" if b else "-"  # noqa: E731
+        for w in self.workloads.values():
+            if not w.proc or not w.proc.alive():
+                lines.append(f"    {w.name:<24} not running")
+                continue
+            try:
+                with urllib.request.urlopen(w.metrics_url, timeout=2) as r:
+                    rows = list(samples(r.read().decode()))
+            except (OSError, urllib.error.URLError) as e:
+                lines.append(f"    {w.name:<24} metrics unreadable ({e})")
+                continue
+
+            def total(name, keep=lambda labels: True):
+                return sum(v for n, labels, v in rows if n == name and keep(labels))
+            version = next((lb.get("version") for n, lb, _ in rows if lb.get("version")), "?")
+            if w.binary == "app-service":
+                user = lambda lb: lb.get("route") not in ("/metrics", "/livez", "/readyz")  # noqa: E731
+                req = total("sms_requests_total", user)
+                err = total("sms_requests_total", lambda lb: user(lb) and lb.get("status", "").startswith("5"))
+                guesses = total("sms_guesses_total")
+                hits, misses = total("sms_cache_hits_total"), total("sms_cache_misses_total")
+                lines.append(
+                    f"    app {version} ({w.name}): {req:,.0f} requests, {err:,.0f} answered 5xx ({pct(err, req)}); "
+                    f"{total('sms_messages_classified_total'):,.0f} classified; guess agreement "
+                    f"{pct(total('sms_guesses_total', lambda lb: lb.get('agreement') == 'agree'), guesses)} of "
+                    f"{guesses:,.0f}; {total('sms_model_calls_total'):,.0f} model calls"
+                    + (f"; cache hits {pct(hits, hits + misses)}" if hits + misses else ""))
+            else:
+                source = next((lb.get("source") for n, lb, _ in rows if lb.get("source")), "?")
+                calls = total("sms_model_requests_total")
+                failed = total("sms_model_requests_total", lambda lb: lb.get("code") not in ("Ok", "InvalidArgument", "Cancelled"))
+                guesses = total("sms_model_guesses_total")
+                line = (f"    model {version} ({source}, {w.name}): {calls:,.0f} calls, {failed:,.0f} failed on the server "
+                        f"({pct(failed, calls)}); guess agreement "
+                        f"{pct(total('sms_model_guesses_total', lambda lb: lb.get('agreement') == 'agree'), guesses)} of {guesses:,.0f}")
+                compared = total("sms_shadow_comparisons_total")
+                if any(n == "sms_shadow_comparisons_total" for n, _, _ in rows):
+                    ref = next((lb.get("reference_version") for n, lb, _ in rows if lb.get("reference_version")), "?")
+                    line += (f"; agreement with serving model {ref}: "
+                             f"{pct(total('sms_shadow_comparisons_total', lambda lb: lb.get('outcome') == 'agree'), compared)}"
+                             f" of {compared:,.0f} mirrored calls")
+                lines.append(line)
+        return "\n".join(lines) + "\n"
 
 
 # -- the command line ------------------------------------------------------------------
@@ -406,7 +558,8 @@ def cmd_run(args: list[str], run: Path) -> int:
         return 1
     ports = Ports.from_env()
     busy = [f"{k} {v}" for k, v in vars(ports).items() if isinstance(v, int) and k in
-            ("gateway", "gateway_admin", "sidecar_admin", "xds", "istiod", "control") and not port_free(v)]
+            ("gateway", "gateway_admin", "sidecar_admin", "xds", "istiod", "control", "prometheus")
+            and not port_free(v)]
     if not port_free(ports.xds, ports.vip) or busy:
         print(f"error: ports in use: {', '.join(busy) or ports.vip}; another program (or an experiment from "
               "another directory) holds them. Set MESH_PORT, MESH_ADMIN_PORT, ... (docs/mesh.md).", file=sys.stderr)
@@ -416,7 +569,8 @@ def cmd_run(args: list[str], run: Path) -> int:
     profile = os.environ.get("MESH_PROFILE", "release")
     mesh = LocalMesh(run, ports, chart.CHART.parent / "target" / profile, Path(os.environ["ISTIO_XDS_DIR"]),
                      os.environ["ENVOY_BIN"], extra_env=dict(e.split("=", 1) for e in
-                                                             os.environ.get("MESH_EXTRA_ENV", "").split() if e))
+                                                             os.environ.get("MESH_EXTRA_ENV", "").split() if e),
+                     prometheus=True, scrape_interval=os.environ.get("MESH_SCRAPE_INTERVAL", "2s"))
     stopping = threading.Event()
 
     running = threading.Event()
@@ -439,7 +593,8 @@ def cmd_run(args: list[str], run: Path) -> int:
         def record():  # for `upgrade` and for a second instance's message: the values in force
             (run / "instance.json").write_text(json.dumps({
                 "pid": os.getpid(), "control": f"http://127.0.0.1:{ports.control}",
-                "gateway": f"http://sms.localhost:{ports.gateway}/sms/", "values": LOCAL_DEFAULTS + mesh.args}))
+                "gateway": f"http://sms.localhost:{ports.gateway}/sms/", "prometheus": mesh.prometheus_url,
+                "values": LOCAL_DEFAULTS + mesh.args}))
 
         record()
         server = control_server(mesh, ports.control, record)
@@ -463,6 +618,11 @@ def cmd_run(args: list[str], run: Path) -> int:
         if server:
             server.shutdown()
         (run / "instance.json").unlink(missing_ok=True)
+        if running.is_set():
+            try:
+                print(mesh.summary(), flush=True)
+            except Exception as err:  # noqa: BLE001 - stopping matters more than the summary
+                log(f"no summary: {err!r}")
         mesh.stop()
         log(f"stopped every process it started (logs in {run}/)")
 

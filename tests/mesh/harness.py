@@ -1,8 +1,9 @@
 """The local mesh for the tests: the same supervisor `make mesh` runs (istio/local/
 supervise.py: one process per rendered Deployment, Istio's config generator istio-xds, the
-gateway and sidecar Envoys it programs over xDS), on free ports, logging under
-test-output/mesh/, every process stopped by its PID. A scenario is a `helm upgrade` of the
-running mesh (`Stack.use(*sets)`): nothing restarts, Istio pushes the new configuration."""
+gateway and sidecar Envoys it programs over xDS, optionally its Prometheus), on free ports,
+logging under test-output/mesh/, every process stopped by its PID. A scenario is a
+`helm upgrade` of the running mesh (`Stack.use(*sets)`): nothing restarts, Istio pushes the
+new configuration."""
 
 from __future__ import annotations
 
@@ -47,22 +48,24 @@ def mesh_ports() -> supervise.Ports:
     """Free ports, and a loopback address of its own for the model Service (the sidecar's
     listener binds it with the chart's port, 8081), so a running `make mesh` is no bother."""
     p = supervise.Ports(**{k: free_port() for k in ("gateway", "gateway_admin", "sidecar_admin", "xds", "istiod",
-                                                       "control", "app", "model", "metrics")})
+                                                       "control", "app", "model", "metrics", "prometheus")})
     p.vip = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
     return p
 
 
 class Stack:
-    """The mesh with the tests' settings: debug builds, one inference thread per model."""
+    """The mesh with the tests' settings: debug builds, one inference thread per model;
+    `prometheus`: with the Prometheus `make mesh` runs (scraping every second here)."""
 
-    def __init__(self, run_dir: Path | None = None):
+    def __init__(self, run_dir: Path | None = None, prometheus: bool = False, extra_env: dict | None = None):
         self.run = run_dir or OUT
         self.run.mkdir(parents=True, exist_ok=True)
         self.ports = mesh_ports()
         self.mesh = supervise.LocalMesh(self.run, self.ports, ROOT / "target" / "debug", istio_dir(),
                                         str(envoy_binary()), extra_env={
                                             "INFERENCE_WORKERS": "1", "MODEL_RELOAD_SECS": "0", "RUST_LOG": "warn",
-                                            "MODEL_TIMEOUT_MS": "2000"})
+                                            "MODEL_TIMEOUT_MS": "2000", **(extra_env or {})},
+                                        prometheus=prometheus, scrape_interval="1s")
         self.sets: tuple | None = None
         self.upgrades: list[dict] = []
 
@@ -80,7 +83,7 @@ class Stack:
             self.upgrades.append(self.mesh.upgrade(self.args(sets)))
         self.sets = sets
         self.check_alive()
-        (OUT / f"rendered-{len(self.upgrades)}-{'_'.join(sets).replace('=', '-').replace(',', '_') or 'defaults'}.yaml"
+        (self.run / f"rendered-{len(self.upgrades)}-{'_'.join(sets).replace('=', '-').replace(',', '_') or 'defaults'}.yaml"
          ).write_text((self.run / "rendered.yaml").read_text())
         return self
 
@@ -118,6 +121,24 @@ class Stack:
     @property
     def gateway(self) -> str:
         return f"http://127.0.0.1:{self.ports.gateway}"
+
+    # -- its Prometheus ------------------------------------------------------------------
+    @property
+    def prometheus(self) -> str:
+        assert self.mesh.prometheus, "this Stack runs without Prometheus (Stack(prometheus=True))"
+        return self.mesh.prometheus_url
+
+    def query(self, expr: str) -> list[dict]:
+        r = requests.get(f"{self.prometheus}/api/v1/query", params={"query": expr}, timeout=10)
+        body = r.json()
+        assert r.status_code == 200 and body["status"] == "success", f"{expr}: {r.status_code} {body}"
+        return body["data"]["result"]
+
+    def scraped(self) -> bool:
+        """Prometheus scrapes exactly the running processes (after a reload too), all up."""
+        r = requests.get(f"{self.prometheus}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+        want = {t["address"] for t in self.mesh.scrape_targets()}
+        return {t["scrapeUrl"].split("/")[2] for t in r} == want and all(t["health"] == "up" for t in r)
 
 
 HOST = "sms-istio.local"  # istio.hosts' default

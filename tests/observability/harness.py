@@ -18,9 +18,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import stack as local  # noqa: E402,F401 - the one description of the local stack
-from stack import ROOT, Proc, ProcGroup, free_port, poll  # noqa: E402,F401 - re-exported
-
-NAMESPACE = "sms-app"
+from stack import NAMESPACE, ROOT, Proc, ProcGroup, free_port, poll, scrape_config  # noqa: E402,F401 - re-exported
 
 
 def require_tool(name: str) -> str:
@@ -43,43 +41,18 @@ def wait_http_ok(url: str, proc: Proc, timeout: float = 60):
 
 # --------------------------------------------------------------------------- Prometheus
 
-def scrape_config(targets: list[dict], interval: str = "1s") -> dict:
-    """A Prometheus scrape config equivalent to the chart's ServiceMonitors.
-
-    The operator's ServiceMonitor makes job = the Service's name and adds namespace, pod,
-    service and endpoint; a static config with the same labels gives the same series.
-    `targets` items: {job, address, pod, endpoint}.
-    """
-    jobs: dict[str, list] = {}
-    for t in targets:
-        jobs.setdefault(t["job"], []).append({
-            "targets": [t["address"]],
-            "labels": {"namespace": NAMESPACE, "pod": t["pod"], "service": t["job"],
-                       "endpoint": t["endpoint"]},
-        })
-    return {
-        "global": {"scrape_interval": interval, "scrape_timeout": interval,
-                   "evaluation_interval": interval},
-        "scrape_configs": [{"job_name": job, "metrics_path": "/metrics", "scheme": "http",
-                            "static_configs": cfgs} for job, cfgs in jobs.items()],
-    }
-
-
 class Prometheus:
+    """A real Prometheus as scripts/stack.py describes it (the one `make mesh` runs too),
+    with a client for its HTTP API."""
+
     def __init__(self, group: ProcGroup, workdir: Path, config: dict, name: str = "prometheus",
                  extra_args: tuple = ()):
-        import yaml
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        workdir.mkdir(parents=True, exist_ok=True)
-        cfg_path = workdir / "prometheus.yml"
-        cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.proc = group.start(name, [
-            require_tool("prometheus"), f"--config.file={cfg_path}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--storage.tsdb.retention.time=1h", "--log.level=info", *extra_args])
-        wait_http_ok(f"{self.url}/-/ready", self.proc)
+        svc = local.prometheus(name, listen=f"127.0.0.1:{self.port}", workdir=workdir, config=config,
+                               args=extra_args)
+        self.url = svc.addresses["url"]
+        self.proc = group.start(name, [svc.binary, *svc.args])
+        wait_http_ok(svc.ready_url, self.proc)
 
     def api(self, path: str, **params):
         r = requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)

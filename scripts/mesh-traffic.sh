@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# `make mesh-traffic`: labelled messages from the data set's test split replayed through the
+# running `make mesh` as many visitors (each with its own cookie jar, so the sticky canary
+# cookie pins it; each message posted with its true label as the guess), so the experiment
+# gathers evidence and `make experiment` reaches a verdict. Bounded: stops after --duration
+# seconds or --count requests, whichever comes first. See docs/mesh.md.
+#
+#   scripts/mesh-traffic.sh [--duration 60] [--count 20000] [--concurrency 8] [--per-visitor 10]
+#                           [--wrong-guesses 0.1] [--zipf 1] [--seed 1] [--json]
+#   make mesh-traffic ARGS='--duration 120 --concurrency 16'
+#
+# The gateway is the running mesh's (MESH_DIR/instance.json; --gateway URL --host NAME for
+# another). The test split is exported once into .cache/data/ (scripts/ensure-test-split.sh).
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+case "${1:-}" in -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+
+venv="$(venv_ensure mesh istio/local/requirements.txt)"
+split="$(scripts/ensure-test-split.sh)"
+export MESH_DIR="${MESH_DIR:-$ROOT/.cache/mesh}"
+exec "$venv/bin/python" istio/local/traffic.py --messages "$split" "$@"
