@@ -69,6 +69,13 @@ impl Metrics {
         for agreement in ["agree", "disagree"] {
             m.guesses.add(0, &m.with("agreement", agreement));
         }
+        // The classification route's answers too, failures included: `increase()` does not
+        // count a series' first sample, so a 503 series born during a canary would hide
+        // its first errors from the error share.
+        for status in ["200", "500", "503"] {
+            let route = [KeyValue::new("method", "POST"), KeyValue::new("route", "/sms/")];
+            m.requests.add(0, &[m.version[0].clone(), route[0].clone(), route[1].clone(), KeyValue::new("status", status)]);
+        }
         m.cache_hits.add(0, &m.version);
         m.cache_misses.add(0, &m.version);
         m.active_requests.add(0);

@@ -144,6 +144,14 @@ impl Metrics {
         for series in [&m.spam, &m.ham, &m.answered_ok, &m.guess_agrees, &m.guess_disagrees] {
             series.add(0);
         }
+        // The server-side failures start at 0 too: `increase()` does not count a series'
+        // first sample, so a failure series born during an experiment would hide its
+        // first errors from the error share.
+        use tonic::Code;
+        for code in [Code::ResourceExhausted, Code::DeadlineExceeded, Code::Unavailable, Code::Internal] {
+            let [version, source] = m.labels.clone();
+            m.requests.add(0, &[version, source, KeyValue::new("code", code_name(code))]);
+        }
         if let Some(c) = &m.comparisons {
             c.agree.add(0);
             c.disagree.add(0);
