@@ -218,18 +218,18 @@ class Stack(ProcGroup):
         return self.start(service.name, [binary(service.binary, self.profile)],
                           env={**service.env, **(env or {})}, append=self.append_logs)
 
-    def up(self, service: Service, env: dict | None = None, timeout: float = 90) -> Proc:
-        """Starts `service` and returns once it is ready."""
+    def up(self, service: Service, env: dict | None = None, timeout: float = 90, interval: float = 0.1) -> Proc:
+        """Starts `service` and returns once it is ready (polled every `interval` s)."""
         proc = self.launch(service, env)
-        self.wait_ready(service, proc, timeout)
+        self.wait_ready(service, proc, timeout, interval)
         return proc
 
     @staticmethod
-    def wait_ready(service: Service, proc: Proc, timeout: float = 90):
+    def wait_ready(service: Service, proc: Proc, timeout: float = 90, interval: float = 0.1):
         def ready():
             proc.check_alive()
             return http_ok(service.ready_url)
-        poll(ready, timeout, what=f"{service.name} ready ({service.ready_url})")
+        poll(ready, timeout, what=f"{service.name} ready ({service.ready_url})", interval=interval)
 
 
 # --------------------------------------------------------------------------- make run
