@@ -31,8 +31,8 @@ models: ## retrain models/v1 and models/v2 from the data set (reproducible: trai
 experiment: ## the verdict of both experiments from Prometheus (ARGS="--prometheus URL --window 15m ...", see --help)
 	@$(CARGO) run -q --locked -p sms-experiment -- $(ARGS)
 
-bench: ## throughput/latency benchmark of the model service, with an in-run baseline
-	@scripts/bench.sh
+bench: ## cost and limits of both tiers in one run, against FastAPI and the pre-lean artifact (~4 min; ARGS='--duration 2 ...')
+	@scripts/bench.sh $(ARGS)
 
 ort: ## fetch the ONNX Runtime shared library (printed path)
 	@scripts/ensure-ort.sh

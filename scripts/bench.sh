@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# `make bench`: 1) the model service's throughput/latency/memory, serving designs compared
-# in one run (cargo bench); 2) the cost of recording one request's metrics, the previous
-# pipeline (prometheus crate) against the OpenTelemetry one, in the same run; 3) the whole
-# HTTP path with wrk: app v1 (cache off) against app v2 (cache on) in front of the same
-# model (scripts/bench_http.py), the canary's performance hypothesis.
+# `make bench`: installs what the bench needs when it is missing (h2load from
+# nghttp2-client, wrk, the FastAPI comparison's pinned virtualenv, ONNX Runtime), builds the
+# release binaries and the in-process benches, then runs scripts/bench.py, which starts every
+# service through scripts/stack.py, measures, prints the targets met or not and writes
+# test-output/bench/bench.json. Arguments go to scripts/bench.py (e.g. --duration 2 --only ready).
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
-apt_ensure wrk
+apt_ensure nghttp2-client wrk
+BENCH_VENV="$(venv_ensure bench "$ROOT/bench/requirements.txt")"
 ORT_DYLIB_PATH="$(scripts/ensure-ort.sh)"
-export ORT_DYLIB_PATH
-cargo bench --locked -q -p model-service --bench serving --bench metrics
-
+export ORT_DYLIB_PATH BENCH_VENV
+log "cargo build --release (model-service, app-service) and the benches"
 cargo build --release --locked -q -p model-service -p app-service
-python3 scripts/bench_http.py
+cargo bench --locked -q -p model-service --no-run
+exec python3 scripts/bench.py "$@"

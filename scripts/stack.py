@@ -291,18 +291,19 @@ class Stack(ProcGroup):
         return self.start(service.name, [binary(service.binary, self.profile), *service.args],
                           env={**service.env, **(env or {})}, append=self.append_logs, output_to_pipe=output_to_pipe)
 
-    def up(self, service: Service, env: dict | None = None, timeout: float = 90, output_to_pipe: bool = False) -> Proc:
-        """Starts `service` and returns once it is ready."""
+    def up(self, service: Service, env: dict | None = None, timeout: float = 90, interval: float = 0.1,
+           output_to_pipe: bool = False) -> Proc:
+        """Starts `service` and returns once it is ready (polled every `interval` s)."""
         proc = self.launch(service, env, output_to_pipe)
-        self.wait_ready(service, proc, timeout)
+        self.wait_ready(service, proc, timeout, interval)
         return proc
 
     @staticmethod
-    def wait_ready(service: Service, proc: Proc, timeout: float = 90):
+    def wait_ready(service: Service, proc: Proc, timeout: float = 90, interval: float = 0.1):
         def ready():
             proc.check_alive()
             return http_ok(service.ready_url)
-        poll(ready, timeout, what=f"{service.name} ready ({service.ready_url})")
+        poll(ready, timeout, what=f"{service.name} ready ({service.ready_url})", interval=interval)
 
 
 # --------------------------------------------------------------------------- make run

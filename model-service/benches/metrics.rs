@@ -5,7 +5,8 @@
 //!
 //! One call records: in-flight up and down, one prediction by result, one inference time,
 //! one answered call by gRPC code; then the page is rendered once per 10,000 calls (a
-//! scrape every 15 s at ~700 calls/s).
+//! scrape every 15 s at ~700 calls/s). Prints a table, then one `BENCH_JSON {...}` line
+//! for scripts/bench.py.
 
 use std::{hint::black_box, time::Instant};
 
@@ -75,4 +76,6 @@ fn main() {
     println!("{:<52} {:>10.0}", "after: OpenTelemetry API -> opentelemetry-prometheus", a);
     // Against the ~150 us a v1 call costs end to end on this kind of machine.
     println!("difference: {:+.0} ns/call, {:+.2} % of a 150 us call", a - b, (a - b) / 150_000.0 * 100.0);
+    // For scripts/bench.py, which puts it into bench.json.
+    println!(r#"BENCH_JSON {{"metrics_per_call_ns":{{"prometheus_before":{b:.1},"opentelemetry_after":{a:.1},"calls":{CALLS}}}}}"#);
 }
