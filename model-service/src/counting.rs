@@ -1,14 +1,18 @@
 //! Every Classify call counted by the code it was answered with, in one place: the gRPC
 //! status the response carries (in its headers when tonic answers at once, as it does for a
 //! request that does not decode, or in its trailers), and `Cancelled` when the caller went
-//! away before any answer. The handler's own outcomes and the codec's refusals are counted
+//! away before any answer or broke off its request (a reset stream, a closed connection:
+//! tonic would answer those Unknown to nobody). The handler's own outcomes and the codec's refusals are counted
 //! alike, so `sms_model_requests_total` holds every call.
 
 use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll, ready},
 };
 
@@ -50,12 +54,14 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let counted = request.uri().path() == CLASSIFY;
-        let answer = self.inner.call(request);
-        if !counted {
-            return Box::pin(answer);
+        if request.uri().path() != CLASSIFY {
+            return Box::pin(self.inner.call(request));
         }
-        let outcome = Outcome { metrics: Some(self.metrics.clone()) };
+        let caller_gone = Arc::new(AtomicBool::new(false));
+        let (parts, body) = request.into_parts();
+        let body = Body::new(WatchedRequest { inner: body, caller_gone: caller_gone.clone() });
+        let answer = self.inner.call(http::Request::from_parts(parts, body));
+        let outcome = Outcome { metrics: Some(self.metrics.clone()), caller_gone };
         Box::pin(async move {
             let mut response = answer.await?;
             if let Some(code) = answered_code(response.headers_mut()) {
@@ -81,16 +87,48 @@ fn answered_code(headers: &mut HeaderMap) -> Option<Code> {
     Some(code)
 }
 
-/// Records one call's code exactly once; a call dropped unanswered counts as Cancelled.
+/// Records one call's code exactly once; a call dropped unanswered, or whose caller broke
+/// off its request, counts as Cancelled.
 struct Outcome {
     metrics: Option<Arc<Metrics>>,
+    caller_gone: Arc<AtomicBool>,
 }
 
 impl Outcome {
     fn record(mut self, code: Code) {
         if let Some(m) = self.metrics.take() {
-            m.answered(code);
+            m.answered(if self.caller_gone.load(Ordering::Relaxed) { Code::Cancelled } else { code });
         }
+    }
+}
+
+/// The request body, watched for the caller breaking it off.
+struct WatchedRequest {
+    inner: Body,
+    caller_gone: Arc<AtomicBool>,
+}
+
+impl http_body::Body for WatchedRequest {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if matches!(frame, Some(Err(_))) {
+            self.caller_gone.store(true, Ordering::Relaxed);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -115,6 +115,11 @@ impl SpamClassifier for Classifier {
                 trace_id = %trace.trace_id(), label = %r.label, spam_probability = r.spam_probability,
                 model_version = %r.model_version, source = %self.source, "classified"
             ),
+            // Overload refusals are counted (sms_model_requests_total) and can come by the
+            // thousand a second: not one warning each.
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                tracing::debug!(trace_id = %trace.trace_id(), "classify refused: overloaded")
+            }
             Err(s) => tracing::warn!(
                 trace_id = %trace.trace_id(), code = ?s.code(), message = %s.message(), "classify refused"
             ),
