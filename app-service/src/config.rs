@@ -42,9 +42,11 @@ impl Default for Config {
             model_timeout: Duration::from_millis(1000),
             cache: CacheConfig { enabled: false, ttl: Duration::from_secs(300), max_entries: 10_000 },
             resolve_interval: Duration::from_secs(10),
-            // Each waits at most MODEL_TIMEOUT_MS for the model; 256 in progress is far
-            // above what two model workers answer per deadline, and a few MiB of memory.
-            max_concurrent_requests: 256,
+            // A model connection carries 32 calls at once; twice that keeps it full while
+            // the rest wait briefly. With 256, an overload made ~220 of them wait the whole
+            // MODEL_TIMEOUT_MS for a 503 (make bench: p99 1.06 s at wrk -c10000); now the
+            // excess is refused at once. At 2 ms a call, 64 is ~30k classifications/s.
+            max_concurrent_requests: 64,
             connections: ConnLimits::default(),
             telemetry: TelemetryConfig::default(),
         }
