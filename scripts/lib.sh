@@ -61,3 +61,11 @@ npm_ensure() {
     echo "$want" >"$stamp"
   fi
 }
+
+# services_ensure : the debug binaries the test suites start through scripts/stack.py, and
+# ORT_DYLIB_PATH exported for the model service.
+services_ensure() {
+  (cd "$ROOT" && cargo build --locked -q -p model-service -p app-service) || die "cargo build failed"
+  ORT_DYLIB_PATH="$("$ROOT/scripts/ensure-ort.sh")" || die "scripts/ensure-ort.sh failed"
+  export ORT_DYLIB_PATH
+}

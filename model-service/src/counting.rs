@@ -59,7 +59,12 @@ where
         }
         let caller_gone = Arc::new(AtomicBool::new(false));
         let (parts, body) = request.into_parts();
-        let body = Body::new(WatchedRequest { inner: body, caller_gone: caller_gone.clone() });
+        let gone = caller_gone.clone();
+        let body = Watched::body(body, move |frame: &Frame| {
+            if matches!(frame, Some(Err(_))) {
+                gone.store(true, Ordering::Relaxed);
+            }
+        });
         let answer = self.inner.call(http::Request::from_parts(parts, body));
         let outcome = Outcome { metrics: Some(self.metrics.clone()), caller_gone };
         Box::pin(async move {
@@ -69,7 +74,16 @@ where
                 return Ok(response);
             }
             let (parts, body) = response.into_parts();
-            Ok(http::Response::from_parts(parts, Body::new(CountingBody { inner: body, outcome: Some(outcome) })))
+            let mut outcome = Some(outcome);
+            let body = Watched::body(body, move |frame: &Frame| {
+                let trailers = frame.as_ref().and_then(|f| f.as_ref().ok()).and_then(http_body::Frame::trailers_ref);
+                if let Some(code) = trailers.and_then(|t| t.get("grpc-status")).map(|s| Code::from_bytes(s.as_bytes())) {
+                    if let Some(outcome) = outcome.take() {
+                        outcome.record(code);
+                    }
+                }
+            });
+            Ok(http::Response::from_parts(parts, body))
         })
     }
 }
@@ -102,36 +116,6 @@ impl Outcome {
     }
 }
 
-/// The request body, watched for the caller breaking it off.
-struct WatchedRequest {
-    inner: Body,
-    caller_gone: Arc<AtomicBool>,
-}
-
-impl http_body::Body for WatchedRequest {
-    type Data = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if matches!(frame, Some(Err(_))) {
-            self.caller_gone.store(true, Ordering::Relaxed);
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 impl Drop for Outcome {
     fn drop(&mut self) {
         if let Some(m) = self.metrics.take() {
@@ -140,28 +124,29 @@ impl Drop for Outcome {
     }
 }
 
-/// The response body, watched for the trailers that carry the status.
-struct CountingBody {
+type Frame = Option<Result<http_body::Frame<bytes::Bytes>, tonic::Status>>;
+
+/// A body whose frames `watch` sees as they pass: the request's, for the caller breaking it
+/// off; the response's, for the trailers that carry the status.
+struct Watched<F> {
     inner: Body,
-    outcome: Option<Outcome>,
+    watch: F,
 }
 
-impl http_body::Body for CountingBody {
+impl<F: FnMut(&Frame) + Send + Unpin + 'static> Watched<F> {
+    fn body(inner: Body, watch: F) -> Body {
+        Body::new(Self { inner, watch })
+    }
+}
+
+impl<F: FnMut(&Frame) + Send + Unpin + 'static> http_body::Body for Watched<F> {
     type Data = bytes::Bytes;
     type Error = tonic::Status;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if let Some(Ok(trailers)) = frame.as_ref().map(|f| f.as_ref().map(http_body::Frame::trailers_ref)) {
-            if let Some(code) = trailers.and_then(|t| t.get("grpc-status")).map(|s| Code::from_bytes(s.as_bytes())) {
-                if let Some(outcome) = self.outcome.take() {
-                    outcome.record(code);
-                }
-            }
-        }
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Frame> {
+        let this = self.get_mut();
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        (this.watch)(&frame);
         Poll::Ready(frame)
     }
 

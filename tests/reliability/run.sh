@@ -7,8 +7,6 @@
 source "$(dirname "$0")/../../scripts/lib.sh"
 venv="$(venv_ensure reliability "$ROOT/tests/reliability/requirements.txt")"
 cd "$ROOT"
-cargo build --locked -q -p model-service -p app-service
-ORT_DYLIB_PATH="$(scripts/ensure-ort.sh)"
-export ORT_DYLIB_PATH
+services_ensure
 mkdir -p test-output/reliability
 exec "$venv/bin/python" -m pytest -p no:cacheprovider -q -ra tests/reliability "$@"

@@ -7,8 +7,6 @@ command -v chromium >/dev/null || die "chromium is not installed"
 command -v chromedriver >/dev/null || die "chromedriver is not installed"
 venv="$(venv_ensure ui "$ROOT/tests/ui/requirements.txt")"
 cd "$ROOT"
-cargo build --locked -q -p model-service -p app-service
-ORT_DYLIB_PATH="$(scripts/ensure-ort.sh)"
-export ORT_DYLIB_PATH
+services_ensure
 mkdir -p test-output/ui
 exec "$venv/bin/python" -m pytest -p no:cacheprovider -q tests/ui "$@"
