@@ -202,3 +202,11 @@ imagePullSecrets:
 {{- define "sms-app.cookieRegex" -}}
 ^(.*;\s*)?{{ regexQuoteMeta .name }}={{ regexQuoteMeta .value }}(;.*)?$
 {{- end }}
+
+{{/*
+The Istio proxies' idle timeout towards the app: 5 s under the app's own
+(appService.idleTimeoutSeconds), so the proxy closes an idle connection before the app does.
+*/}}
+{{- define "sms-app.proxyIdleTimeout" -}}
+{{ sub (int .Values.appService.idleTimeoutSeconds) 5 }}s
+{{- end }}

@@ -106,6 +106,8 @@ def test_canary_uses_the_charts_names_cookie_and_decision_rule(scenario):
     assert svc["gateways"] == [r.get("Gateway", "sms-app-gateway")["metadata"]["name"]]
     assert svc["hosts"] == ["sms-istio.local"]
     assert (svc["port"], svc["targetPort"]) == (8080, "http")
+    # Flagger's DestinationRules close idle connections before the app does, as the chart's.
+    assert svc["trafficPolicy"] == {"connectionPool": {"http": {"idleTimeout": "25s"}}}
     assert spec["analysis"]["sessionAffinity"] == {"cookieName": "sms-app-version", "maxAge": 3600}
     templates = {t["metadata"]["name"]: t for t in r.all("MetricTemplate")}
     limits = {}

@@ -160,10 +160,13 @@ def test_app_destination_rule_subsets(scenario):
     assert dr["spec"]["subsets"] == [{"name": "v1", "labels": {"version": "v1"}},
                                      {"name": "v2", "labels": {"version": "v2"}}]
     # No consistent hash on the version cookie: it cannot pin a version (istio#9764).
-    assert "trafficPolicy" not in dr["spec"]
-    r = render(parse_set("istio.podAffinityCookie=sms-app-pod"), tag="pod-affinity")
-    lb = r.get("DestinationRule", "sms-app-dr")["spec"]["trafficPolicy"]["loadBalancer"]
-    assert lb == {"consistentHash": {"httpCookie": {"name": "sms-app-pod", "path": "/", "ttl": "3600s"}}}
+    # The proxies close idle connections to the app before the app does (its 30 s).
+    assert dr["spec"]["trafficPolicy"] == {"connectionPool": {"http": {"idleTimeout": "25s"}}}
+    r = render(parse_set("istio.podAffinityCookie=sms-app-pod,appService.idleTimeoutSeconds=60"), tag="pod-affinity")
+    policy = r.get("DestinationRule", "sms-app-dr")["spec"]["trafficPolicy"]
+    assert policy["loadBalancer"] == {"consistentHash": {"httpCookie": {"name": "sms-app-pod", "path": "/", "ttl": "3600s"}}}
+    assert policy["connectionPool"]["http"]["idleTimeout"] == "55s"
+    assert r.get("ConfigMap", "sms-app-app")["data"]["IDLE_TIMEOUT_SECS"] == "60"
 
 
 def test_model_mirror_at_25_percent(scenario):

@@ -78,3 +78,22 @@ def test_a_request_through_the_istio_programmed_envoys_reaches_the_services(mesh
     # (Istio's clusters' stat names end with ";": its tag-extraction delimiter)
     stats = st.admin("sidecar", f"/stats?filter=^cluster.{ISTIO_CLUSTER.replace('|', '.')}.*upstream_rq_total$").text
     assert stats and int(stats.rsplit(":", 1)[1]) > 0, stats
+
+
+def test_the_gateway_closes_idle_connections_to_the_app_before_the_app_does(mesh):
+    """The chart's DestinationRule `connectionPool.http.idleTimeout` (the app's
+    IDLE_TIMEOUT_SECS minus 5 s), as Istio translates it, on every app cluster of the
+    gateway: the proxy never sends a request on a connection the app is closing."""
+    st = mesh()
+    clusters = dump_section(st.config_dump("gateway"), "ClustersConfigDump")["dynamic_active_clusters"]
+    app = [c["cluster"] for c in clusters if "|sms-app-app." in c["cluster"]["name"]]
+    assert app, sorted(c["cluster"]["name"] for c in clusters)
+
+    def idle(cluster: dict) -> str | None:
+        for opts in cluster.get("typed_extension_protocol_options", {}).values():
+            timeout = opts.get("common_http_protocol_options", {}).get("idle_timeout")
+            if timeout:
+                return timeout
+        return cluster.get("common_http_protocol_options", {}).get("idle_timeout")
+
+    assert {c["name"]: idle(c) for c in app} == {c["name"]: "25s" for c in app}
