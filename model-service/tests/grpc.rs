@@ -150,11 +150,7 @@ async fn futures_join<T: Send + 'static>(handles: impl Iterator<Item = tokio::ta
 
 #[tokio::test]
 async fn new_model_files_are_picked_up_and_bad_ones_rejected() {
-    let root = tempdir("reload");
-    copy_model(&common::repo_models().join("v1"), &root.join("v1"));
-    let mut config = test_config("v1");
-    config.model_root = root.clone();
-    config.reload_interval = Some(Duration::from_millis(200));
+    let (root, config) = reloading_copy_of_v1("reload");
     let mut m = TestModel::start(config).await;
     let info = || GetModelInfoRequest {};
     assert_eq!(m.client.get_model_info(info()).await.unwrap().into_inner().name, "sms-spam-v1");
@@ -234,6 +230,17 @@ async fn shutdown_answers_every_accepted_call() {
     }
     assert!(ok > 0);
     stop.await.unwrap().unwrap();
+}
+
+/// A private copy of models/v1 and a v1 server's config that looks for new files there
+/// every 200 ms.
+fn reloading_copy_of_v1(name: &str) -> (std::path::PathBuf, model_service::Config) {
+    let root = tempdir(name);
+    copy_model(&common::repo_models().join("v1"), &root.join("v1"));
+    let mut config = test_config("v1");
+    config.model_root = root.clone();
+    config.reload_interval = Some(Duration::from_millis(200));
+    (root, config)
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {
@@ -358,11 +365,7 @@ async fn calls_cancelled_by_their_deadline_leave_no_request_in_flight() {
 
 #[tokio::test]
 async fn a_graph_its_card_does_not_describe_is_refused_at_start_and_on_reload() {
-    let root = tempdir("mismatch");
-    copy_model(&common::repo_models().join("v1"), &root.join("v1"));
-    let mut config = test_config("v1");
-    config.model_root = root.clone();
-    config.reload_interval = Some(Duration::from_millis(200));
+    let (root, config) = reloading_copy_of_v1("mismatch");
     let mut m = TestModel::start(config.clone()).await;
     let before = m.client.classify(req(SPAM)).await.unwrap().into_inner();
 

@@ -8,10 +8,7 @@
 
 use std::{
     convert::Infallible,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     future::Future,
     io,
     pin::Pin,
@@ -97,7 +94,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut connections = JoinSet::new();
-    let slots = Slots::new(limits.max_connections, "HTTP");
+    let mut slots = Slots::new(limits.max_connections, "HTTP");
     let stop = shutdown.clone().requested();
     tokio::pin!(stop);
     loop {
@@ -152,28 +149,27 @@ async fn refuse_http(mut tcp: TcpStream) {
     let _ = tcp.shutdown().await;
 }
 
-/// The connection budget of one listener; refusals are logged at most once a second.
+/// The connection budget of one listener (owned by its accept loop); refusals are logged
+/// at most once a second, with how many there were.
 struct Slots {
     free: Arc<Semaphore>,
-    refused: AtomicU64,
-    logged_at: std::sync::Mutex<Option<Instant>>,
+    refused: u64,
+    logged_at: Option<Instant>,
     what: &'static str,
 }
 
 impl Slots {
     fn new(max: usize, what: &'static str) -> Self {
-        Self { free: Arc::new(Semaphore::new(max)), refused: AtomicU64::new(0), logged_at: Default::default(), what }
+        Self { free: Arc::new(Semaphore::new(max)), refused: 0, logged_at: None, what }
     }
 
-    fn take(&self) -> Option<OwnedSemaphorePermit> {
+    fn take(&mut self) -> Option<OwnedSemaphorePermit> {
         let slot = self.free.clone().try_acquire_owned().ok();
         if slot.is_none() {
-            self.refused.fetch_add(1, Ordering::Relaxed);
-            let mut logged_at = self.logged_at.lock().unwrap_or_else(|e| e.into_inner());
-            if logged_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-                *logged_at = Some(Instant::now());
-                let refused = self.refused.swap(0, Ordering::Relaxed);
-                tracing::warn!(refused, "{} connections over MAX_CONNECTIONS refused", self.what);
+            self.refused += 1;
+            if self.logged_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                self.logged_at = Some(Instant::now());
+                tracing::warn!(refused = std::mem::take(&mut self.refused), "{} connections over MAX_CONNECTIONS refused", self.what);
             }
         }
         slot

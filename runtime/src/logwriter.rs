@@ -77,7 +77,8 @@ fn write_batches(shared: &Shared) {
             let _ = out.flush();
             batch.clear();
         }
-        if closing {
+        // A drop warning logged just now is written by one more round.
+        if closing && dropped == 0 {
             return;
         }
     }
