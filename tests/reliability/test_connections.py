@@ -142,3 +142,49 @@ def test_connections_over_max_connections_are_refused_at_once(stack):
     local.poll(lambda: local.http_ok(app.addresses["url"] + "/readyz", timeout=1), 10, "the app to accept again")
     figure("MAX_CONNECTIONS=4: a 5th HTTP connection answered 503 with Retry-After and closed, "
            f"a 5th gRPC connection closed after {took:.3f} s; accepted again once the 4 closed")
+
+
+def test_connections_wait_in_the_listen_queue_while_the_server_is_busy(stack):
+    """A server that cannot accept for a moment (here: stopped) still takes connections
+    into the kernel's listen queue, up to its backlog of 4,096 (capped by somaxconn), so
+    a burst of clients waits its turn instead of having connection attempts dropped and
+    retried a second or more later. Tokio's default backlog (128) took 129 and dropped the rest."""
+    import resource
+    import select
+
+    wanted = 1500
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard == resource.RLIM_INFINITY or hard >= wanted + 200, f"this test needs {wanted + 200} descriptors"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted + 200), hard))
+    somaxconn = int(open("/proc/sys/net/core/somaxconn").read())
+    model = local.model(grpc=addr(), metrics=addr(), MODEL_RELOAD_SECS="0")
+    proc = stack.up(model)
+    host, port = model.addresses["grpc"].rsplit(":", 1)
+    os.kill(proc.pid, signal.SIGSTOP)
+    sockets = []
+    try:
+        for _ in range(wanted):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex((host, int(port)))
+            sockets.append(s)
+        # A connection is established once the kernel answered the handshake (writable, no error).
+        poller, by_fd = select.poll(), {s.fileno(): s for s in sockets}
+        for fd in by_fd:
+            poller.register(fd, select.POLLOUT)
+        established, deadline = 0, time.monotonic() + 1
+        while by_fd and time.monotonic() < deadline:
+            for fd, _ in poller.poll(100):
+                poller.unregister(fd)
+                established += by_fd.pop(fd).getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        for s in sockets:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    # The queue holds backlog + 1 connections; the test's own are all that is waiting.
+    expected = min(wanted, min(4096, somaxconn) + 1)
+    assert established >= expected, f"{established} of {wanted} connections were taken while the server was stopped"
+    local.poll(lambda: local.http_ok(model.addresses["metrics"], timeout=1), 10, "the model to answer again")
+    figure(f"model stopped (SIGSTOP): {established} of {wanted} new connections taken into its listen queue "
+           f"(somaxconn {somaxconn}); answering again after SIGCONT")
