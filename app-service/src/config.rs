@@ -68,7 +68,7 @@ impl Config {
             },
             resolve_interval: d.resolve_interval,
             max_concurrent_requests: settings::parse("MAX_CONCURRENT_REQUESTS", d.max_concurrent_requests)?,
-            connections: ConnLimits::from_env()?,
+            connections: ConnLimits::from_env(d.connections)?,
             telemetry: TelemetryConfig::from_env()?,
         })
     }

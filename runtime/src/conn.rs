@@ -61,8 +61,8 @@ impl Default for ConnLimits {
 }
 
 impl ConnLimits {
-    pub fn from_env() -> anyhow::Result<Self> {
-        let d = Self::default();
+    /// The limits from the environment; `d` gives each one's default (a service's own).
+    pub fn from_env(d: Self) -> anyhow::Result<Self> {
         Ok(Self {
             idle_timeout: settings::secs("IDLE_TIMEOUT_SECS", d.idle_timeout)?,
             shutdown_timeout: settings::secs("SHUTDOWN_TIMEOUT_SECS", d.shutdown_timeout)?,
