@@ -6,7 +6,7 @@
 # test-output/bench/bench.json. Arguments go to scripts/bench.py (e.g. --duration 2 --only ready).
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
-apt_ensure nghttp2-client wrk
+apt_ensure nghttp2-client wrk curl
 BENCH_VENV="$(venv_ensure bench "$ROOT/bench/requirements.txt")"
 ORT_DYLIB_PATH="$(scripts/ensure-ort.sh)"
 export ORT_DYLIB_PATH BENCH_VENV
