@@ -24,23 +24,33 @@ pub struct ClassifyBody {
 
 pub fn parse_json_body(body: &[u8]) -> Result<ClassifyBody, AppError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
-        AppError::new(StatusCode::BAD_REQUEST, format!("the request body is not valid JSON ({e}); send {{\"sms\": \"...\"}}"))
+        AppError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the request body is not valid JSON ({e}); send {{\"sms\": \"...\"}}"),
+        )
     })?;
     let Value::Object(obj) = value else {
-        return Err(AppError::invalid("the request body must be a JSON object like {\"sms\": \"...\", \"guess\": \"spam\"}"));
+        return Err(AppError::invalid(
+            "the request body must be a JSON object like {\"sms\": \"...\", \"guess\": \"spam\"}",
+        ));
     };
     let sms = match obj.get("sms") {
         Some(Value::String(s)) => s.clone(),
-        None | Some(Value::Null) => return Err(AppError::invalid("`sms` is missing: send the message text as \"sms\"")),
+        None | Some(Value::Null) => {
+            return Err(AppError::invalid("`sms` is missing: send the message text as \"sms\""));
+        }
         Some(other) => return Err(AppError::invalid(format!("`sms` must be a string, got {}", kind(other)))),
     };
     let guess = match obj.get("guess") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.is_empty() => None,
         Some(Value::String(s)) => Some(
-            Guess::parse(s).ok_or_else(|| AppError::invalid(format!("`guess` must be \"spam\" or \"ham\", got {s:?}")))?,
+            Guess::parse(s)
+                .ok_or_else(|| AppError::invalid(format!("`guess` must be \"spam\" or \"ham\", got {s:?}")))?,
         ),
-        Some(other) => return Err(AppError::invalid(format!("`guess` must be \"spam\" or \"ham\", got {}", kind(other)))),
+        Some(other) => {
+            return Err(AppError::invalid(format!("`guess` must be \"spam\" or \"ham\", got {}", kind(other))));
+        }
     };
     Ok(ClassifyBody { sms, guess })
 }

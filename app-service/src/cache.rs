@@ -79,7 +79,12 @@ mod tests {
     use super::*;
 
     fn c(label: &str) -> Classification {
-        Classification { label: label.into(), spam_probability: 0.9, model_version: "v1".into(), model_name: "m".into() }
+        Classification {
+            label: label.into(),
+            spam_probability: 0.9,
+            model_version: "v1".into(),
+            model_name: "m".into(),
+        }
     }
 
     #[test]

@@ -56,7 +56,12 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    pub async fn classify(&self, sms: &str, guess: Option<Guess>, trace: &SpanContext) -> Result<Outcome, ClassifyError> {
+    pub async fn classify(
+        &self,
+        sms: &str,
+        guess: Option<Guess>,
+        trace: &SpanContext,
+    ) -> Result<Outcome, ClassifyError> {
         let text = validate_text(sms).map_err(ClassifyError::Invalid)?;
         let cached = self.cache.as_ref().and_then(|cache| {
             let hit = cache.get(&text);

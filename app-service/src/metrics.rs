@@ -10,8 +10,7 @@ use opentelemetry::{
 };
 use sms_runtime::telemetry::{InFlight, MetricsPipeline};
 
-pub const LATENCY_BUCKETS: &[f64] =
-    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+pub const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 /// The `method` label's values: anything else is `other`, so no client can grow the
 /// number of series by inventing methods.
@@ -55,10 +54,11 @@ impl Metrics {
                 .build(),
             pipeline,
         };
-        meter.i64_gauge("sms_app_info").with_description("This app (always 1).").build().record(1, &[
-            m.version[0].clone(),
-            KeyValue::new("cache_enabled", cache_enabled.to_string()),
-        ]);
+        meter
+            .i64_gauge("sms_app_info")
+            .with_description("This app (always 1).")
+            .build()
+            .record(1, &[m.version[0].clone(), KeyValue::new("cache_enabled", cache_enabled.to_string())]);
         // Export every series from the start, so rates and ratios are 0 rather than absent.
         for result in ["spam", "ham"] {
             m.classified.add(0, &m.with("result", result));
@@ -74,7 +74,8 @@ impl Metrics {
         // its first errors from the error share.
         for status in ["200", "500", "503"] {
             let route = [KeyValue::new("method", "POST"), KeyValue::new("route", "/sms/")];
-            m.requests.add(0, &[m.version[0].clone(), route[0].clone(), route[1].clone(), KeyValue::new("status", status)]);
+            m.requests
+                .add(0, &[m.version[0].clone(), route[0].clone(), route[1].clone(), KeyValue::new("status", status)]);
         }
         m.cache_hits.add(0, &m.version);
         m.cache_misses.add(0, &m.version);
@@ -93,7 +94,8 @@ impl Metrics {
     /// One answered HTTP request. `route` is a matched route pattern (a closed set).
     pub fn request(&self, method: &http::Method, route: &str, status: http::StatusCode, seconds: f64) {
         let method = METHODS.iter().find(|m| **m == method.as_str()).copied().unwrap_or("other");
-        let labels = [self.version[0].clone(), KeyValue::new("method", method), KeyValue::new("route", route.to_string())];
+        let labels =
+            [self.version[0].clone(), KeyValue::new("method", method), KeyValue::new("route", route.to_string())];
         self.latency.record(seconds, &labels);
         let [version, method, route] = labels;
         self.requests.add(1, &[version, method, route, KeyValue::new("status", status.as_u16().to_string())]);

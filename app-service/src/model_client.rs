@@ -40,7 +40,12 @@ impl Classification {
         if !(0.0..=1.0).contains(&r.spam_probability) {
             return malformed(format!("spam_probability {}", r.spam_probability));
         }
-        Ok(Self { label: r.label, spam_probability: r.spam_probability, model_version: r.model_version, model_name: r.model_name })
+        Ok(Self {
+            label: r.label,
+            spam_probability: r.spam_probability,
+            model_version: r.model_version,
+            model_name: r.model_name,
+        })
     }
 }
 
@@ -77,7 +82,8 @@ impl ModelClient {
     /// Connects lazily (the app starts, and stays up, while the model is down) and keeps
     /// the address set of `model_host` up to date in the background through DNS.
     pub fn new(model_host: &str, timeout: Duration, resolve_every: Duration) -> anyhow::Result<Self> {
-        let uri: Uri = if model_host.contains("://") { model_host.parse()? } else { format!("http://{model_host}").parse()? };
+        let uri: Uri =
+            if model_host.contains("://") { model_host.parse()? } else { format!("http://{model_host}").parse()? };
         let host = uri.host().ok_or_else(|| anyhow::anyhow!("MODEL_HOST {model_host:?} has no host"))?.to_string();
         let port = uri.port_u16().unwrap_or(8081);
         let authority = format!("{host}:{port}");
@@ -146,8 +152,8 @@ impl ModelClient {
         if let Some(guess) = guess {
             request.metadata_mut().insert(GUESS_METADATA, tonic::metadata::MetadataValue::from_static(guess));
         }
-        let mut client = SpamClassifierClient::new(self.channel.clone())
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let mut client =
+            SpamClassifierClient::new(self.channel.clone()).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         // The outer timeout bounds everything, waiting for a connection included.
         let answer = match tokio::time::timeout(self.timeout, client.classify(request)).await {
             Err(_) => return Err(ModelCallError::Timeout),

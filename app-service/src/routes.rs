@@ -82,8 +82,11 @@ async fn post_sms(
     // queued; pages, probes and /metrics are not limited, so an overloaded app still
     // reports on itself and is not restarted for it.
     let Ok(_in_progress) = state.classifications.try_acquire() else {
-        return AppError::new(StatusCode::SERVICE_UNAVAILABLE, "the app is busy right now; please try again in a moment")
-            .into_response();
+        return AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the app is busy right now; please try again in a moment",
+        )
+        .into_response();
     };
     let body = match body {
         Ok(b) => b,

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::{cache::PredictionCache, classify::Classifier, config::Config, metrics::Metrics, model_client::ModelClient};
+use crate::{
+    cache::PredictionCache, classify::Classifier, config::Config, metrics::Metrics, model_client::ModelClient,
+};
 
 /// Cloned for every request (axum hands each handler its own copy): one `Arc`, so a clone
 /// is one counter increment, not a model channel's worth of them (a profile showed the

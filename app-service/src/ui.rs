@@ -36,7 +36,14 @@ pub struct ResultView {
 
 /// The page as it stands after a request: what the user typed and picked, and the answer
 /// or the error.
-fn page(state: &AppState, status: StatusCode, sms: &str, guess: &str, result: Option<ResultView>, error: Option<String>) -> Response {
+fn page(
+    state: &AppState,
+    status: StatusCode,
+    sms: &str,
+    guess: &str,
+    result: Option<ResultView>,
+    error: Option<String>,
+) -> Response {
     let page = Page { app_version: &state.config.app_version, max_chars: MAX_TEXT_CHARS, sms, guess, result, error };
     match page.render() {
         Ok(html) => (status, Html(html)).into_response(),

@@ -23,8 +23,18 @@ struct Case {
 async fn every_model_failure_gets_a_clear_status_and_is_counted() {
     let cases = [
         Case { behaviour: Behaviour::Fail(Code::InvalidArgument), status: 422, outcome: "error", says: "told to fail" },
-        Case { behaviour: Behaviour::Fail(Code::Unavailable), status: 503, outcome: "unavailable", says: "unavailable" },
-        Case { behaviour: Behaviour::Stall(Duration::from_secs(5)), status: 503, outcome: "timeout", says: "unavailable" },
+        Case {
+            behaviour: Behaviour::Fail(Code::Unavailable),
+            status: 503,
+            outcome: "unavailable",
+            says: "unavailable",
+        },
+        Case {
+            behaviour: Behaviour::Stall(Duration::from_secs(5)),
+            status: 503,
+            outcome: "timeout",
+            says: "unavailable",
+        },
         Case { behaviour: Behaviour::Fail(Code::Internal), status: 502, outcome: "error", says: "failed to classify" },
         Case {
             behaviour: Behaviour::Answer { label: "maybe", spam_probability: 0.5 },
@@ -86,7 +96,10 @@ async fn invented_http_methods_do_not_grow_the_metrics() {
     let m = http.get(format!("http://{}/metrics", app.addr)).send().await.unwrap().text().await.unwrap();
     // 200 invented methods add one series (method="other"), plus the /metrics scrape.
     assert!(series(&m) <= before + 2, "{} series after 200 invented methods (before {before})", series(&m));
-    assert_eq!(sample(&m, "sms_requests_total", &[("method", "other"), ("route", "/sms/"), ("status", "405")]), Some(200.0));
+    assert_eq!(
+        sample(&m, "sms_requests_total", &[("method", "other"), ("route", "/sms/"), ("status", "405")]),
+        Some(200.0)
+    );
     app.stop().await.unwrap();
 }
 
@@ -117,11 +130,17 @@ async fn classifications_beyond_the_limit_are_refused_at_once_not_queued() {
     }
     let ok = answers.iter().filter(|a| a.0 == 200).count();
     let shed: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
-    println!("12 at once, limit 4: {ok} answered, {} refused, slowest refusal {:?}", shed.len(),
-             shed.iter().map(|a| a.2).max());
+    println!(
+        "12 at once, limit 4: {ok} answered, {} refused, slowest refusal {:?}",
+        shed.len(),
+        shed.iter().map(|a| a.2).max()
+    );
     assert_eq!(ok + shed.len(), 12, "{answers:?}");
     assert_eq!(ok, 4, "{answers:?}");
-    assert!(shed.iter().all(|a| a.1 && a.2 < Duration::from_millis(500)), "refusals must be fast, with Retry-After: {answers:?}");
+    assert!(
+        shed.iter().all(|a| a.1 && a.2 < Duration::from_millis(500)),
+        "refusals must be fast, with Retry-After: {answers:?}"
+    );
     // Probes and metrics are not limited while the app is busy.
     let busy = tokio::spawn({
         let (http, url) = (http.clone(), url.clone());
@@ -142,11 +161,14 @@ async fn a_body_declared_too_large_is_refused_before_it_is_read() {
     let app = app_service::start(common::app_config(fake.addr, false)).await.unwrap();
     let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     let started = Instant::now();
-    tcp.write_all(b"POST /sms/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n{")
-        .await
-        .unwrap();
+    tcp.write_all(
+        b"POST /sms/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n{",
+    )
+    .await
+    .unwrap();
     let mut head = vec![0; 256];
-    let n = tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut head)).await.expect("an answer at once").unwrap();
+    let n =
+        tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut head)).await.expect("an answer at once").unwrap();
     let head = String::from_utf8_lossy(&head[..n]);
     println!("1 GB declared: {:?} after {:?}", head.lines().next(), started.elapsed());
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
@@ -159,11 +181,13 @@ async fn a_form_that_is_not_utf8_is_refused_like_the_json_api_refuses_it() {
     let app = app_service::start(common::app_config(fake.addr, false)).await.unwrap();
     let http = common::http_client();
     let url = format!("http://{}/sms/", app.addr);
-    let form = http.post(&url).header("content-type", "application/x-www-form-urlencoded").body("sms=%FF%FEhello").send();
+    let form =
+        http.post(&url).header("content-type", "application/x-www-form-urlencoded").body("sms=%FF%FEhello").send();
     let form = form.await.unwrap();
     assert_eq!(form.status().as_u16(), 400);
     assert!(form.text().await.unwrap().contains("not valid UTF-8"));
-    let json = http.post(&url).header("content-type", "application/json").body(b"{\"sms\": \"\xff\xfe\"}".to_vec()).send();
+    let json =
+        http.post(&url).header("content-type", "application/json").body(b"{\"sms\": \"\xff\xfe\"}".to_vec()).send();
     assert_eq!(json.await.unwrap().status().as_u16(), 400);
     app.stop().await.unwrap();
 }

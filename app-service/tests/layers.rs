@@ -42,7 +42,8 @@ fn imports(source: &str) -> Vec<String> {
                     '{' => level += 1,
                     '}' => level -= 1,
                     ',' if level == 0 => {
-                        let name: String = item.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                        let name: String =
+                            item.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
                         if !name.is_empty() {
                             found.push(name);
                         }

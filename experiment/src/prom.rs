@@ -69,10 +69,8 @@ impl Prometheus {
             .await
             .with_context(|| format!("Prometheus at {} did not answer", self.base))?;
         let status = resp.status();
-        let body: Response = resp
-            .json()
-            .await
-            .with_context(|| format!("{url} answered HTTP {status} without a Prometheus API body"))?;
+        let body: Response =
+            resp.json().await.with_context(|| format!("{url} answered HTTP {status} without a Prometheus API body"))?;
         if body.status != "success" {
             bail!("Prometheus refused `{promql}`: {}", body.error);
         }

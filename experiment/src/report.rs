@@ -29,12 +29,14 @@ pub fn text(experiments: &[Experiment], window_secs: u64) -> String {
             let bound = if e.more_needed_is_lower_bound { "more than" } else { "about" };
             out += &format!("  needs {bound} {} more {} (has {})\n", round(more), e.traffic_unit, thousands(e.traffic));
         }
-        let head = ["figure", &e.baseline, &e.candidate, &format!("{} - {}", e.candidate, e.baseline), "rule", "status"];
+        let head =
+            ["figure", &e.baseline, &e.candidate, &format!("{} - {}", e.candidate, e.baseline), "rule", "status"];
         let mut lines = vec![head.map(str::to_owned)];
         for r in &e.rows {
             lines.push(row_cells(r));
         }
-        let widths: Vec<usize> = (0..6).map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
+        let widths: Vec<usize> =
+            (0..6).map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
         for l in lines {
             let cells: Vec<String> = l.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
             out += &format!("  {}\n", cells.join("  ").trim_end());
@@ -53,7 +55,9 @@ fn row_cells(r: &Row) -> [String; 6] {
         r.figure.to_owned(),
         r.baseline.map_or(String::new(), |iv| value(r.unit, iv)),
         r.candidate.map_or(String::new(), |iv| value(r.unit, iv)),
-        r.difference.filter(|_| !matches!(r.unit, Unit::Count | Unit::Number)).map_or(String::new(), |iv| diff(r.unit, iv)),
+        r.difference
+            .filter(|_| !matches!(r.unit, Unit::Count | Unit::Number))
+            .map_or(String::new(), |iv| diff(r.unit, iv)),
         r.rule.clone(),
         status,
     ]
@@ -86,7 +90,13 @@ fn ms(s: f64) -> String {
 }
 
 fn signed_ms(s: f64) -> String {
-    if s.is_finite() { format!("{:+.2}", s * 1000.0) } else if s > 0.0 { "+inf".into() } else { "-inf".into() }
+    if s.is_finite() {
+        format!("{:+.2}", s * 1000.0)
+    } else if s > 0.0 {
+        "+inf".into()
+    } else {
+        "-inf".into()
+    }
 }
 
 /// An estimate of traffic to two significant figures ("about 2,300").

@@ -123,11 +123,16 @@ impl Check {
                 } else {
                     (iv.high <= *limit, iv.low > *limit)
                 };
-                if pass { Status::Pass } else if fail { Status::Fail } else { Status::Undecided }
+                if pass {
+                    Status::Pass
+                } else if fail {
+                    Status::Fail
+                } else {
+                    Status::Undecided
+                }
             }
             Check::P95NotAbove { candidate, baseline } => {
-                let (Some(c), Some(b)) = (candidate.scaled(k).quantile(0.95), baseline.scaled(k).quantile(0.95))
-                else {
+                let (Some(c), Some(b)) = (candidate.scaled(k).quantile(0.95), baseline.scaled(k).quantile(0.95)) else {
                     return Status::Undecided;
                 };
                 if c.high.is_finite() && c.high <= b.high {
@@ -163,17 +168,30 @@ struct Builder {
 impl Builder {
     fn info(&mut self, figure: &'static str, unit: Unit, base: Option<Interval>, cand: Option<Interval>) {
         let difference = match (base, cand) {
-            (Some(b), Some(c)) => Some(Interval { estimate: c.estimate - b.estimate, low: c.low - b.high, high: c.high - b.low }),
+            (Some(b), Some(c)) => {
+                Some(Interval { estimate: c.estimate - b.estimate, low: c.low - b.high, high: c.high - b.low })
+            }
             _ => None,
         };
         let has_data = cand.is_some();
-        self.rows.push(Row { figure, unit, baseline: base, candidate: cand, difference, rule: String::new(), status: Status::Info, has_data });
+        self.rows.push(Row {
+            figure,
+            unit,
+            baseline: base,
+            candidate: cand,
+            difference,
+            rule: String::new(),
+            status: Status::Info,
+            has_data,
+        });
     }
 
     /// A share per version and its difference, with a rule on the difference.
     fn share(&mut self, figure: &'static str, base: Count, cand: Count, tau: f64, rule: String, check: Check) {
         // A share lies in [0, 1] whatever the normal approximation says.
-        let one = |c: Count| contrast(&[(1.0, c)], tau).map(|iv| Interval { low: iv.low.max(0.0), high: iv.high.min(1.0), ..iv });
+        let one = |c: Count| {
+            contrast(&[(1.0, c)], tau).map(|iv| Interval { low: iv.low.max(0.0), high: iv.high.min(1.0), ..iv })
+        };
         let status = check.status(1.0);
         self.rows.push(Row {
             figure,
@@ -248,7 +266,10 @@ impl Builder {
                     why.push(format!("minimum evidence is {:.0} {}", settings.min_samples, header.traffic_unit));
                 }
                 if !ran_long_enough {
-                    why.push(format!("{} has not run for the minimum duration ({} s) yet", header.candidate, settings.min_duration_secs));
+                    why.push(format!(
+                        "{} has not run for the minimum duration ({} s) yet",
+                        header.candidate, settings.min_duration_secs
+                    ));
                 }
                 more_needed = (!missing && needed > 0.0).then_some(needed);
                 (Verdict::KeepRunning, why.join("; "))
@@ -348,9 +369,8 @@ pub async fn canary(prom: &Prometheus, s: &Settings) -> Result<Experiment> {
     let classified = prom.query(&q.increase("version", "sms_messages_classified_total", &[&v])).await?;
     let calls = prom.query(&q.increase("version", "sms_model_calls_total", &[&v])).await?;
     let guesses = prom.query(&q.increase("version, agreement", "sms_guesses_total", &[&v])).await?;
-    let latency = prom
-        .query(&q.increase("version, le", "sms_request_latency_seconds_bucket", &[&v, NOT_USER_ROUTES]))
-        .await?;
+    let latency =
+        prom.query(&q.increase("version, le", "sms_request_latency_seconds_bucket", &[&v, NOT_USER_ROUTES])).await?;
     let cand_sel = format!("version=\"{cand}\"");
     let ran_long_enough = q.existed_before(prom, "sms_messages_classified_total", &[&cand_sel]).await?;
 
@@ -359,10 +379,7 @@ pub async fn canary(prom: &Prometheus, s: &Settings) -> Result<Experiment> {
         move |x: &Sample| x.label("version") == ver
     };
     let errors = |ver: &str| {
-        Count::new(
-            total(&requests, |x| of(ver)(x) && x.label("status").starts_with('5')),
-            total(&requests, of(ver)),
-        )
+        Count::new(total(&requests, |x| of(ver)(x) && x.label("status").starts_with('5')), total(&requests, of(ver)))
     };
     let agreement = |ver: &str| {
         Count::new(total(&guesses, |x| of(ver)(x) && x.label("agreement") == "agree"), total(&guesses, of(ver)))
@@ -381,7 +398,12 @@ pub async fn canary(prom: &Prometheus, s: &Settings) -> Result<Experiment> {
         e2,
         CANARY_ERROR_MARGIN,
         format!("{cand} - {base} <= +{}", pp(CANARY_ERROR_MARGIN)),
-        Check::Bound { terms: vec![(1.0, e2), (-1.0, e1)], tau: CANARY_ERROR_MARGIN, limit: CANARY_ERROR_MARGIN, higher_is_better: false },
+        Check::Bound {
+            terms: vec![(1.0, e2), (-1.0, e1)],
+            tau: CANARY_ERROR_MARGIN,
+            limit: CANARY_ERROR_MARGIN,
+            higher_is_better: false,
+        },
     );
     let (g1, g2) = (agreement(base), agreement(cand));
     b.share(
@@ -390,7 +412,12 @@ pub async fn canary(prom: &Prometheus, s: &Settings) -> Result<Experiment> {
         g2,
         GUESS_MARGIN,
         format!("{cand} - {base} >= -{}", pp(GUESS_MARGIN)),
-        Check::Bound { terms: vec![(1.0, g2), (-1.0, g1)], tau: GUESS_MARGIN, limit: -GUESS_MARGIN, higher_is_better: true },
+        Check::Bound {
+            terms: vec![(1.0, g2), (-1.0, g1)],
+            tau: GUESS_MARGIN,
+            limit: -GUESS_MARGIN,
+            higher_is_better: true,
+        },
     );
     let (m1, m2) = (calls_per_classification(base), calls_per_classification(cand));
     b.share(
@@ -399,7 +426,12 @@ pub async fn canary(prom: &Prometheus, s: &Settings) -> Result<Experiment> {
         m2,
         0.05,
         format!("{cand} <= {CANARY_CALLS_RATIO} x {base}"),
-        Check::Bound { terms: vec![(1.0, m2), (-CANARY_CALLS_RATIO, m1)], tau: 0.05, limit: 0.0, higher_is_better: false },
+        Check::Bound {
+            terms: vec![(1.0, m2), (-CANARY_CALLS_RATIO, m1)],
+            tau: 0.05,
+            limit: 0.0,
+            higher_is_better: false,
+        },
     );
     let (l1, l2) = (histogram(&latency, of(base)), histogram(&latency, of(cand)));
     b.p95(
@@ -429,7 +461,8 @@ pub async fn shadow(prom: &Prometheus, s: &Settings) -> Result<Experiment> {
     let requests = prom.query(&q.increase("version, source, code", "sms_model_requests_total", &[&v])).await?;
     let guesses = prom.query(&q.increase("version, source, agreement", "sms_model_guesses_total", &[&v])).await?;
     let inference = prom.query(&q.increase("version, source, le", "sms_model_inference_seconds_bucket", &[&v])).await?;
-    let pair = [format!("version=\"{cand}\""), r#"source="shadow""#.to_owned(), format!("reference_version=\"{base}\"")];
+    let pair =
+        [format!("version=\"{cand}\""), r#"source="shadow""#.to_owned(), format!("reference_version=\"{base}\"")];
     let pair: Vec<&str> = pair.iter().map(String::as_str).collect();
     let comparisons = prom.query(&q.increase("outcome", "sms_shadow_comparisons_total", &pair)).await?;
     let gap = prom.query(&q.increase("le", "sms_shadow_probability_gap_bucket", &pair)).await?;
@@ -442,10 +475,7 @@ pub async fn shadow(prom: &Prometheus, s: &Settings) -> Result<Experiment> {
     };
     let (serving, shadowing) = (of(base, "app"), of(cand, "shadow"));
     let server_errors = |keep: &dyn Fn(&Sample) -> bool| {
-        Count::new(
-            total(&requests, |x| keep(x) && !CLIENT_CODES.contains(&x.label("code"))),
-            total(&requests, keep),
-        )
+        Count::new(total(&requests, |x| keep(x) && !CLIENT_CODES.contains(&x.label("code"))), total(&requests, keep))
     };
     let agreement = |keep: &dyn Fn(&Sample) -> bool| {
         Count::new(total(&guesses, |x| keep(x) && x.label("agreement") == "agree"), total(&guesses, keep))
@@ -463,22 +493,42 @@ pub async fn shadow(prom: &Prometheus, s: &Settings) -> Result<Experiment> {
         e2,
         SHADOW_ERROR_MARGIN,
         format!("{cand} - {base} <= +{}", pp(SHADOW_ERROR_MARGIN)),
-        Check::Bound { terms: vec![(1.0, e2), (-1.0, e1)], tau: SHADOW_ERROR_MARGIN, limit: SHADOW_ERROR_MARGIN, higher_is_better: false },
+        Check::Bound {
+            terms: vec![(1.0, e2), (-1.0, e1)],
+            tau: SHADOW_ERROR_MARGIN,
+            limit: SHADOW_ERROR_MARGIN,
+            higher_is_better: false,
+        },
     );
     let (g1, g2) = (agreement(&serving), agreement(&shadowing));
-    let guesses_not_worse =
-        Check::Bound { terms: vec![(1.0, g2), (-1.0, g1)], tau: GUESS_MARGIN, limit: -GUESS_MARGIN, higher_is_better: true };
-    b.share("guess agreement", g1, g2, GUESS_MARGIN, format!("{cand} - {base} >= -{}", pp(GUESS_MARGIN)), guesses_not_worse);
+    let guesses_not_worse = Check::Bound {
+        terms: vec![(1.0, g2), (-1.0, g1)],
+        tau: GUESS_MARGIN,
+        limit: -GUESS_MARGIN,
+        higher_is_better: true,
+    };
+    b.share(
+        "guess agreement",
+        g1,
+        g2,
+        GUESS_MARGIN,
+        format!("{cand} - {base} >= -{}", pp(GUESS_MARGIN)),
+        guesses_not_worse,
+    );
 
     // Agreement with the serving model on the same messages: one share, the shadow's.
-    let agree = Count::new(
-        total(&comparisons, |x| x.label("outcome") == "agree"),
-        total(&comparisons, |_| true),
-    );
-    let agree_iv = contrast(&[(1.0, agree)], 0.02).map(|iv| Interval { low: iv.low.max(0.0), high: iv.high.min(1.0), ..iv });
-    let guesses_better = Check::Bound { terms: vec![(1.0, g2), (-1.0, g1)], tau: GUESS_MARGIN, limit: 0.0, higher_is_better: true };
+    let agree = Count::new(total(&comparisons, |x| x.label("outcome") == "agree"), total(&comparisons, |_| true));
+    let agree_iv =
+        contrast(&[(1.0, agree)], 0.02).map(|iv| Interval { low: iv.low.max(0.0), high: iv.high.min(1.0), ..iv });
+    let guesses_better =
+        Check::Bound { terms: vec![(1.0, g2), (-1.0, g1)], tau: GUESS_MARGIN, limit: 0.0, higher_is_better: true };
     let agreement_check = Check::Either(
-        Box::new(Check::Bound { terms: vec![(1.0, agree)], tau: 0.02, limit: SHADOW_MIN_AGREEMENT, higher_is_better: true }),
+        Box::new(Check::Bound {
+            terms: vec![(1.0, agree)],
+            tau: 0.02,
+            limit: SHADOW_MIN_AGREEMENT,
+            higher_is_better: true,
+        }),
         Box::new(guesses_better),
     );
     b.rows.push(Row {

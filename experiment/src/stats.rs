@@ -212,7 +212,9 @@ mod tests {
         for (p1, p2) in [(0.5, 0.5), (0.8, 0.78), (0.05, 0.05)] {
             let fixed = miss_rate(fixed_sample, p1, p2);
             let always_valid = miss_rate(sequential, p1, p2);
-            println!("p1={p1} p2={p2}: 120 looks miss the truth: fixed-sample {fixed:.3}, always-valid {always_valid:.3}");
+            println!(
+                "p1={p1} p2={p2}: 120 looks miss the truth: fixed-sample {fixed:.3}, always-valid {always_valid:.3}"
+            );
             assert!(always_valid <= ALPHA, "confidence sequence missed in {always_valid} of runs");
             assert!(fixed > 2.0 * ALPHA, "the fixed-sample interval should fail under peeking ({fixed})");
         }

@@ -18,8 +18,10 @@ const WINDOW: &str = "1h";
 
 const APP_BUCKETS: [&str; 14] =
     ["0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "+Inf"];
-const MODEL_BUCKETS: [&str; 14] =
-    ["0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "+Inf"];
+const MODEL_BUCKETS: [&str; 14] = [
+    "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1",
+    "+Inf",
+];
 const GAP_BUCKETS: [&str; 8] = ["0.001", "0.01", "0.05", "0.1", "0.2", "0.5", "1", "+Inf"];
 
 fn tool(name: &str) -> String {
@@ -28,7 +30,8 @@ fn tool(name: &str) -> String {
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .map(|dir| dir.join(name))
         .find(|p| p.is_file());
-    let path = found.unwrap_or_else(|| panic!("{name} is not installed: scripts/test-rust.sh installs it (apt_ensure prometheus)"));
+    let path = found
+        .unwrap_or_else(|| panic!("{name} is not installed: scripts/test-rust.sh installs it (apt_ensure prometheus)"));
     path.to_string_lossy().into_owned()
 }
 
@@ -64,7 +67,15 @@ impl Scenario {
     }
 
     /// One app version: classifications, model calls, requests (some 5xx), guesses, latency.
-    fn app(&mut self, version: &str, per_minute: f64, error_share: f64, calls_per_classification: f64, guess_agree: f64, fast: bool) {
+    fn app(
+        &mut self,
+        version: &str,
+        per_minute: f64,
+        error_share: f64,
+        calls_per_classification: f64,
+        guess_agree: f64,
+        fast: bool,
+    ) {
         let v = format!("version=\"{version}\"");
         self.counter("sms_messages_classified_total", &format!("{v},result=\"ham\""), per_minute);
         self.counter("sms_model_calls_total", &format!("{v},outcome=\"ok\""), per_minute * calls_per_classification);
@@ -82,7 +93,13 @@ impl Scenario {
         } else {
             [0.0, 0.1, 0.6, 0.9, 0.98, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
         };
-        self.histogram("sms_request_latency_seconds", &format!("{v},{route}"), per_minute + errors, &APP_BUCKETS, &shares);
+        self.histogram(
+            "sms_request_latency_seconds",
+            &format!("{v},{route}"),
+            per_minute + errors,
+            &APP_BUCKETS,
+            &shares,
+        );
     }
 
     /// One model service (`source` app or shadow): requests, guesses, inference latency.
@@ -90,7 +107,11 @@ impl Scenario {
         let vs = format!("version=\"{version}\",source=\"{source}\"");
         self.counter("sms_model_requests_total", &format!("{vs},code=\"Ok\""), per_minute);
         self.counter("sms_model_guesses_total", &format!("{vs},agreement=\"agree\""), per_minute * guess_agree);
-        self.counter("sms_model_guesses_total", &format!("{vs},agreement=\"disagree\""), per_minute * (1.0 - guess_agree));
+        self.counter(
+            "sms_model_guesses_total",
+            &format!("{vs},agreement=\"disagree\""),
+            per_minute * (1.0 - guess_agree),
+        );
         self.histogram("sms_model_inference_seconds", &vs, per_minute, &MODEL_BUCKETS, &inference);
     }
 
@@ -176,8 +197,12 @@ impl Prometheus {
             .args(extra)
             .output()
             .unwrap();
-        println!("$ sms-experiment --namespace {namespace} --window {WINDOW} {}\n{}{}", extra.join(" "),
-            String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        println!(
+            "$ sms-experiment --namespace {namespace} --window {WINDOW} {}\n{}{}",
+            extra.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         out
     }
 }
@@ -202,7 +227,8 @@ fn http_get_ok(port: u16, path: &str) -> bool {
 }
 
 fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 fn experiment<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
@@ -284,7 +310,10 @@ fn canary_with_many_errors_is_rolled_back() {
     let out = prom.verdict("bad-canary", &["--experiment", "shadow"]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("verdict: KEEP RUNNING: not decided yet: agreement with serving model (no data)"), "{stdout}");
+    assert!(
+        stdout.contains("verdict: KEEP RUNNING: not decided yet: agreement with serving model (no data)"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -302,8 +331,12 @@ fn low_traffic_keeps_running_and_says_how_much_more_is_needed() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.matches("verdict: KEEP RUNNING").count(), 2, "{stdout}");
     // 3 a minute for an hour (increase() may land a count or two off at the edges)
-    let has: f64 = stdout.split("more classifications on app v2 (has ").nth(1).and_then(|t| t.split(')').next())
-        .and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no 'needs about N more': {stdout}"));
+    let has: f64 = stdout
+        .split("more classifications on app v2 (has ")
+        .nth(1)
+        .and_then(|t| t.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no 'needs about N more': {stdout}"));
     assert!((170.0..190.0).contains(&has), "{has}");
     assert!(stdout.contains("more mirrored calls to model v2"), "{stdout}");
 
@@ -344,7 +377,8 @@ fn shadow_that_disagrees_reports_it_and_is_not_promoted() {
     assert_eq!(agreement["status"], "fail");
     assert!((agreement["candidate"]["estimate"].as_f64().unwrap() - 0.70).abs() < 0.002);
     assert_eq!(row(shadow, "guess agreement")["status"], "pass");
-    let median_gap = row(shadow, "probability gap |p_shadow - p_serving| median")["candidate"]["estimate"].as_f64().unwrap();
+    let median_gap =
+        row(shadow, "probability gap |p_shadow - p_serving| median")["candidate"]["estimate"].as_f64().unwrap();
     assert!(median_gap > 0.05 && median_gap < 0.2, "{median_gap}");
 }
 

@@ -19,8 +19,10 @@ const SCRAPE_EVERY: u32 = 10_000;
 fn before() -> f64 {
     let registry = Registry::new();
     let labels = &["version", "source"];
-    let predictions = IntCounterVec::new(Opts::new("sms_model_predictions_total", "h"), &["version", "source", "result"]).unwrap();
-    let requests = IntCounterVec::new(Opts::new("sms_model_requests_total", "h"), &["version", "source", "code"]).unwrap();
+    let predictions =
+        IntCounterVec::new(Opts::new("sms_model_predictions_total", "h"), &["version", "source", "result"]).unwrap();
+    let requests =
+        IntCounterVec::new(Opts::new("sms_model_requests_total", "h"), &["version", "source", "code"]).unwrap();
     let inflight = IntGaugeVec::new(Opts::new("sms_model_inflight_requests", "h"), labels).unwrap();
     let seconds = HistogramVec::new(
         HistogramOpts::new("sms_model_inference_seconds", "h").buckets(INFERENCE_BUCKETS.to_vec()),
@@ -77,5 +79,7 @@ fn main() {
     // Against the ~150 us a v1 call costs end to end on this kind of machine.
     println!("difference: {:+.0} ns/call, {:+.2} % of a 150 us call", a - b, (a - b) / 150_000.0 * 100.0);
     // For scripts/bench.py, which puts it into bench.json.
-    println!(r#"BENCH_JSON {{"metrics_per_call_ns":{{"prometheus_before":{b:.1},"opentelemetry_after":{a:.1},"calls":{CALLS}}}}}"#);
+    println!(
+        r#"BENCH_JSON {{"metrics_per_call_ns":{{"prometheus_before":{b:.1},"opentelemetry_after":{a:.1},"calls":{CALLS}}}}}"#
+    );
 }

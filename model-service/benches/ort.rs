@@ -55,8 +55,19 @@ fn main() {
         }
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("\nONNX Runtime alone, one {}-character message a call, one thread ({} calls each, in rounds):", MESSAGE.len(), ROUNDS * CALLS_PER_ROUND);
-    println!("{:<10} {:>12} {:>12} {:>12} {:>24}", "model", "median us", "p10 us", "mean us", format!("ceiling req/s ({cores} cores)"));
+    println!(
+        "\nONNX Runtime alone, one {}-character message a call, one thread ({} calls each, in rounds):",
+        MESSAGE.len(),
+        ROUNDS * CALLS_PER_ROUND
+    );
+    println!(
+        "{:<10} {:>12} {:>12} {:>12} {:>24}",
+        "model",
+        "median us",
+        "p10 us",
+        "mean us",
+        format!("ceiling req/s ({cores} cores)")
+    );
     let mut json = Vec::new();
     for ((name, _), t) in list.iter().zip(&mut times) {
         t.sort();

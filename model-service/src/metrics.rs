@@ -72,21 +72,30 @@ impl Metrics {
                 .with_callback(move |observer| {
                     let s = served.lock().unwrap_or_else(|e| e.into_inner()).clone();
                     let [version, source] = labels.clone();
-                    observer.observe(1, &[
-                        version,
-                        source,
-                        KeyValue::new("model_name", s.name),
-                        KeyValue::new("data_sha256", s.data_sha256),
-                    ]);
+                    observer.observe(
+                        1,
+                        &[
+                            version,
+                            source,
+                            KeyValue::new("model_name", s.name),
+                            KeyValue::new("data_sha256", s.data_sha256),
+                        ],
+                    );
                 })
                 .build();
         }
-        let predictions =
-            meter.u64_counter("sms_model_predictions").with_description("Messages classified by the model, by result.").build();
-        let requests =
-            meter.u64_counter("sms_model_requests").with_description("Classify calls answered, by gRPC status code.").build();
-        let reloads =
-            meter.u64_counter("sms_model_reloads").with_description("Attempts to load new model files, by outcome.").build();
+        let predictions = meter
+            .u64_counter("sms_model_predictions")
+            .with_description("Messages classified by the model, by result.")
+            .build();
+        let requests = meter
+            .u64_counter("sms_model_requests")
+            .with_description("Classify calls answered, by gRPC status code.")
+            .build();
+        let reloads = meter
+            .u64_counter("sms_model_reloads")
+            .with_description("Attempts to load new model files, by outcome.")
+            .build();
         let inflight = meter
             .i64_up_down_counter("sms_model_inflight_requests")
             .with_description("Classify calls being processed.")
@@ -103,7 +112,12 @@ impl Metrics {
         let comparisons = reference_version.map(|reference| {
             let labels = |outcome: &'static str| {
                 let [version, source] = labels.clone();
-                [version, source, KeyValue::new("reference_version", reference.to_string()), KeyValue::new("outcome", outcome)]
+                [
+                    version,
+                    source,
+                    KeyValue::new("reference_version", reference.to_string()),
+                    KeyValue::new("outcome", outcome),
+                ]
             };
             let counter = meter
                 .u64_counter("sms_shadow_comparisons")

@@ -118,9 +118,12 @@ fn read_card(dir: &Path) -> Result<ModelCard, ModelError> {
     let path = dir.join("model.json");
     let card_err = |reason: String| ModelError::Card { path: path.clone(), reason };
     let text = std::fs::read_to_string(&path).map_err(|e| {
-        card_err(format!("cannot be read ({e}); MODEL_ROOT/MODEL_VERSION must name a folder with model.json and model.onnx"))
+        card_err(format!(
+            "cannot be read ({e}); MODEL_ROOT/MODEL_VERSION must name a folder with model.json and model.onnx"
+        ))
     })?;
-    let mut card: ModelCard = serde_json::from_str(&text).map_err(|e| card_err(format!("is not a valid model card: {e}")))?;
+    let mut card: ModelCard =
+        serde_json::from_str(&text).map_err(|e| card_err(format!("is not a valid model card: {e}")))?;
     if !(0.0..=1.0).contains(&card.threshold) {
         return Err(card_err(format!("threshold {} is not in [0, 1]", card.threshold)));
     }

@@ -4,11 +4,12 @@
 use std::{sync::Arc, time::Duration};
 
 use sms_proto::{
-    GUESS_METADATA, MAX_TEXT_CHARS, validate_text,
+    GUESS_METADATA, MAX_TEXT_CHARS,
     v1::{
         ClassifyRequest, ClassifyResponse, Disagreements, GetModelInfoRequest, ListDisagreementsRequest, ModelInfo,
         spam_classifier_server::SpamClassifier,
     },
+    validate_text,
 };
 use sms_runtime::trace::{self, Metadata};
 use tonic::{Request, Response, Status};
@@ -63,7 +64,12 @@ pub fn validate(text: &str) -> Result<String, Status> {
 }
 
 impl Classifier {
-    async fn classify_inner(&self, text: &str, guess: Option<&'static str>, trace_id: String) -> Result<ClassifyResponse, Status> {
+    async fn classify_inner(
+        &self,
+        text: &str,
+        guess: Option<&'static str>,
+        trace_id: String,
+    ) -> Result<ClassifyResponse, Status> {
         let text = validate(text)?;
         // The reference model scores the same normalized text.
         let compared_text = self.comparison.is_some().then(|| text.clone());

@@ -73,12 +73,7 @@ async fn health_reports_serving_once_loaded() {
 async fn bad_input_gets_invalid_argument_with_a_reason() {
     let mut m = TestModel::version("v1").await;
     let too_long = "a".repeat(MAX_TEXT_CHARS + 1);
-    let cases = [
-        ("", "empty"),
-        (" \t\n ", "empty"),
-        (too_long.as_str(), "limit is 1000"),
-        ("nul\0byte", "NUL"),
-    ];
+    let cases = [("", "empty"), (" \t\n ", "empty"), (too_long.as_str(), "limit is 1000"), ("nul\0byte", "NUL")];
     for (text, why) in cases {
         let err = m.client.classify(req(text)).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{why}: {err:?}");
@@ -174,9 +169,8 @@ async fn new_model_files_are_picked_up_and_bad_ones_rejected() {
 
     // A corrupt model is refused; the previous one keeps serving.
     std::fs::write(root.join("v1/model.onnx"), b"not an onnx file").unwrap();
-    let metrics_has_failure = || async {
-        sample(&m.metrics().await, "sms_model_reloads_total", &[("outcome", "failure")]) == Some(1.0)
-    };
+    let metrics_has_failure =
+        || async { sample(&m.metrics().await, "sms_model_reloads_total", &[("outcome", "failure")]) == Some(1.0) };
     wait_for(metrics_has_failure).await;
     let answer = m.client.classify(req(SPAM)).await.unwrap().into_inner();
     assert_eq!((answer.label.as_str(), answer.model_name.as_str()), ("spam", "sms-spam-v2"));
@@ -198,7 +192,8 @@ async fn missing_or_corrupt_model_stops_start_up_with_a_clear_error() {
     let card = std::fs::read_to_string(root.join("v1/model.json")).unwrap();
     let mut card: serde_json::Value = serde_json::from_str(&card).unwrap();
     use sha2::Digest;
-    card["onnx_sha256"] = sha2::Sha256::digest(b"garbage").iter().map(|b| format!("{b:02x}")).collect::<String>().into();
+    card["onnx_sha256"] =
+        sha2::Sha256::digest(b"garbage").iter().map(|b| format!("{b:02x}")).collect::<String>().into();
     std::fs::write(root.join("v1/model.json"), card.to_string()).unwrap();
     config.model_root = root.clone();
     config.model_version = "v1".into();
@@ -324,10 +319,7 @@ async fn undecodable_requests_get_invalid_argument() {
     // Field 1 (`text`), 2 bytes, not UTF-8; then a truncated field.
     for bytes in [vec![0x0a, 0x02, 0xff, 0xfe], vec![0x0a, 0x10, b'h', b'i']] {
         grpc.ready().await.unwrap();
-        let err = grpc
-            .unary(tonic::Request::new(bytes.clone()), path.clone(), raw::RawCodec)
-            .await
-            .unwrap_err();
+        let err = grpc.unary(tonic::Request::new(bytes.clone()), path.clone(), raw::RawCodec).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{bytes:?}: {err:?}");
         assert!(err.message().contains("not a valid sms.v1 message"), "{}", err.message());
     }
@@ -356,10 +348,8 @@ async fn calls_cancelled_by_their_deadline_leave_no_request_in_flight() {
         }
     }
     assert!(cancelled > 0, "no call hit its deadline");
-    wait_for(|| async {
-        sample(&m.metrics().await, "sms_model_inflight_requests", &[("version", "v2")]) == Some(0.0)
-    })
-    .await;
+    wait_for(|| async { sample(&m.metrics().await, "sms_model_inflight_requests", &[("version", "v2")]) == Some(0.0) })
+        .await;
     m.server.stop().await.unwrap();
 }
 
@@ -372,7 +362,8 @@ async fn a_graph_its_card_does_not_describe_is_refused_at_start_and_on_reload() 
     // Only model.onnx replaced (v2's graph), v1's card left: refused and counted, and the
     // v1 graph keeps answering under its own name.
     std::fs::copy(common::repo_models().join("v2/model.onnx"), root.join("v1/model.onnx")).unwrap();
-    let failed = || async { sample(&m.metrics().await, "sms_model_reloads_total", &[("outcome", "failure")]) == Some(1.0) };
+    let failed =
+        || async { sample(&m.metrics().await, "sms_model_reloads_total", &[("outcome", "failure")]) == Some(1.0) };
     wait_for(failed).await;
     let after = m.client.classify(req(SPAM)).await.unwrap().into_inner();
     assert_eq!((after.model_name.as_str(), after.spam_probability), ("sms-spam-v1", before.spam_probability));

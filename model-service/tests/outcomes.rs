@@ -85,8 +85,8 @@ async fn frames_that_do_not_decode_are_invalid_argument_and_counted() {
     };
     let answers = tokio::task::spawn_blocking(move || {
         [
-            curl_grpc(addr, &frame(0, &message)),                 // fine
-            curl_grpc(addr, &frame(1, &message)),                 // "compressed", no grpc-encoding
+            curl_grpc(addr, &frame(0, &message)),                  // fine
+            curl_grpc(addr, &frame(1, &message)),                  // "compressed", no grpc-encoding
             curl_grpc(addr, &frame(0, &[0x0a, 0x02, 0xff, 0xfe])), // text not UTF-8
             curl_grpc(addr, &frame(0, &[0x0a, 0x10, b'h'])),       // truncated field
         ]

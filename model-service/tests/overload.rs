@@ -35,13 +35,19 @@ async fn calls_beyond_the_queue_are_refused_with_resource_exhausted() {
     }
     let refused: Vec<_> = answers.iter().filter(|a| a.0 == Code::ResourceExhausted).collect();
     let ok = answers.iter().filter(|a| a.0 == Code::Ok).count();
-    println!("64 at once, 1 worker, queue 2: {ok} answered, {} refused (slowest refusal {:?})", refused.len(),
-             refused.iter().map(|a| a.1).max());
+    println!(
+        "64 at once, 1 worker, queue 2: {ok} answered, {} refused (slowest refusal {:?})",
+        refused.len(),
+        refused.iter().map(|a| a.1).max()
+    );
     assert_eq!(ok + refused.len(), 64, "only Ok or RESOURCE_EXHAUSTED: {answers:?}");
     assert!(!refused.is_empty() && ok >= 3, "{answers:?}");
     assert!(refused.iter().all(|a| a.1 < Duration::from_secs(1)), "refusals must be fast: {answers:?}");
     let metrics = m.metrics().await;
-    assert_eq!(sample(&metrics, "sms_model_requests_total", &[("code", "ResourceExhausted")]), Some(refused.len() as f64));
+    assert_eq!(
+        sample(&metrics, "sms_model_requests_total", &[("code", "ResourceExhausted")]),
+        Some(refused.len() as f64)
+    );
     assert_eq!(sample(&metrics, "sms_model_requests_total", &[("code", "Ok")]), Some(ok as f64));
     m.server.stop().await.unwrap();
 }

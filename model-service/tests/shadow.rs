@@ -51,7 +51,8 @@ async fn the_shadow_counts_agreement_with_the_serving_model_on_the_same_messages
     assert_eq!(disagreeing.len(), 3);
 
     let m = shadow.metrics().await;
-    let count = |outcome| sample(&m, "sms_shadow_comparisons_total", &[("reference_version", "v1"), ("outcome", outcome)]);
+    let count =
+        |outcome| sample(&m, "sms_shadow_comparisons_total", &[("reference_version", "v1"), ("outcome", outcome)]);
     assert_eq!(count("disagree"), Some(disagreeing.len() as f64), "{m}");
     assert_eq!(count("agree"), Some((MESSAGES.len() - disagreeing.len()) as f64), "{m}");
     assert_eq!(sample(&m, "sms_shadow_probability_gap_count", &[("source", "shadow")]), Some(MESSAGES.len() as f64));

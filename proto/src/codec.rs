@@ -40,7 +40,9 @@ impl<U: Message + Default> Decoder for RequestDecoder<U> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.0.decode(buf).map_err(|s| match s.code() {
-            Code::Internal => Status::invalid_argument(format!("the request is not a valid sms.v1 message: {}", s.message())),
+            Code::Internal => {
+                Status::invalid_argument(format!("the request is not a valid sms.v1 message: {}", s.message()))
+            }
             _ => s,
         })
     }

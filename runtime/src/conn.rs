@@ -8,10 +8,10 @@
 
 use std::{
     convert::Infallible,
-    sync::Arc,
     future::Future,
     io,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -169,7 +169,11 @@ impl Slots {
             self.refused += 1;
             if self.logged_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
                 self.logged_at = Some(Instant::now());
-                tracing::warn!(refused = std::mem::take(&mut self.refused), "{} connections over MAX_CONNECTIONS refused", self.what);
+                tracing::warn!(
+                    refused = std::mem::take(&mut self.refused),
+                    "{} connections over MAX_CONNECTIONS refused",
+                    self.what
+                );
             }
         }
         slot
@@ -290,7 +294,12 @@ pub struct GrpcIncoming {
 
 impl GrpcIncoming {
     pub fn new(listener: TcpListener, limits: ConnLimits) -> Self {
-        Self { listener, idle_timeout: limits.idle_timeout, slots: Slots::new(limits.max_connections, "gRPC"), pause: None }
+        Self {
+            listener,
+            idle_timeout: limits.idle_timeout,
+            slots: Slots::new(limits.max_connections, "gRPC"),
+            pause: None,
+        }
     }
 }
 
@@ -328,7 +337,8 @@ mod tests {
     fn the_refusal_declares_its_body_length() {
         let text = std::str::from_utf8(super::BUSY).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        let declared: usize = head.split("Content-Length: ").nth(1).unwrap().split("\r\n").next().unwrap().parse().unwrap();
+        let declared: usize =
+            head.split("Content-Length: ").nth(1).unwrap().split("\r\n").next().unwrap().parse().unwrap();
         assert_eq!(declared, body.len());
     }
 }

@@ -87,7 +87,9 @@ pub fn continue_trace(span: &tracing::Span, parent: Option<SpanContext>) -> Span
     let ids = RandomIdGenerator::default();
     match parent {
         Some(p) => SpanContext::new(p.trace_id(), ids.new_span_id(), p.trace_flags(), false, p.trace_state().clone()),
-        None => SpanContext::new(ids.new_trace_id(), ids.new_span_id(), TraceFlags::SAMPLED, false, TraceState::default()),
+        None => {
+            SpanContext::new(ids.new_trace_id(), ids.new_span_id(), TraceFlags::SAMPLED, false, TraceState::default())
+        }
     }
 }
 
@@ -114,14 +116,20 @@ mod tests {
         inject(&child, &mut MetadataMut(&mut metadata));
         let passed = metadata.get("traceparent").unwrap().to_str().unwrap().to_string();
         assert!(passed.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{passed}");
-        assert_eq!(extract(&Metadata(&metadata)), Some(SpanContext::new(
-            child.trace_id(), child.span_id(), child.trace_flags(), true, TraceState::default())));
+        assert_eq!(
+            extract(&Metadata(&metadata)),
+            Some(SpanContext::new(child.trace_id(), child.span_id(), child.trace_flags(), true, TraceState::default()))
+        );
     }
 
     #[test]
     fn malformed_or_missing_context_starts_a_new_trace() {
-        for bad in ["", "junk", "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-                    "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"] {
+        for bad in [
+            "",
+            "junk",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        ] {
             assert!(extract(&Headers(&headers(bad))).is_none(), "{bad}");
         }
         let a = continue_trace(&tracing::Span::none(), None);

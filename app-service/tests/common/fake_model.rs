@@ -18,7 +18,10 @@ use tonic::{Request, Response, Status};
 /// What the fake answers to every Classify call.
 #[derive(Debug, Clone)]
 pub enum Behaviour {
-    Answer { label: &'static str, spam_probability: f32 },
+    Answer {
+        label: &'static str,
+        spam_probability: f32,
+    },
     Fail(tonic::Code),
     /// Answers only after this long (past the app's deadline).
     Stall(Duration),
@@ -53,7 +56,10 @@ impl SpamClassifier for Fake {
         Err(Status::unimplemented("not needed by the app"))
     }
 
-    async fn list_disagreements(&self, _: Request<ListDisagreementsRequest>) -> Result<Response<Disagreements>, Status> {
+    async fn list_disagreements(
+        &self,
+        _: Request<ListDisagreementsRequest>,
+    ) -> Result<Response<Disagreements>, Status> {
         Err(Status::unimplemented("not needed by the app"))
     }
 }
