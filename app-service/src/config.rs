@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use sms_runtime::{conn::ConnLimits, settings, telemetry::TelemetryConfig};
+use sms_runtime::{conn::ConnLimits, server::cores, settings, telemetry::TelemetryConfig};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -23,6 +23,8 @@ pub struct Config {
     pub max_concurrent_requests: usize,
     /// Idle timeout and shutdown bound of the HTTP listener.
     pub connections: ConnLimits,
+    /// Threads that serve HTTP and call the model (the tokio runtime's workers).
+    pub runtime_threads: usize,
     pub telemetry: TelemetryConfig,
 }
 
@@ -48,6 +50,7 @@ impl Default for Config {
             // excess is refused at once. At 2 ms a call, 64 is ~30k classifications/s.
             max_concurrent_requests: 64,
             connections: ConnLimits::default(),
+            runtime_threads: cores(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -69,6 +72,7 @@ impl Config {
             resolve_interval: d.resolve_interval,
             max_concurrent_requests: settings::parse("MAX_CONCURRENT_REQUESTS", d.max_concurrent_requests)?,
             connections: ConnLimits::from_env(d.connections)?,
+            runtime_threads: settings::parse("RUNTIME_THREADS", d.runtime_threads)?,
             telemetry: TelemetryConfig::from_env()?,
         })
     }
@@ -77,6 +81,7 @@ impl Config {
         anyhow::ensure!(!self.app_version.trim().is_empty(), "APP_VERSION must not be empty");
         anyhow::ensure!(!self.model_timeout.is_zero(), "MODEL_TIMEOUT_MS must be above 0");
         anyhow::ensure!(self.max_concurrent_requests > 0, "MAX_CONCURRENT_REQUESTS must be above 0");
+        anyhow::ensure!(self.runtime_threads >= 1, "RUNTIME_THREADS must be at least 1");
         anyhow::ensure!(
             !self.cache.enabled || (self.cache.max_entries > 0 && !self.cache.ttl.is_zero()),
             "CACHE_MAX_ENTRIES and CACHE_TTL_SECS must be above 0 when CACHE_ENABLED"

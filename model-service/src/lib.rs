@@ -46,11 +46,16 @@ pub struct Listening {
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub model_version: String,
+    pub inference_threads: usize,
 }
 
 impl std::fmt::Display for Listening {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "gRPC {}, metrics {}, model {}", self.grpc_addr, self.metrics_addr, self.model_version)
+        write!(
+            f,
+            "gRPC {}, metrics {}, model {}, {} inference threads",
+            self.grpc_addr, self.metrics_addr, self.model_version, self.inference_threads
+        )
     }
 }
 
@@ -105,7 +110,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
     let classifier = counting::Counted::new(classifier, metrics.clone());
 
-    let listening = Listening { grpc_addr, metrics_addr, model_version: config.model_version.clone() };
+    let listening = Listening {
+        grpc_addr,
+        metrics_addr,
+        model_version: config.model_version.clone(),
+        inference_threads: pool.workers(),
+    };
     let limits = config.connections;
     Ok(Running::spawn(listening, move |shutdown| async move {
         let grpc_shutdown = {

@@ -1,6 +1,10 @@
 use model_service::Config;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    sms_runtime::server::run("model-service", Config::from_env(), |c| &c.telemetry, model_service::start).await
+fn main() -> std::process::ExitCode {
+    let config = Config::from_env();
+    let threads = config.as_ref().map_or(1, |c| c.runtime_threads);
+    sms_runtime::server::block_on(
+        threads,
+        sms_runtime::server::run("model-service", config, |c| &c.telemetry, model_service::start),
+    )
 }

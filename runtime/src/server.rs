@@ -17,6 +17,22 @@ use tokio::{
 /// queued one gets its answer (or its 503) at once.
 const LISTEN_BACKLOG: u32 = 4096;
 
+/// Runs a service's `main` future on a multi-thread runtime with `threads` workers (the
+/// service's RUNTIME_THREADS), instead of `#[tokio::main]`'s one per core.
+pub fn block_on<F: Future>(threads: usize, main: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .expect("cannot start the tokio runtime")
+        .block_on(main)
+}
+
+/// The cores this process may use (a container's CPU limit included).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Binds `addr`; the error names the setting that chose it.
 pub async fn bind(addr: SocketAddr, what: &str, setting: &str) -> anyhow::Result<TcpListener> {
     let listen = || -> std::io::Result<TcpListener> {
@@ -114,7 +130,8 @@ pub async fn run<C, T: std::fmt::Display>(
         // One line that says what is missing and how to get it.
         Err(err) => return failed("cannot start", err),
     };
-    tracing::info!("{name} ready: {}", *service);
+    let serving_threads = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::info!("{name} ready: {}; {serving_threads} serving threads", *service);
     let trimming = tokio::spawn(return_freed_memory());
     shutdown_signal().await;
     trimming.abort();
