@@ -133,17 +133,22 @@ def pss_mib(pid: int) -> float:
     return sum(proc_kib(p, "Pss", "smaps_rollup") for p in descendants(pid)) / 1024
 
 
-class PeakRss(threading.Thread):
-    """Samples a process's RSS every `every` s until stopped; keeps the largest."""
+class Background(threading.Thread):
+    """A loop beside a load, as a context manager: `step` every `every` s (after `after`
+    s) from entering the block until leaving it."""
 
-    def __init__(self, pid: int, every: float = 0.05):
+    def __init__(self, every: float, after: float = 0):
         super().__init__(daemon=True)
-        self.pid, self.every, self.peak = pid, every, 0.0
+        self.every, self.after = every, after
         self._halt = threading.Event()
 
+    def step(self) -> bool:
+        """One round; False ends the loop early."""
+        raise NotImplementedError
+
     def run(self):
-        while not self._halt.is_set():
-            self.peak = max(self.peak, rss_mib(self.pid))
+        self._halt.wait(self.after)
+        while not self._halt.is_set() and self.step():
             self._halt.wait(self.every)
 
     def __enter__(self):
@@ -153,34 +158,38 @@ class PeakRss(threading.Thread):
     def __exit__(self, *_):
         self._halt.set()
         self.join()
+
+
+class PeakRss(Background):
+    """Samples a process's RSS every `every` s until stopped; keeps the largest."""
+
+    def __init__(self, pid: int, every: float = 0.05):
+        super().__init__(every)
+        self.pid, self.peak = pid, 0.0
+
+    def step(self) -> bool:
+        self.peak = max(self.peak, rss_mib(self.pid))
+        return True
+
+    def __exit__(self, *exc):
+        super().__exit__(*exc)
         self.peak = max(self.peak, rss_mib(self.pid))
 
 
-class Probe(threading.Thread):
+class Probe(Background):
     """A caller apart from the flood: every `every` s, one call on a new connection, its
     outcome and how long it took, until stopped. A closed-loop load generator holding N
     calls in flight sees N / throughput of latency whatever the server does (Little's
     law); a new caller sees how fast the server itself answers or refuses under that load."""
 
     def __init__(self, call, every: float = 0.05, after: float = 0, limit: int = 2000):
-        super().__init__(daemon=True)
-        self.call, self.every, self.after, self.limit = call, every, after, limit
+        super().__init__(every, after)
+        self.call, self.limit = call, limit
         self.results: list[tuple[str, float]] = []
-        self._halt = threading.Event()
 
-    def run(self):
-        self._halt.wait(self.after)
-        while not self._halt.is_set() and len(self.results) < self.limit:
-            self.results.append(self.call())
-            self._halt.wait(self.every)
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *_):
-        self._halt.set()
-        self.join()
+    def step(self) -> bool:
+        self.results.append(self.call())
+        return len(self.results) < self.limit
 
     def summary(self) -> dict:
         ms = sorted(t * 1e3 for _, t in self.results)
