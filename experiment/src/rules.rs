@@ -206,6 +206,28 @@ impl Builder {
         self.checks.push((self.rows.len() - 1, check));
     }
 
+    /// A share of the candidate against the baseline's, their difference bounded by
+    /// `margin`: at most `margin` higher (a bad share, e.g. errors) or at most `margin`
+    /// lower (a good one, e.g. agreement).
+    fn share_within(
+        &mut self,
+        figure: &'static str,
+        (base, cand): (Count, Count),
+        margin: f64,
+        higher_is_better: bool,
+        names: (&str, &str),
+    ) {
+        let (base_name, cand_name) = names;
+        let rule = if higher_is_better {
+            format!("{cand_name} - {base_name} >= -{}", pp(margin))
+        } else {
+            format!("{cand_name} - {base_name} <= +{}", pp(margin))
+        };
+        let limit = if higher_is_better { -margin } else { margin };
+        let check = Check::Bound { terms: vec![(1.0, cand), (-1.0, base)], tau: margin, limit, higher_is_better };
+        self.share(figure, base, cand, margin, rule, check);
+    }
+
     fn p95(&mut self, figure: &'static str, base: &Histogram, cand: &Histogram, rule: String, check: Option<Check>) {
         self.info(figure, Unit::Seconds, base.quantile(0.95), cand.quantile(0.95));
         if let Some(check) = check {
@@ -391,34 +413,8 @@ pub async fn canary(prom: &Prometheus, s: &Settings) -> Result<Experiment> {
     let traffic = total(&classified, of(cand));
     b.info("classifications", Unit::Count, count(total(&classified, of(base))), count(traffic));
 
-    let (e1, e2) = (errors(base), errors(cand));
-    b.share(
-        "error share (5xx)",
-        e1,
-        e2,
-        CANARY_ERROR_MARGIN,
-        format!("{cand} - {base} <= +{}", pp(CANARY_ERROR_MARGIN)),
-        Check::Bound {
-            terms: vec![(1.0, e2), (-1.0, e1)],
-            tau: CANARY_ERROR_MARGIN,
-            limit: CANARY_ERROR_MARGIN,
-            higher_is_better: false,
-        },
-    );
-    let (g1, g2) = (agreement(base), agreement(cand));
-    b.share(
-        "guess agreement",
-        g1,
-        g2,
-        GUESS_MARGIN,
-        format!("{cand} - {base} >= -{}", pp(GUESS_MARGIN)),
-        Check::Bound {
-            terms: vec![(1.0, g2), (-1.0, g1)],
-            tau: GUESS_MARGIN,
-            limit: -GUESS_MARGIN,
-            higher_is_better: true,
-        },
-    );
+    b.share_within("error share (5xx)", (errors(base), errors(cand)), CANARY_ERROR_MARGIN, false, (base, cand));
+    b.share_within("guess agreement", (agreement(base), agreement(cand)), GUESS_MARGIN, true, (base, cand));
     let (m1, m2) = (calls_per_classification(base), calls_per_classification(cand));
     b.share(
         "model calls per classification",
@@ -486,35 +482,10 @@ pub async fn shadow(prom: &Prometheus, s: &Settings) -> Result<Experiment> {
     let traffic = total(&requests, &shadowing);
     b.info("model calls", Unit::Count, count(total(&requests, &serving)), count(traffic));
 
-    let (e1, e2) = (server_errors(&serving), server_errors(&shadowing));
-    b.share(
-        "server error share",
-        e1,
-        e2,
-        SHADOW_ERROR_MARGIN,
-        format!("{cand} - {base} <= +{}", pp(SHADOW_ERROR_MARGIN)),
-        Check::Bound {
-            terms: vec![(1.0, e2), (-1.0, e1)],
-            tau: SHADOW_ERROR_MARGIN,
-            limit: SHADOW_ERROR_MARGIN,
-            higher_is_better: false,
-        },
-    );
+    let errors = (server_errors(&serving), server_errors(&shadowing));
+    b.share_within("server error share", errors, SHADOW_ERROR_MARGIN, false, (base, cand));
     let (g1, g2) = (agreement(&serving), agreement(&shadowing));
-    let guesses_not_worse = Check::Bound {
-        terms: vec![(1.0, g2), (-1.0, g1)],
-        tau: GUESS_MARGIN,
-        limit: -GUESS_MARGIN,
-        higher_is_better: true,
-    };
-    b.share(
-        "guess agreement",
-        g1,
-        g2,
-        GUESS_MARGIN,
-        format!("{cand} - {base} >= -{}", pp(GUESS_MARGIN)),
-        guesses_not_worse,
-    );
+    b.share_within("guess agreement", (g1, g2), GUESS_MARGIN, true, (base, cand));
 
     // Agreement with the serving model on the same messages: one share, the shadow's.
     let agree = Count::new(total(&comparisons, |x| x.label("outcome") == "agree"), total(&comparisons, |_| true));
