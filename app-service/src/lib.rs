@@ -20,7 +20,7 @@ pub mod routes;
 pub mod state;
 pub mod ui;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use sms_runtime::{
     conn::serve_http,
@@ -61,9 +61,11 @@ pub async fn start_with_model(config: Config, model: ModelClient) -> anyhow::Res
     let summary =
         format!("version {}, model {}, cache enabled {}", config.app_version, config.model_host, config.cache.enabled);
     let limits = config.connections;
-    let app = routes::router(AppState::new(config, model));
+    let state = AppState::new(config, model);
+    let metrics = state.metrics.clone();
+    let app = routes::router(state);
     Ok(Running::spawn(Listening { addr, summary }, move |shutdown| async move {
-        serve_http(listener, app, limits, shutdown).await;
+        serve_http(listener, app, limits, shutdown, Arc::new(move || metrics.refused_connection())).await;
         Ok(())
     }))
 }

@@ -6,7 +6,7 @@
 
 use opentelemetry::{
     KeyValue,
-    metrics::{BoundUpDownCounter, Counter, Histogram},
+    metrics::{BoundCounter, BoundUpDownCounter, Counter, Histogram},
 };
 use sms_runtime::telemetry::{InFlight, MetricsPipeline};
 
@@ -27,6 +27,7 @@ pub struct Metrics {
     cache_hits: Counter<u64>,
     cache_misses: Counter<u64>,
     guesses: Counter<u64>,
+    refused_connections: BoundCounter<u64>,
 }
 
 impl Metrics {
@@ -42,6 +43,11 @@ impl Metrics {
             cache_hits: counter("sms_cache_hits", "Classifications answered from the prediction cache."),
             cache_misses: counter("sms_cache_misses", "Classifications the prediction cache could not answer."),
             guesses: counter("sms_guesses", "User guesses, by whether the classifier agreed."),
+            refused_connections: counter(
+                "sms_refused_connections",
+                "Connections refused over MAX_CONNECTIONS (answered 503 before any request was read).",
+            )
+            .bind(&[KeyValue::new("version", version.to_string())]),
             active_requests: meter
                 .i64_up_down_counter("sms_active_requests")
                 .with_description("HTTP requests in progress.")
@@ -77,6 +83,7 @@ impl Metrics {
             m.requests
                 .add(0, &[m.version[0].clone(), route[0].clone(), route[1].clone(), KeyValue::new("status", status)]);
         }
+        m.refused_connections.add(0);
         m.cache_hits.add(0, &m.version);
         m.cache_misses.add(0, &m.version);
         m.active_requests.add(0);
@@ -116,6 +123,11 @@ impl Metrics {
 
     pub fn guess(&self, agrees: bool) {
         self.guesses.add(1, &self.with("agreement", if agrees { "agree" } else { "disagree" }));
+    }
+
+    /// A connection refused over MAX_CONNECTIONS.
+    pub fn refused_connection(&self) {
+        self.refused_connections.add(1);
     }
 
     pub fn render(&self) -> String {

@@ -32,6 +32,9 @@ struct ServedModel {
     data_sha256: String,
 }
 
+/// The `listener` label's values of `sms_model_refused_connections_total`.
+const LISTENERS: [&str; 2] = ["grpc", "metrics"];
+
 pub struct Metrics {
     pipeline: MetricsPipeline,
     /// `version` and `source`, the labels every series carries.
@@ -48,6 +51,7 @@ pub struct Metrics {
     // The rest: labels looked up when recorded.
     requests: Counter<u64>,
     reloads: Counter<u64>,
+    refused_connections: Counter<u64>,
     served: Arc<Mutex<ServedModel>>,
 }
 
@@ -96,6 +100,13 @@ impl Metrics {
             .u64_counter("sms_model_reloads")
             .with_description("Attempts to load new model files, by outcome.")
             .build();
+        let refused_connections = meter
+            .u64_counter("sms_model_refused_connections")
+            .with_description("Connections refused over MAX_CONNECTIONS, by listener (grpc, metrics).")
+            .build();
+        for listener in LISTENERS {
+            refused_connections.add(0, &with("listener", listener));
+        }
         let inflight = meter
             .i64_up_down_counter("sms_model_inflight_requests")
             .with_description("Classify calls being processed.")
@@ -151,6 +162,7 @@ impl Metrics {
             inference_seconds: inference_seconds.bind(&labels),
             requests,
             reloads,
+            refused_connections,
             labels,
             served,
             pipeline,
@@ -205,6 +217,13 @@ impl Metrics {
             let [version, source] = self.labels.clone();
             self.requests.add(1, &[version, source, KeyValue::new("code", code_name(code))]);
         }
+    }
+
+    /// A connection refused over MAX_CONNECTIONS on `listener` (`grpc` or `metrics`).
+    pub fn refused_connection(&self, listener: &'static str) {
+        debug_assert!(LISTENERS.contains(&listener));
+        let [version, source] = self.labels.clone();
+        self.refused_connections.add(1, &[version, source, KeyValue::new("listener", listener)]);
     }
 
     pub fn reloaded(&self, success: bool) {

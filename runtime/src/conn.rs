@@ -32,6 +32,9 @@ use tokio::{
 
 use crate::{server::Shutdown, settings};
 
+/// Called once for each connection refused over MAX_CONNECTIONS (the service counts it).
+pub type OnRefused = Arc<dyn Fn() + Send + Sync>;
+
 /// How long connections may hold a server: both bounds are settings of every service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnLimits {
@@ -85,8 +88,13 @@ impl ConnLimits {
 /// Serves HTTP/1.1 on `listener` until `shutdown`, then lets open requests finish for at
 /// most `limits.shutdown_timeout`. (axum::serve has no header-read timeout: a partial
 /// request line held a connection, and SIGTERM, forever.)
-pub async fn serve_http<S, B>(listener: TcpListener, service: S, limits: ConnLimits, shutdown: Shutdown)
-where
+pub async fn serve_http<S, B>(
+    listener: TcpListener,
+    service: S,
+    limits: ConnLimits,
+    shutdown: Shutdown,
+    on_refused: OnRefused,
+) where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: http_body::Body + Send + 'static,
@@ -94,7 +102,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut connections = JoinSet::new();
-    let mut slots = Slots::new(limits.max_connections, "HTTP");
+    let mut slots = Slots::new(limits.max_connections, "HTTP", on_refused);
     let stop = shutdown.clone().requested();
     tokio::pin!(stop);
     loop {
@@ -156,17 +164,19 @@ struct Slots {
     refused: u64,
     logged_at: Option<Instant>,
     what: &'static str,
+    on_refused: OnRefused,
 }
 
 impl Slots {
-    fn new(max: usize, what: &'static str) -> Self {
-        Self { free: Arc::new(Semaphore::new(max)), refused: 0, logged_at: None, what }
+    fn new(max: usize, what: &'static str, on_refused: OnRefused) -> Self {
+        Self { free: Arc::new(Semaphore::new(max)), refused: 0, logged_at: None, what, on_refused }
     }
 
     fn take(&mut self) -> Option<OwnedSemaphorePermit> {
         let slot = self.free.clone().try_acquire_owned().ok();
         if slot.is_none() {
             self.refused += 1;
+            (self.on_refused)();
             if self.logged_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
                 self.logged_at = Some(Instant::now());
                 tracing::warn!(
@@ -293,11 +303,11 @@ pub struct GrpcIncoming {
 }
 
 impl GrpcIncoming {
-    pub fn new(listener: TcpListener, limits: ConnLimits) -> Self {
+    pub fn new(listener: TcpListener, limits: ConnLimits, on_refused: OnRefused) -> Self {
         Self {
             listener,
             idle_timeout: limits.idle_timeout,
-            slots: Slots::new(limits.max_connections, "gRPC"),
+            slots: Slots::new(limits.max_connections, "gRPC", on_refused),
             pause: None,
         }
     }

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 
 from conftest import addr, figure, local
 
@@ -140,6 +141,13 @@ def test_connections_over_max_connections_are_refused_at_once(stack):
         s.close()
     # Slots free again once the held connections are gone.
     local.poll(lambda: local.http_ok(app.addresses["url"] + "/readyz", timeout=1), 10, "the app to accept again")
+    # Each refusal is counted where dashboards see it.
+    app_page = urllib.request.urlopen(app.addresses["metrics"], timeout=5).read().decode()
+    model_page = urllib.request.urlopen(model.addresses["metrics"], timeout=5).read().decode()
+    # (the 5th connection, and any readiness poll that came before a closed slot was free)
+    assert local.metric(app_page, "sms_refused_connections_total") >= 1
+    assert local.metric(model_page, "sms_model_refused_connections_total", listener="grpc") == 1
+    assert local.metric(model_page, "sms_model_refused_connections_total", listener="metrics") == 0
     figure("MAX_CONNECTIONS=4: a 5th HTTP connection answered 503 with Retry-After and closed, "
            f"a 5th gRPC connection closed after {took:.3f} s; accepted again once the 4 closed")
 
