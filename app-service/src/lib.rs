@@ -20,7 +20,7 @@ pub mod routes;
 pub mod state;
 pub mod ui;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::net::SocketAddr;
 
 use sms_runtime::{
     conn::serve_http,
@@ -62,10 +62,10 @@ pub async fn start_with_model(config: Config, model: ModelClient) -> anyhow::Res
         format!("version {}, model {}, cache enabled {}", config.app_version, config.model_host, config.cache.enabled);
     let limits = config.connections;
     let state = AppState::new(config, model);
-    let metrics = state.metrics.clone();
+    let on_refused = state.metrics.refusals();
     let app = routes::router(state);
     Ok(Running::spawn(Listening { addr, summary }, move |shutdown| async move {
-        serve_http(listener, app, limits, shutdown, Arc::new(move || metrics.refused_connection())).await;
+        serve_http(listener, app, limits, shutdown, on_refused).await;
         Ok(())
     }))
 }

@@ -8,7 +8,12 @@ use opentelemetry::{
     KeyValue,
     metrics::{BoundCounter, BoundUpDownCounter, Counter, Histogram},
 };
-use sms_runtime::telemetry::{InFlight, MetricsPipeline};
+use std::sync::Arc;
+
+use sms_runtime::{
+    conn::OnRefused,
+    telemetry::{InFlight, MetricsPipeline},
+};
 
 pub const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
@@ -125,9 +130,10 @@ impl Metrics {
         self.guesses.add(1, &self.with("agreement", if agrees { "agree" } else { "disagree" }));
     }
 
-    /// A connection refused over MAX_CONNECTIONS.
-    pub fn refused_connection(&self) {
-        self.refused_connections.add(1);
+    /// What the HTTP accept loop calls for each connection it refuses over MAX_CONNECTIONS.
+    pub fn refusals(&self) -> OnRefused {
+        let refused = self.refused_connections.clone();
+        Arc::new(move || refused.add(1))
     }
 
     pub fn render(&self) -> String {

@@ -45,6 +45,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
+        let cores = cores();
         Self {
             model_root: PathBuf::from("models"),
             model_version: "v1".into(),
@@ -55,8 +56,8 @@ impl Default for Config {
             // preempts the other: on 2 cores (the chart's 1 CPU gives 1 + 1 as well), 1 + 1
             // served v2 at 16-17.7k calls/s and p99 1.8-2.3 ms, against 11-13k and 2.8-3.5 ms
             // with 2 + 2 (h2load c16 on the same cores; v1 18.7-23k against 18-19.7k).
-            workers: cores().div_ceil(2),
-            runtime_threads: (cores() / 2).max(1),
+            workers: cores.div_ceil(2),
+            runtime_threads: (cores / 2).max(1),
             // ~64 calls of ~0.1-0.3 ms each: a few tens of ms of work waiting per core.
             queue_per_worker: 64,
             reload_interval: Some(Duration::from_secs(5)),

@@ -18,7 +18,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
 use sms_proto::{MAX_GRPC_MESSAGE_BYTES, v1::spam_classifier_server::SpamClassifierServer};
 use sms_runtime::{
-    conn::{GrpcIncoming, OnRefused, serve_http, within},
+    conn::{GrpcIncoming, serve_http, within},
     server::{Running, bind},
 };
 
@@ -125,10 +125,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
                 health.set_not_serving::<SpamClassifierServer<Classifier>>().await;
             }
         };
-        let refused = |listener: &'static str| -> OnRefused {
-            let metrics = metrics.clone();
-            Arc::new(move || metrics.refused_connection(listener))
-        };
         let grpc = tonic::transport::Server::builder()
             // Bounded per connection: streams, and streams a client resets before they are
             // taken up (the app cancels calls at its deadline; the default 20 turns a model
@@ -145,11 +141,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(classifier)
-            .serve_with_incoming_shutdown(GrpcIncoming::new(grpc_listener, limits, refused("grpc")), grpc_shutdown);
+            .serve_with_incoming_shutdown(
+                GrpcIncoming::new(grpc_listener, limits, metrics.refusals("grpc")),
+                grpc_shutdown,
+            );
         // tonic waits for every connection to end, even one that never sent its preface.
         let grpc = within(grpc, shutdown.clone(), limits.shutdown_timeout, "gRPC");
         let metrics_app = Router::new().route("/metrics", get(render_metrics)).with_state(metrics.clone());
-        let metrics_server = serve_http(metrics_listener, metrics_app, limits, shutdown.clone(), refused("metrics"));
+        let metrics_server =
+            serve_http(metrics_listener, metrics_app, limits, shutdown.clone(), metrics.refusals("metrics"));
         let mut watchers = Vec::new();
         if let Some(every) = config.reload_interval {
             let watch = |dir, pool, metrics| {

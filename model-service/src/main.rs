@@ -1,10 +1,11 @@
 use model_service::Config;
 
 fn main() -> std::process::ExitCode {
-    let config = Config::from_env();
-    let threads = config.as_ref().map_or(1, |c| c.runtime_threads);
-    sms_runtime::server::block_on(
-        threads,
-        sms_runtime::server::run("model-service", config, |c| &c.telemetry, model_service::start),
+    sms_runtime::server::run(
+        "model-service",
+        Config::from_env(),
+        |c| &c.telemetry,
+        |c| c.runtime_threads,
+        model_service::start,
     )
 }

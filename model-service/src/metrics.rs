@@ -9,7 +9,10 @@ use opentelemetry::{
     KeyValue,
     metrics::{BoundCounter, BoundHistogram, BoundUpDownCounter, Counter},
 };
-use sms_runtime::telemetry::{InFlight, MetricsPipeline};
+use sms_runtime::{
+    conn::OnRefused,
+    telemetry::{InFlight, MetricsPipeline},
+};
 
 /// Fine enough for sub-millisecond inference (the word model takes ~0.15 ms).
 pub const INFERENCE_BUCKETS: &[f64] =
@@ -31,9 +34,6 @@ struct ServedModel {
     name: String,
     data_sha256: String,
 }
-
-/// The `listener` label's values of `sms_model_refused_connections_total`.
-const LISTENERS: [&str; 2] = ["grpc", "metrics"];
 
 pub struct Metrics {
     pipeline: MetricsPipeline,
@@ -104,9 +104,6 @@ impl Metrics {
             .u64_counter("sms_model_refused_connections")
             .with_description("Connections refused over MAX_CONNECTIONS, by listener (grpc, metrics).")
             .build();
-        for listener in LISTENERS {
-            refused_connections.add(0, &with("listener", listener));
-        }
         let inflight = meter
             .i64_up_down_counter("sms_model_inflight_requests")
             .with_description("Classify calls being processed.")
@@ -219,11 +216,13 @@ impl Metrics {
         }
     }
 
-    /// A connection refused over MAX_CONNECTIONS on `listener` (`grpc` or `metrics`).
-    pub fn refused_connection(&self, listener: &'static str) {
-        debug_assert!(LISTENERS.contains(&listener));
+    /// What `listener`'s accept loop calls for each connection it refuses over
+    /// MAX_CONNECTIONS; its series is exported at 0 from now on (start-up, for both).
+    pub fn refusals(&self, listener: &'static str) -> OnRefused {
         let [version, source] = self.labels.clone();
-        self.refused_connections.add(1, &[version, source, KeyValue::new("listener", listener)]);
+        let refused = self.refused_connections.bind(&[version, source, KeyValue::new("listener", listener)]);
+        refused.add(0);
+        Arc::new(move || refused.add(1))
     }
 
     pub fn reloaded(&self, success: bool) {

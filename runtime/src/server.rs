@@ -17,17 +17,6 @@ use tokio::{
 /// queued one gets its answer (or its 503) at once.
 const LISTEN_BACKLOG: u32 = 4096;
 
-/// Runs a service's `main` future on a multi-thread runtime with `threads` workers (the
-/// service's RUNTIME_THREADS), instead of `#[tokio::main]`'s one per core.
-pub fn block_on<F: Future>(threads: usize, main: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .enable_all()
-        .build()
-        .expect("cannot start the tokio runtime")
-        .block_on(main)
-}
-
 /// The cores this process may use (a container's CPU limit included).
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -109,11 +98,14 @@ pub async fn shutdown_signal() {
 }
 
 /// The whole life of a service process: settings (a mistake is one line on stderr,
-/// before anything starts), telemetry, start, serve until SIGTERM or Ctrl-C, drain.
-pub async fn run<C, T: std::fmt::Display>(
+/// before anything starts), a tokio runtime with the service's RUNTIME_THREADS workers
+/// (`#[tokio::main]` would take one per core), telemetry, start, serve until SIGTERM or
+/// Ctrl-C, drain.
+pub fn run<C, T: std::fmt::Display>(
     name: &'static str,
     config: anyhow::Result<C>,
     telemetry: impl FnOnce(&C) -> &crate::telemetry::TelemetryConfig,
+    runtime_threads: impl FnOnce(&C) -> usize,
     start: impl AsyncFnOnce(C) -> anyhow::Result<Running<T>>,
 ) -> std::process::ExitCode {
     let failed = |what: &str, err: anyhow::Error| {
@@ -124,22 +116,32 @@ pub async fn run<C, T: std::fmt::Display>(
         Ok(c) => c,
         Err(err) => return failed("cannot start", err),
     };
-    let _telemetry = crate::telemetry::init(name, telemetry(&config));
-    let service = match start(config).await {
-        Ok(s) => s,
-        // One line that says what is missing and how to get it.
-        Err(err) => return failed("cannot start", err),
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(runtime_threads(&config).max(1))
+        .enable_all()
+        .build();
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(err) => return failed("cannot start the tokio runtime", err.into()),
     };
-    let serving_threads = tokio::runtime::Handle::current().metrics().num_workers();
-    tracing::info!("{name} ready: {}; {serving_threads} serving threads", *service);
-    let trimming = tokio::spawn(return_freed_memory());
-    shutdown_signal().await;
-    trimming.abort();
-    tracing::info!("shutting down: finishing what was accepted");
-    match service.stop().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => failed("stopped with an error", err),
-    }
+    runtime.block_on(async move {
+        let _telemetry = crate::telemetry::init(name, telemetry(&config));
+        let service = match start(config).await {
+            Ok(s) => s,
+            // One line that says what is missing and how to get it.
+            Err(err) => return failed("cannot start", err),
+        };
+        let serving_threads = tokio::runtime::Handle::current().metrics().num_workers();
+        tracing::info!("{name} ready: {}; {serving_threads} serving threads", *service);
+        let trimming = tokio::spawn(return_freed_memory());
+        shutdown_signal().await;
+        trimming.abort();
+        tracing::info!("shutting down: finishing what was accepted");
+        match service.stop().await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(err) => failed("stopped with an error", err),
+        }
+    })
 }
 
 /// After a burst (thousands of connections, a queue of refused calls) glibc keeps the freed
