@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 
 use sms_runtime::{
     conn::serve_http,
-    server::{Running, bind},
+    server::{Listener, Running, bind},
 };
 
 pub use config::Config;
@@ -49,14 +49,20 @@ impl std::fmt::Display for Listening {
 
 pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
     config.validate()?;
+    // Bound first: an app that cannot listen stops before its model client starts (and logs).
+    let listener = bind(config.http_addr, "HTTP", "HTTP_ADDR").await?;
     let model = ModelClient::new(&config.model_host, config.model_timeout, config.resolve_interval)?;
-    start_with_model(config, model).await
+    serve(config, listener, model)
 }
 
 /// `start` with a given model client (tests use one with a fixed address set).
 pub async fn start_with_model(config: Config, model: ModelClient) -> anyhow::Result<RunningApp> {
     config.validate()?;
     let listener = bind(config.http_addr, "HTTP", "HTTP_ADDR").await?;
+    serve(config, listener, model)
+}
+
+fn serve(config: Config, listener: Listener, model: ModelClient) -> anyhow::Result<RunningApp> {
     let addr = listener.local_addr()?;
     let summary =
         format!("version {}, model {}, cache enabled {}", config.app_version, config.model_host, config.cache.enabled);

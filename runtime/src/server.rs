@@ -1,36 +1,84 @@
 //! Starting and stopping a server: bind with an error that names the setting, a handle
 //! that stops the server and waits for it, and the signals that ask a process to stop.
 
-use std::{future::Future, net::SocketAddr};
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    task::{Context as TaskContext, Poll},
+};
 
 use anyhow::Context;
 use tokio::{
-    net::{TcpListener, TcpSocket},
+    net::{TcpListener, TcpSocket, TcpStream},
     sync::watch,
     task::JoinHandle,
 };
 
-/// Connections the kernel may hold for a listener before it accepts them (it caps this at
-/// `net.core.somaxconn`). Tokio's default, the standard library's 128, overflowed when
-/// 10,000 clients reconnected at once (make bench's overload: 67,316 attempts dropped in
-/// 5 s, now a few thousand): a dropped attempt is retried a second or more later, where a
-/// queued one gets its answer (or its 503) at once.
+/// Connections the kernel may hold in one listen queue before the server accepts them (it
+/// caps this at `net.core.somaxconn`, 4,096 by default). Tokio's default, the standard
+/// library's 128, overflowed when 10,000 clients reconnected at once: a connection the
+/// kernel cannot queue is dropped, and its client retries a second or more later.
 const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listen queues per address (SO_REUSEPORT: the kernel spreads new connections over them),
+/// so 4 x 4,096 clients wait their turn instead of one queue's 4,096. make bench's app
+/// overload (wrk -c10000, reconnecting at once after each 503) dropped 3,000-8,000
+/// attempts in 5 s with one queue, and its slowest answers took 1-2 s; with four, none.
+pub const LISTEN_QUEUES: usize = 4;
 
 /// The cores this process may use (a container's CPU limit included).
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Binds `addr`; the error names the setting that chose it.
-pub async fn bind(addr: SocketAddr, what: &str, setting: &str) -> anyhow::Result<TcpListener> {
-    let listen = || -> std::io::Result<TcpListener> {
-        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-        // As TcpListener::bind does: a restarted server may bind while old connections
-        // linger in TIME_WAIT.
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        socket.listen(LISTEN_BACKLOG)
+/// One listening address: `LISTEN_QUEUES` kernel listen queues, accepted from in turn.
+pub struct Listener {
+    queues: Vec<TcpListener>,
+    next: usize,
+}
+
+impl Listener {
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.queues[0].local_addr()
+    }
+
+    /// The next connection from any queue; the queues take turns, so none waits behind
+    /// another that always has connections.
+    pub fn poll_accept(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
+        let n = self.queues.len();
+        for i in 0..n {
+            let k = (self.next + i) % n;
+            if let Poll::Ready(accepted) = self.queues[k].poll_accept(cx) {
+                self.next = (k + 1) % n;
+                return Poll::Ready(accepted);
+            }
+        }
+        Poll::Pending
+    }
+
+    pub async fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
+        std::future::poll_fn(|cx| self.poll_accept(cx)).await
+    }
+}
+
+/// Binds `addr` (its `LISTEN_QUEUES` queues); the error names the setting that chose it.
+pub async fn bind(addr: SocketAddr, what: &str, setting: &str) -> anyhow::Result<Listener> {
+    let listen = || -> io::Result<Listener> {
+        // A plain bind first: with SO_REUSEPORT alone a second copy of the service would
+        // bind a taken port and silently take some of its connections. It also makes
+        // port 0 a concrete port for all the queues.
+        let addr = std::net::TcpListener::bind(addr)?.local_addr()?;
+        let queue = || {
+            let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            // As TcpListener::bind does: a restarted server may bind while old
+            // connections linger in TIME_WAIT.
+            socket.set_reuseaddr(true)?;
+            socket.set_reuseport(true)?;
+            socket.bind(addr)?;
+            socket.listen(LISTEN_BACKLOG)
+        };
+        Ok(Listener { queues: (0..LISTEN_QUEUES).map(|_| queue()).collect::<io::Result<_>>()?, next: 0 })
     };
     listen().with_context(|| format!("cannot listen for {what} on {addr} ({setting})"))
 }
