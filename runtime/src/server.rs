@@ -65,11 +65,13 @@ impl Listener {
 /// Binds `addr` (its `LISTEN_QUEUES` queues); the error names the setting that chose it.
 pub async fn bind(addr: SocketAddr, what: &str, setting: &str) -> anyhow::Result<Listener> {
     let listen = || -> io::Result<Listener> {
-        // A plain bind first: with SO_REUSEPORT alone a second copy of the service would
-        // bind a taken port and silently take some of its connections. It also makes
-        // port 0 a concrete port for all the queues.
-        let addr = std::net::TcpListener::bind(addr)?.local_addr()?;
-        let queue = || {
+        // A given port is bound plainly first: with SO_REUSEPORT alone a second copy of the
+        // service would bind a taken port and silently take some of its connections. (Port
+        // 0 is a fresh port: the first queue's, which the others then share.)
+        if addr.port() != 0 {
+            drop(std::net::TcpListener::bind(addr)?);
+        }
+        let queue = |addr: SocketAddr| {
             let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
             // As TcpListener::bind does: a restarted server may bind while old
             // connections linger in TIME_WAIT.
@@ -78,7 +80,13 @@ pub async fn bind(addr: SocketAddr, what: &str, setting: &str) -> anyhow::Result
             socket.bind(addr)?;
             socket.listen(LISTEN_BACKLOG)
         };
-        Ok(Listener { queues: (0..LISTEN_QUEUES).map(|_| queue()).collect::<io::Result<_>>()?, next: 0 })
+        let first = queue(addr)?;
+        let addr = first.local_addr()?;
+        let mut queues = vec![first];
+        for _ in 1..LISTEN_QUEUES {
+            queues.push(queue(addr)?);
+        }
+        Ok(Listener { queues, next: 0 })
     };
     listen().with_context(|| format!("cannot listen for {what} on {addr} ({setting})"))
 }
@@ -207,5 +215,43 @@ async fn return_freed_memory() {
         unsafe {
             libc::malloc_trim(0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_listener_spreads_its_clients_over_its_queues_and_accepts_from_each() {
+        let mut listener = super::bind("127.0.0.1:0".parse().unwrap(), "test", "TEST_ADDR").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert_ne!(addr.port(), 0);
+        let clients: Vec<_> = (0..64).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+        // Each queue on its own: the kernel spread the connections over them.
+        let mut per_queue = Vec::new();
+        for queue in &listener.queues {
+            let mut n = 0;
+            while let Ok(accepted) = tokio::time::timeout(Duration::from_millis(200), queue.accept()).await {
+                accepted.unwrap();
+                n += 1;
+            }
+            per_queue.push(n);
+        }
+        assert_eq!(per_queue.iter().sum::<usize>(), clients.len(), "{per_queue:?}");
+        assert!(per_queue.iter().filter(|&&n| n > 0).count() >= 2, "{per_queue:?}");
+        // And through the listener, whichever queue a connection is in.
+        let more: Vec<_> = (0..64).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+        for _ in &more {
+            tokio::time::timeout(Duration::from_secs(5), listener.accept()).await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_is_an_error_that_names_the_setting() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let _holder = super::bind(taken, "test", "TEST_ADDR").await.unwrap();
+        let err = super::bind(taken, "test", "TEST_ADDR").await.err().expect("a second bind of a taken port");
+        assert!(err.to_string().contains(&format!("cannot listen for test on {taken} (TEST_ADDR)")), "{err:#}");
     }
 }
