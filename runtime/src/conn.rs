@@ -109,13 +109,15 @@ pub async fn serve_http<S, B>(
     let mut slots = Slots::new(limits.max_connections, "HTTP", on_refused);
     let stop = shutdown.clone().requested();
     tokio::pin!(stop);
-    let mut accepted_in_a_row = 0u32;
+    let mut accepts = 0u32;
     loop {
         // The loop takes what the kernel queued in one go, not the 128 connections tokio's
         // task budget allows a turn: under a flood its turn came once per round of 1,024
         // busy connections, so clients waited in the queues far longer than their 503 took.
-        accepted_in_a_row += 1;
-        if accepted_in_a_row % ACCEPTS_PER_TURN == 0 {
+        // It still lets the other tasks run every ACCEPTS_PER_TURN, should the queues never
+        // run dry.
+        accepts = accepts.wrapping_add(1);
+        if accepts % ACCEPTS_PER_TURN == 0 {
             tokio::task::yield_now().await;
         }
         let tcp = tokio::select! {
