@@ -133,13 +133,13 @@ pub async fn serve_http<S, B>(
             },
         };
         while connections.try_join_next().is_some() {}
-        let _ = tcp.set_nodelay(true);
         let Some(slot) = slots.take() else {
             // Written here: a new socket's send buffer takes it at once, and a task (and
             // timer) per refusal cost more than the refusal.
             let _ = tcp.try_write(BUSY);
             continue;
         };
+        let _ = tcp.set_nodelay(true);
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             // hyper restarts this timer whenever it waits for a request head, so it is

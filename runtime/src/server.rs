@@ -25,7 +25,7 @@ const LISTEN_BACKLOG: u32 = 4096;
 /// so 4 x 4,096 clients wait their turn instead of one queue's 4,096. make bench's app
 /// overload (wrk -c10000, reconnecting at once after each 503) dropped 3,000-8,000
 /// attempts in 5 s with one queue, and its slowest answers took 1-2 s; with four, none.
-pub const LISTEN_QUEUES: usize = 4;
+const LISTEN_QUEUES: usize = 4;
 
 /// The cores this process may use (a container's CPU limit included).
 pub fn cores() -> usize {
