@@ -127,6 +127,20 @@ async fn pages_and_operational_endpoints() {
     assert_eq!(r.status().as_u16(), 200);
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
 
+    // Compressed when the client asks and the body is worth it (the page); an API answer
+    // (~200 bytes) goes as it is, with its length.
+    let r = t.http.get(t.url("/sms/")).header("accept-encoding", "gzip").send().await.unwrap();
+    assert_eq!(r.headers().get("content-encoding").map(|v| v.to_str().unwrap()), Some("gzip"));
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(r.bytes().await.unwrap()[..2], [0x1f, 0x8b], "a gzip stream");
+    let r =
+        t.http.post(t.url("/sms/")).header("accept-encoding", "gzip").json(&json!({"sms": HAM})).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers().get("content-encoding").is_none(), "{:?}", r.headers());
+    let length: usize = r.headers()["content-length"].to_str().unwrap().parse().unwrap();
+    assert!(length < 1024, "{length}");
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["result"], "ham");
+
     let version: serde_json::Value = t.http.get(t.url("/version")).send().await.unwrap().json().await.unwrap();
     assert_eq!(version["app_version"], "v1");
     assert_eq!(version["cache_enabled"], false);
