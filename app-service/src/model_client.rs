@@ -146,16 +146,18 @@ impl ModelClient {
         guess: Option<&'static str>,
         context: &SpanContext,
     ) -> Result<Classification, ModelCallError> {
-        let mut request = tonic::Request::new(ClassifyRequest { text });
-        request.set_timeout(self.timeout);
-        trace::inject(context, &mut MetadataMut(request.metadata_mut()));
-        if let Some(guess) = guess {
-            request.metadata_mut().insert(GUESS_METADATA, tonic::metadata::MetadataValue::from_static(guess));
-        }
-        let mut client =
-            SpamClassifierClient::new(self.channel.clone()).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
-        // The outer timeout bounds everything, waiting for a connection included.
-        let answer = match tokio::time::timeout(self.timeout, client.classify(request)).await {
+        // The outer timeout bounds everything, waiting for a connection and a resend included.
+        let call = async {
+            let mut answer = self.call(text.clone(), guess, context).await;
+            // A stream the model refused unprocessed (a burst opened before its limit of
+            // streams a connection was known: every fresh connection) is sent again, once,
+            // as gRPC's transparent retry does; the model never saw it.
+            if answer.as_ref().is_err_and(refused_unprocessed) {
+                answer = self.call(text, guess, context).await;
+            }
+            answer
+        };
+        let answer = match tokio::time::timeout(self.timeout, call).await {
             Err(_) => return Err(ModelCallError::Timeout),
             Ok(answer) => answer,
         };
@@ -175,6 +177,23 @@ impl ModelClient {
         }
     }
 
+    async fn call(
+        &self,
+        text: String,
+        guess: Option<&'static str>,
+        context: &SpanContext,
+    ) -> Result<tonic::Response<ClassifyResponse>, tonic::Status> {
+        let mut request = tonic::Request::new(ClassifyRequest { text });
+        request.set_timeout(self.timeout);
+        trace::inject(context, &mut MetadataMut(request.metadata_mut()));
+        if let Some(guess) = guess {
+            request.metadata_mut().insert(GUESS_METADATA, tonic::metadata::MetadataValue::from_static(guess));
+        }
+        let mut client =
+            SpamClassifierClient::new(self.channel.clone()).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        client.classify(request).await
+    }
+
     /// Whether the model tier answers its health check as SERVING within the deadline.
     pub async fn is_serving(&self) -> Result<(), String> {
         let mut health = HealthClient::new(self.channel.clone());
@@ -187,6 +206,19 @@ impl ModelClient {
             Ok(Ok(r)) => Err(format!("the model service reports {:?}", r.get_ref().status())),
         }
     }
+}
+
+/// Whether the model refused the call's stream before processing it (HTTP/2
+/// REFUSED_STREAM, somewhere in the status's chain of sources).
+fn refused_unprocessed(status: &tonic::Status) -> bool {
+    let mut cause = std::error::Error::source(status);
+    while let Some(err) = cause {
+        if err.downcast_ref::<h2::Error>().is_some_and(|e| e.reason() == Some(h2::Reason::REFUSED_STREAM)) {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 /// Whether the transport made this status (it carries the I/O or HTTP/2 error as its

@@ -281,3 +281,27 @@ async fn calls_are_spread_over_every_model_address_and_follow_changes() {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+/// A model connection's first calls go out before the model's SETTINGS (32 streams a
+/// connection) arrive, so a burst on a fresh connection has streams refused by the
+/// protocol (REFUSED_STREAM). The model never saw those calls; the app sends them again
+/// rather than answering its users 503 after every model restart.
+#[tokio::test]
+async fn a_burst_on_a_fresh_model_connection_is_answered_in_full() {
+    let t = TestApp::start(false).await;
+    let calls = (0..64).map(|i| {
+        let (http, url) = (t.http.clone(), t.url("/sms/"));
+        tokio::spawn(async move {
+            let r = http.post(url).json(&json!({"sms": format!("{HAM} {i}")})).send().await.unwrap();
+            r.status().as_u16()
+        })
+    });
+    let mut statuses = std::collections::BTreeMap::new();
+    for call in calls.collect::<Vec<_>>() {
+        *statuses.entry(call.await.unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(statuses, [(200, 64)].into(), "statuses of a 64-call burst");
+    let m = t.metrics().await;
+    assert_eq!(sample(&m, "sms_model_calls_total", &[("outcome", "ok")]), Some(64.0));
+    t.stop().await;
+}
