@@ -907,8 +907,9 @@ def targets(r: dict) -> list[dict]:
     if "shadow" in r:
         s = r["shadow"]["serving"]
         add(15, "serving p99, shadow comparison on - off (ms)", s["p99_difference_ms"],
-            f"within run-to-run spread ({s['run_to_run_spread_ms']:.2f} ms)",
-            abs(s["p99_difference_ms"]) <= s["run_to_run_spread_ms"])
+            f"<= run-to-run spread ({s['run_to_run_spread_ms']:.2f} ms)",
+            # A cost, if any, shows as on slower than off; on faster than off is the noise.
+            s["p99_difference_ms"] <= s["run_to_run_spread_ms"])
         sh = r["shadow"]["shadow"]
         add(15, "shadow's own p99, comparison on - off (ms)", sh["p99_difference_ms"],
             f"(information; spread {sh['run_to_run_spread_ms']:.2f} ms)", True)
