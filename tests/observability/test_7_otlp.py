@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -27,8 +28,12 @@ CALLER_SPAN = "00f067aa0ba902b7"
 
 def otlp_protos() -> Path:
     """The .proto files shipped inside the opentelemetry-proto crate of Cargo.lock."""
+    # This machine's platform only: the build downloaded its crates, not those of other
+    # targets (wasm, Windows), which `cargo metadata` would otherwise need offline.
+    host = re.search(r"^host: (\S+)$", subprocess.run(["rustc", "-vV"], capture_output=True, text=True,
+                                                       check=True, timeout=60).stdout, re.M).group(1)
     meta = json.loads(subprocess.run(
-        ["cargo", "metadata", "--format-version", "1", "--locked", "--offline"],
+        ["cargo", "metadata", "--format-version", "1", "--locked", "--offline", "--filter-platform", host],
         cwd=ROOT, capture_output=True, text=True, check=True, timeout=120).stdout)
     crate = next(p for p in meta["packages"] if p["name"] == "opentelemetry-proto")
     root = Path(crate["manifest_path"]).parent / "src" / "proto" / "opentelemetry-proto"
