@@ -157,9 +157,8 @@ def test_1_low_traffic_keeps_running(exp):
 @pytest.fixture(scope="module")
 def good(exp):
     """Enough labelled traffic for a verdict on a good canary and a good shadow, paced at
-    about half of what the debug-built mesh serves on two cores (170-220/s): unpaced, the
-    host is saturated and the p95 inference time measures the scheduler, not the model
-    (v2 once 4.6 ms [2.5, 10], over the shadow's 5 ms rule: undecided); paced, ~2 ms."""
+    about half of what the debug-built mesh serves on two cores: saturated, the p95
+    inference time measures the scheduler, not the model (docs/experiment.md)."""
     report("verdict, good canary and shadow (5,000 requests at 100/s, canary 50/50, mirror 100 %):")
     sent = send(exp, 5000, rate=100)
     return sent, settle(exp)
