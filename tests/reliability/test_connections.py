@@ -34,6 +34,18 @@ def idle_keep_alive(address: str, path: str) -> socket.socket:
     return s
 
 
+def taken_grpc(address: str) -> socket.socket:
+    """A gRPC connection the server has taken, not just the kernel queued: the server's
+    HTTP/2 SETTINGS frame has come (it sends one on accepting, before the client speaks).
+    Connections queued at once are taken in no set order across the listen queues."""
+    s = hold(address)
+    head = b""
+    while len(head) < 9 and (chunk := s.recv(9 - len(head))):
+        head += chunk
+    assert len(head) == 9 and head[3] == 0x04, f"the server did not take the connection (no SETTINGS): {head!r}"
+    return s
+
+
 def seconds_until_closed(s: socket.socket, since: float, limit: float) -> float:
     """Reads (and drops) what the server sends until it closes the connection; the
     seconds from `since` (when the client stopped sending)."""
@@ -126,8 +138,9 @@ def test_running_out_of_file_descriptors_is_logged_and_heals(stack):
 def test_connections_over_max_connections_are_refused_at_once(stack):
     model, app = start_both(stack, MAX_CONNECTIONS="4")
     web, grpc = host_port(app.addresses["url"]), model.addresses["grpc"]
-    # The app holds one of the model's 4 gRPC slots itself.
-    held = [idle_keep_alive(web, "/livez") for _ in range(4)] + [hold(grpc) for _ in range(3)]
+    # The app holds one of the model's 4 gRPC slots itself; the other 3 are taken before
+    # the 5th connection comes, or which of them is refused would be a race.
+    held = [idle_keep_alive(web, "/livez") for _ in range(4)] + [taken_grpc(grpc) for _ in range(3)]
     start = time.monotonic()
     over = hold(web, b"GET /livez HTTP/1.1\r\nHost: sms\r\n\r\n")
     answer = over.recv(4096)
