@@ -1,47 +1,212 @@
-//! Cross-cutting concerns for every HTTP request, as one layer: the trace context
-//! (continued from the caller's `traceparent` or started here), the request metrics,
-//! and one access-log line carrying the trace id.
+//! Cross-cutting concerns for every HTTP request, each a tower layer with one job:
+//! `Observe` (the trace context, continued from the caller's `traceparent` or started
+//! here; the request metrics; one access-log line carrying the trace id), `RefuseOversize`
+//! (a body declared too large is refused before it is read) and `security_headers`.
+//!
+//! Hand-written rather than `axum::middleware::from_fn`, which boxes the inner service
+//! again for every request: these call the inner service directly, and only `Observe`,
+//! whose work goes on after the answer, boxes its future.
 
-use std::time::Instant;
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
 
 use axum::{
-    extract::{MatchedPath, Request, State},
-    http::HeaderValue,
-    middleware::Next,
-    response::Response,
+    extract::{MatchedPath, Request},
+    http::{HeaderMap, HeaderName, HeaderValue, Response, header},
 };
 use sms_runtime::trace::{self, Headers};
+use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::state::AppState;
 
-pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
-    let method = request.method().clone();
-    let span = tracing::info_span!("request", otel.name = %format!("{method} {route}"), otel.kind = "server",
-                                   http.request.method = %method, http.route = %route);
-    let trace = trace::continue_trace(&span, trace::extract(&Headers(request.headers())));
-    request.extensions_mut().insert(trace.clone());
-    // A guard, so a request cancelled mid-way still leaves the gauge right.
-    let active = state.metrics.active_request();
-    let started = Instant::now();
-    let mut response = next.run(request).instrument(span).await;
-    let elapsed = started.elapsed();
-    drop(active);
+/// Trace, metrics and access log of every request (the outermost layer).
+#[derive(Clone)]
+pub struct ObserveLayer(AppState);
 
-    let status = response.status();
-    state.metrics.request(&method, &route, status, elapsed.as_secs_f64());
-    if let Ok(id) = HeaderValue::from_str(&trace.trace_id().to_string()) {
-        response.headers_mut().insert("x-trace-id", id);
+impl ObserveLayer {
+    pub fn new(state: AppState) -> Self {
+        Self(state)
     }
-    let quiet = matches!(route.as_str(), "/metrics" | "/livez" | "/readyz");
-    if quiet {
-        tracing::debug!(trace_id = %trace.trace_id(), %method, %route, status = status.as_u16(), "request");
-    } else {
-        tracing::info!(
-            trace_id = %trace.trace_id(), %method, %route, status = status.as_u16(),
-            latency_ms = elapsed.as_secs_f64() * 1e3, "request"
-        );
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe { inner, state: self.0.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Observe<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S, B> Service<Request> for Observe<S>
+where
+    S: Service<Request, Response = Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: 'static,
+    B: 'static,
+{
+    type Response = Response<B>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<B>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        // The matched route pattern (a closed set, unlike the path): an `Arc<str>` to share.
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let route_str = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        let method = request.method().clone();
+        let span = tracing::info_span!("request", otel.name = %format!("{method} {route_str}"), otel.kind = "server",
+                                       http.request.method = %method, http.route = %route_str);
+        let trace = trace::continue_trace(&span, trace::extract(&Headers(request.headers())));
+        request.extensions_mut().insert(trace.clone());
+        let state = self.state.clone();
+        let started = Instant::now();
+        let answer = span.in_scope(|| self.inner.call(request)).instrument(span);
+        Box::pin(async move {
+            let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+            // A guard, so a request cancelled mid-way still leaves the gauge right.
+            let active = state.metrics.active_request();
+            let mut response = answer.await?;
+            let elapsed = started.elapsed();
+            drop(active);
+
+            let status = response.status();
+            state.metrics.request(&method, route, status, elapsed.as_secs_f64());
+            if let Ok(id) = HeaderValue::from_str(&trace.trace_id().to_string()) {
+                response.headers_mut().insert("x-trace-id", id);
+            }
+            if matches!(route, "/metrics" | "/livez" | "/readyz") {
+                tracing::debug!(trace_id = %trace.trace_id(), %method, route, status = status.as_u16(), "request");
+            } else {
+                tracing::info!(
+                    trace_id = %trace.trace_id(), %method, route, status = status.as_u16(),
+                    latency_ms = elapsed.as_secs_f64() * 1e3, "request"
+                );
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// Answers a request whose declared `Content-Length` is over `limit` with `refusal()`
+/// before any of the body is read (a body limit alone would wait for bytes a client may
+/// never send).
+pub struct RefuseOversizeLayer<B> {
+    limit: u64,
+    refusal: fn() -> Response<B>,
+}
+
+// By hand: a derive would require `B: Clone`, which a body need not be.
+impl<B> Clone for RefuseOversizeLayer<B> {
+    fn clone(&self) -> Self {
+        Self { limit: self.limit, refusal: self.refusal }
+    }
+}
+
+impl<B> RefuseOversizeLayer<B> {
+    pub fn new(limit: usize, refusal: fn() -> Response<B>) -> Self {
+        Self { limit: limit as u64, refusal }
+    }
+}
+
+impl<S, B> Layer<S> for RefuseOversizeLayer<B> {
+    type Service = RefuseOversize<S, B>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RefuseOversize { inner, limit: self.limit, refusal: self.refusal }
+    }
+}
+
+pub struct RefuseOversize<S, B> {
+    inner: S,
+    limit: u64,
+    refusal: fn() -> Response<B>,
+}
+
+impl<S: Clone, B> Clone for RefuseOversize<S, B> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), limit: self.limit, refusal: self.refusal }
+    }
+}
+
+impl<S, B> Service<Request> for RefuseOversize<S, B>
+where
+    S: Service<Request, Response = Response<B>>,
+{
+    type Response = Response<B>;
+    type Error = S::Error;
+    type Future = OrRefused<S::Future, Response<B>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.limit) {
+            return OrRefused::Refused { response: Some((self.refusal)()) };
+        }
+        OrRefused::Inner { future: self.inner.call(request) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's answer, or a refusal ready at once.
+    #[project = OrRefusedProjection]
+    pub enum OrRefused<F, T> {
+        Inner { #[pin] future: F },
+        Refused { response: Option<T> },
+    }
+}
+
+impl<F, T, E> Future for OrRefused<F, T>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            OrRefusedProjection::Inner { future } => future.poll(cx),
+            OrRefusedProjection::Refused { response } => {
+                Poll::Ready(Ok(response.take().expect("OrRefused polled after it answered")))
+            }
+        }
+    }
+}
+
+/// The security headers of every answer, set where the handler did not set its own.
+pub fn security_headers<B>(mut response: Response<B>) -> Response<B> {
+    const POLICY: [(HeaderName, &str); 5] = [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (HeaderName::from_static("permissions-policy"), "camera=(), microphone=(), geolocation=()"),
+    ];
+    let headers: &mut HeaderMap = response.headers_mut();
+    headers.reserve(POLICY.len() + 1); // and x-trace-id, set by `Observe`
+    for (name, value) in POLICY {
+        if let header::Entry::Vacant(slot) = headers.entry(name) {
+            slot.insert(HeaderValue::from_static(value));
+        }
     }
     response
 }
+
+/// A strict policy: only this origin's scripts and styles, no inline code, no framing.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
+                   form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
