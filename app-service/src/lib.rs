@@ -1,7 +1,7 @@
 //! The app service: the web UI and the HTTP API of the original Spring Boot app, in front
 //! of the gRPC model tier.
 //!
-//! A request's path: `routes` (layers, paths) -> `middleware::observe` (trace, metrics,
+//! A request's path: `routes` (layers, paths) -> `middleware::Observe` (trace, metrics,
 //! log) -> `api` or `ui` (JSON or form) -> `classify::Classifier` (validate, cache,
 //! count) -> `model_client` (gRPC). This file only assembles and starts them. Modules
 //! import only modules below them (tests/layers.rs keeps it so): lib -> routes ->
