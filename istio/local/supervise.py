@@ -11,8 +11,10 @@ process as the chart's ServiceMonitors would, with the chart's rules, so that
 `upgrade` works like `helm upgrade` without --reuse-values: the values given replace the
 previous ones (the local mode's defaults still apply). New Deployments get their process
 started and ready before the routes that reach them are pushed; Deployments that are gone
-are stopped after the push; one whose environment changed is replaced the same way
-(start the new one, push, stop the old one): no request needs a process that is not there.
+are stopped after the push of the routes that no longer reach them, and lose their
+endpoints in a second push after that; one whose environment changed is replaced the same
+way (start the new one, push, stop the old one): no request needs a process or an endpoint
+that is not there.
 
 One instance per run directory (a lock; a second one names the first and touches nothing).
 A process that exits is logged by name; the experiment goes on (a shadow outage is
@@ -365,7 +367,13 @@ class LocalMesh:
                 self.gone.discard(w.name)
             for w in started + revived:
                 self.wait_workload(w)
-            self.write_config(text, docs, new)
+            # Make before break: a Deployment that goes away keeps its endpoints through the
+            # push of the new routing, and loses them only in a second push, once no route
+            # sends it anything. Istio pushes endpoints (EDS) before routes (RDS), so removing
+            # both at once leaves a moment where the old weights point at no endpoint (503).
+            gone = {w.name: w for w in stopped if w.name not in new}
+            draining = [d for d in self.docs if d["kind"] == "Deployment" and d["metadata"]["name"] in gone]
+            self.write_config(text, docs + draining, {**new, **gone})
             try:
                 applied = self.apply()
             except Exception:
@@ -376,6 +384,12 @@ class LocalMesh:
             for w in stopped:
                 w.proc.stop()
             self.docs, self.workloads, self.args = docs, new, list(args)
+            if gone:
+                self.write_config(text, docs, new)
+                after = self.apply()
+                applied = {**applied, "push_ms": applied["push_ms"] + after["push_ms"],
+                           **{k: list(dict.fromkeys((applied[k] or []) + (after[k] or [])))
+                              for k in ("created", "updated", "deleted")}}
             self.generation += 1
             self.reload_prometheus()
             return {"values": LOCAL_DEFAULTS + list(args), "started": [w.name for w in started + revived],

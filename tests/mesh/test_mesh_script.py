@@ -133,7 +133,10 @@ def test_mesh_script_runs_upgrades_survives_the_shadow_and_stops_what_it_started
                     r = s.post(f"{gw}/sms/", json={"sms": "load"}, timeout=10,
                                headers={"Host": f"sms.localhost:{env['MESH_PORT']}"})
                     if r.status_code != 200:
-                        failures.append(r.status_code)
+                        # who answered (Envoy's reason flags or the app's JSON error) and when
+                        failures.append(f"{time.strftime('%H:%M:%S')} {r.status_code} "
+                                        f"{r.headers.get('x-envoy-upstream-service-time', 'no upstream time')} "
+                                        f"{r.text[:120]!r}")
                 except requests.RequestException as e:
                     failures.append(repr(e))
                 total[0] += 1
