@@ -17,6 +17,7 @@ use std::{
 use axum::{
     extract::{MatchedPath, Request},
     http::{HeaderMap, HeaderName, HeaderValue, Response, header},
+    response::Response as AxumResponse,
 };
 use sms_runtime::trace::{self, Headers};
 use tower::{Layer, Service};
@@ -104,51 +105,40 @@ where
 /// Answers a request whose declared `Content-Length` is over `limit` with `refusal()`
 /// before any of the body is read (a body limit alone would wait for bytes a client may
 /// never send).
-pub struct RefuseOversizeLayer<B> {
+#[derive(Clone)]
+pub struct RefuseOversizeLayer {
     limit: u64,
-    refusal: fn() -> Response<B>,
+    refusal: fn() -> AxumResponse,
 }
 
-// By hand: a derive would require `B: Clone`, which a body need not be.
-impl<B> Clone for RefuseOversizeLayer<B> {
-    fn clone(&self) -> Self {
-        Self { limit: self.limit, refusal: self.refusal }
-    }
-}
-
-impl<B> RefuseOversizeLayer<B> {
-    pub fn new(limit: usize, refusal: fn() -> Response<B>) -> Self {
+impl RefuseOversizeLayer {
+    pub fn new(limit: usize, refusal: fn() -> AxumResponse) -> Self {
         Self { limit: limit as u64, refusal }
     }
 }
 
-impl<S, B> Layer<S> for RefuseOversizeLayer<B> {
-    type Service = RefuseOversize<S, B>;
+impl<S> Layer<S> for RefuseOversizeLayer {
+    type Service = RefuseOversize<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
         RefuseOversize { inner, limit: self.limit, refusal: self.refusal }
     }
 }
 
-pub struct RefuseOversize<S, B> {
+#[derive(Clone)]
+pub struct RefuseOversize<S> {
     inner: S,
     limit: u64,
-    refusal: fn() -> Response<B>,
+    refusal: fn() -> AxumResponse,
 }
 
-impl<S: Clone, B> Clone for RefuseOversize<S, B> {
-    fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), limit: self.limit, refusal: self.refusal }
-    }
-}
-
-impl<S, B> Service<Request> for RefuseOversize<S, B>
+impl<S> Service<Request> for RefuseOversize<S>
 where
-    S: Service<Request, Response = Response<B>>,
+    S: Service<Request, Response = AxumResponse>,
 {
-    type Response = Response<B>;
+    type Response = AxumResponse;
     type Error = S::Error;
-    type Future = OrRefused<S::Future, Response<B>>;
+    type Future = OrRefused<S::Future, AxumResponse>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)

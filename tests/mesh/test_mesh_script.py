@@ -133,7 +133,8 @@ def test_mesh_script_runs_upgrades_survives_the_shadow_and_stops_what_it_started
                     r = s.post(f"{gw}/sms/", json={"sms": "load"}, timeout=10,
                                headers={"Host": f"sms.localhost:{env['MESH_PORT']}"})
                     if r.status_code != 200:
-                        # who answered (Envoy's reason flags or the app's JSON error) and when
+                        # when, and who answered: Envoy adds its upstream time only to an upstream's
+                        # answer; the body is Envoy's own text or the app's JSON error
                         failures.append(f"{time.strftime('%H:%M:%S')} {r.status_code} "
                                         f"{r.headers.get('x-envoy-upstream-service-time', 'no upstream time')} "
                                         f"{r.text[:120]!r}")
