@@ -3,10 +3,10 @@
 //!
 //! A request's path: `routes` (layers, paths) -> `middleware::Observe` (trace, metrics,
 //! log) -> `api` or `ui` (JSON or form) -> `classify::Classifier` (validate, cache,
-//! count) -> `model_client` (gRPC). This file only assembles and starts them. Modules
-//! import only modules below them (tests/layers.rs keeps it so): lib -> routes ->
-//! api, ui, middleware -> state, error -> classify -> cache, metrics -> model_client ->
-//! config.
+//! count) -> `model_client` (gRPC) -> `model_channel` (HTTP/2 connections). This file
+//! only assembles and starts them. Modules import only modules below them
+//! (tests/layers.rs keeps it so): lib -> routes -> api, ui, middleware -> state, error ->
+//! classify -> cache, metrics -> model_client -> model_channel -> config.
 
 pub mod api;
 pub mod cache;
@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod middleware;
+pub mod model_channel;
 pub mod model_client;
 pub mod routes;
 pub mod state;

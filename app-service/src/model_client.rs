@@ -1,25 +1,19 @@
 //! The app's gRPC client for the model tier. Every call carries a deadline and the W3C
-//! `traceparent`. One HTTP/2 connection per model address; when MODEL_HOST resolves to
-//! several addresses (a headless Service), calls are balanced over all of them and the
-//! set is re-resolved periodically, because without a sidecar nobody else would spread
-//! one long-lived HTTP/2 connection's calls.
+//! `traceparent`; the connections, their balancing and the address lookup are
+//! `model_channel`'s.
 
-use std::{collections::HashSet, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use sms_proto::{
     GUESS_METADATA, MAX_GRPC_MESSAGE_BYTES,
     v1::{ClassifyRequest, ClassifyResponse, spam_classifier_client::SpamClassifierClient},
 };
 use sms_runtime::trace::{self, MetadataMut, SpanContext};
-use tonic::{
-    Code,
-    transport::{Channel, Endpoint, Uri, channel::Change},
-};
+use tonic::{Code, transport::Uri};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
-/// Looks up the model's addresses (DNS in production).
-pub type Resolver =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + Send>> + Send + Sync>;
+use crate::model_channel::ModelChannel;
+pub use crate::model_channel::Resolver;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classification {
@@ -74,7 +68,8 @@ impl ModelCallError {
 
 #[derive(Clone)]
 pub struct ModelClient {
-    channel: Channel,
+    classifier: SpamClassifierClient<ModelChannel>,
+    health: HealthClient<ModelChannel>,
     timeout: Duration,
 }
 
@@ -96,46 +91,14 @@ impl ModelClient {
 
     /// Like `new`, with the address lookup given (tests use a fixed set of servers).
     pub fn with_resolver(authority: String, resolve: Resolver, timeout: Duration, resolve_every: Duration) -> Self {
-        let (channel, changes) = Channel::balance_channel::<SocketAddr>(16);
-        let origin: Uri = format!("http://{authority}").parse().expect("valid origin");
-        let endpoint_for = move |addr: SocketAddr| {
-            // :authority stays the configured host name (Istio routes on it); the
-            // connection goes to one resolved address.
-            Endpoint::from_shared(format!("http://{addr}"))
-                .expect("valid endpoint")
-                .origin(origin.clone())
-                .connect_timeout(timeout)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(30))
-                .keep_alive_while_idle(true)
-        };
-        tokio::spawn(async move {
-            let mut current: HashSet<SocketAddr> = HashSet::new();
-            loop {
-                match tokio::time::timeout(timeout.max(Duration::from_secs(2)), resolve()).await {
-                    Ok(Ok(addrs)) => {
-                        let fresh: HashSet<SocketAddr> = addrs.into_iter().collect();
-                        for gone in current.difference(&fresh) {
-                            let _ = changes.send(Change::Remove(*gone)).await;
-                        }
-                        for new in fresh.difference(&current) {
-                            let _ = changes.send(Change::Insert(*new, endpoint_for(*new))).await;
-                        }
-                        if fresh != current {
-                            tracing::info!(model_host = %authority, addresses = ?fresh, "model endpoints updated");
-                        }
-                        current = fresh;
-                    }
-                    Ok(Err(e)) => tracing::warn!(model_host = %authority, "cannot resolve the model host: {e}"),
-                    Err(_) => tracing::warn!(model_host = %authority, "resolving the model host timed out"),
-                }
-                if changes.is_closed() {
-                    return;
-                }
-                tokio::time::sleep(resolve_every).await;
-            }
-        });
-        Self { channel, timeout }
+        let channel = ModelChannel::new(authority, resolve, timeout, resolve_every);
+        let origin = channel.origin();
+        Self {
+            classifier: SpamClassifierClient::with_origin(channel.clone(), origin.clone())
+                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+            health: HealthClient::with_origin(channel, origin),
+            timeout,
+        }
     }
 
     /// Classifies `text`; `guess` (`spam` or `ham`), the user's, travels along as metadata
@@ -189,14 +152,12 @@ impl ModelClient {
         if let Some(guess) = guess {
             request.metadata_mut().insert(GUESS_METADATA, tonic::metadata::MetadataValue::from_static(guess));
         }
-        let mut client =
-            SpamClassifierClient::new(self.channel.clone()).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
-        client.classify(request).await
+        self.classifier.clone().classify(request).await
     }
 
     /// Whether the model tier answers its health check as SERVING within the deadline.
     pub async fn is_serving(&self) -> Result<(), String> {
-        let mut health = HealthClient::new(self.channel.clone());
+        let mut health = self.health.clone();
         let mut request = tonic::Request::new(HealthCheckRequest { service: "sms.v1.SpamClassifier".into() });
         request.set_timeout(self.timeout);
         match tokio::time::timeout(self.timeout, health.check(request)).await {

@@ -11,6 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["classify"],
     &["cache", "metrics"],
     &["model_client"],
+    &["model_channel"],
     &["config"],
 ];
 

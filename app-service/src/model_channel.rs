@@ -1,0 +1,457 @@
+//! The HTTP/2 transport under the app's gRPC clients: one connection per model address,
+//! calls spread over the addresses in turn, and the address set kept up to date by a
+//! resolver (DNS in production), because without a sidecar nobody else would spread one
+//! long-lived HTTP/2 connection's calls.
+//!
+//! tonic's generated clients run over any tower `Service` of HTTP requests; this is that
+//! service, on `h2` directly: the calling task opens the stream, writes the message and
+//! reads the answer. tonic's own `Channel` hands each call to a worker task through a
+//! queue (tower's `Buffer`), then to hyper's connection task through another, and spawns
+//! a task per call to write its body: on the app's hot path that was a fifth of its CPU
+//! a request (`make bench`, README "Performance").
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use tokio::{net::TcpStream, sync::watch, task::JoinHandle};
+use tonic::{Status, transport::Uri};
+
+/// Looks up the model's addresses (DNS in production).
+pub type Resolver =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + Send>> + Send + Sync>;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How connections are made and watched.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    connect_timeout: Duration,
+    /// After a failed connection attempt, an address is not tried again for this long:
+    /// calls go to the other addresses meanwhile, or are refused at once with the reason,
+    /// rather than each waiting out a connect timeout against a model that is down.
+    reconnect_after: Duration,
+    /// A connection, idle or busy, is pinged this often; a model (or a node) that stopped
+    /// answering is noticed within `keepalive_timeout` and its connection replaced.
+    keepalive_every: Duration,
+    keepalive_timeout: Duration,
+}
+
+impl Timing {
+    fn new(connect_timeout: Duration) -> Self {
+        Self {
+            connect_timeout,
+            reconnect_after: Duration::from_secs(1),
+            keepalive_every: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+const USER_AGENT: &str = concat!("sms-app-service/", env!("CARGO_PKG_VERSION"));
+/// Bounds what one answer's headers may hold (a gRPC answer's are a few hundred bytes).
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+/// The model tier as one tower service; cheap to clone (all clones share the connections).
+#[derive(Clone)]
+pub struct ModelChannel {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// `http://host:port` as configured: the `:authority` of every call (Istio routes on
+    /// the host name), whichever address the connection goes to.
+    origin: Uri,
+    timing: Timing,
+    addresses: watch::Receiver<Addresses>,
+    next: AtomicUsize,
+}
+
+#[derive(Clone)]
+enum Addresses {
+    /// Before the first answer of the resolver.
+    Unresolved,
+    /// The resolver failed and never answered.
+    Failed(String),
+    Resolved(Arc<[Arc<Endpoint>]>),
+}
+
+impl ModelChannel {
+    /// Connects lazily (the app starts, and stays up, while the model is down) and asks
+    /// `resolve` for the address set every `resolve_every`, for as long as a clone lives.
+    pub fn new(authority: String, resolve: Resolver, connect_timeout: Duration, resolve_every: Duration) -> Self {
+        let origin: Uri = format!("http://{authority}").parse().expect("a host:port is a valid origin");
+        let (publish, addresses) = watch::channel(Addresses::Unresolved);
+        tokio::spawn(async move {
+            loop {
+                match tokio::time::timeout(connect_timeout.max(Duration::from_secs(2)), resolve()).await {
+                    Ok(Ok(found)) => resolved(&publish, &authority, found),
+                    Ok(Err(e)) => resolve_failed(&publish, &authority, format!("cannot resolve the model host: {e}")),
+                    Err(_) => resolve_failed(&publish, &authority, "resolving the model host timed out".into()),
+                }
+                if publish.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(resolve_every).await;
+            }
+        });
+        let timing = Timing::new(connect_timeout);
+        Self { shared: Arc::new(Shared { origin, timing, addresses, next: AtomicUsize::new(0) }) }
+    }
+
+    /// The origin tonic's clients put in front of each call's path.
+    pub fn origin(&self) -> Uri {
+        self.shared.origin.clone()
+    }
+}
+
+fn resolved(publish: &watch::Sender<Addresses>, authority: &str, mut found: Vec<SocketAddr>) {
+    found.sort();
+    found.dedup();
+    publish.send_if_modified(|current| {
+        let kept = match current {
+            Addresses::Resolved(kept) if kept.iter().map(|e| e.addr).eq(found.iter().copied()) => return false,
+            Addresses::Resolved(kept) => kept.clone(),
+            _ => Arc::from([]),
+        };
+        tracing::info!(model_host = %authority, addresses = ?found, "model endpoints updated");
+        // An address still there keeps its connection; one that left is dropped, and its
+        // connection closes once its calls finish.
+        let endpoints = found
+            .iter()
+            .map(|&addr| kept.iter().find(|e| e.addr == addr).cloned().unwrap_or_else(|| Arc::new(Endpoint::new(addr))))
+            .collect();
+        *current = Addresses::Resolved(endpoints);
+        true
+    });
+}
+
+fn resolve_failed(publish: &watch::Sender<Addresses>, authority: &str, reason: String) {
+    tracing::warn!(model_host = %authority, "{reason}");
+    // Known addresses are kept: a DNS hiccup does not take the model away.
+    publish.send_if_modified(|current| match current {
+        Addresses::Resolved(_) => false,
+        _ => {
+            *current = Addresses::Failed(reason);
+            true
+        }
+    });
+}
+
+impl Shared {
+    /// A handle on a live connection, trying the addresses in turn from the next one.
+    async fn connection(&self) -> Result<h2::client::SendRequest<Bytes>, Status> {
+        let mut addresses = self.addresses.borrow().clone();
+        if matches!(addresses, Addresses::Unresolved) {
+            // Only right after the start: the first answer of the resolver is on its way.
+            let mut published = self.addresses.clone();
+            addresses = match published.wait_for(|a| !matches!(a, Addresses::Unresolved)).await {
+                Ok(resolved) => resolved.clone(),
+                Err(_) => return Err(Status::unavailable("the model host's resolver stopped")),
+            };
+        }
+        let endpoints = match addresses {
+            Addresses::Resolved(endpoints) => endpoints,
+            Addresses::Failed(reason) => return Err(Status::unavailable(reason)),
+            Addresses::Unresolved => return Err(Status::unavailable("the model host is not resolved yet")),
+        };
+        if endpoints.is_empty() {
+            return Err(Status::unavailable("the model host resolves to no address"));
+        }
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut failure = None;
+        for i in 0..endpoints.len() {
+            match endpoints[(first + i) % endpoints.len()].connection(self.timing).await {
+                Ok(send) => return Ok(send),
+                Err(e) => failure = Some(e),
+            }
+        }
+        Err(failure.expect("at least one address was tried"))
+    }
+}
+
+/// One model address and its connection.
+struct Endpoint {
+    addr: SocketAddr,
+    state: Mutex<EndpointState>,
+    /// One connection attempt at a time; the calls that arrive meanwhile wait for it.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct EndpointState {
+    live: Option<Connection>,
+    /// When the last attempt failed, and why.
+    failed: Option<(Instant, String)>,
+}
+
+struct Connection {
+    send: h2::client::SendRequest<Bytes>,
+    /// Drives the connection; it ends when the connection does (closed by either side,
+    /// a GOAWAY after its last call, unanswered pings).
+    task: JoinHandle<()>,
+}
+
+enum Usable {
+    Yes(h2::client::SendRequest<Bytes>),
+    /// Failed a moment ago: not tried again yet.
+    Failing(Status),
+    Connect,
+}
+
+impl Endpoint {
+    fn new(addr: SocketAddr) -> Self {
+        Self { addr, state: Mutex::default(), connecting: tokio::sync::Mutex::new(()) }
+    }
+
+    fn usable(&self, timing: Timing) -> Usable {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(live) = &mut state.live {
+            // Ready unless the connection failed or the model sent GOAWAY (it takes no new
+            // calls); with no call of its own queued, the handle never waits.
+            let open = !live.task.is_finished()
+                && matches!(live.send.poll_ready(&mut Context::from_waker(Waker::noop())), Poll::Ready(Ok(())));
+            if open {
+                return Usable::Yes(live.send.clone());
+            }
+            state.live = None;
+        }
+        match &state.failed {
+            Some((at, reason)) if at.elapsed() < timing.reconnect_after => {
+                Usable::Failing(cannot_connect(self.addr, reason))
+            }
+            _ => Usable::Connect,
+        }
+    }
+
+    async fn connection(&self, timing: Timing) -> Result<h2::client::SendRequest<Bytes>, Status> {
+        match self.usable(timing) {
+            Usable::Yes(send) => return Ok(send),
+            Usable::Failing(status) => return Err(status),
+            Usable::Connect => {}
+        }
+        let _one_attempt = self.connecting.lock().await;
+        // Another call may have connected, or failed to, while this one waited.
+        match self.usable(timing) {
+            Usable::Yes(send) => return Ok(send),
+            Usable::Failing(status) => return Err(status),
+            Usable::Connect => {}
+        }
+        let attempt = tokio::time::timeout(timing.connect_timeout, connect(self.addr, timing)).await;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match attempt {
+            Ok(Ok(live)) => {
+                tracing::debug!(addr = %self.addr, "connected to the model");
+                let send = live.send.clone();
+                *state = EndpointState { live: Some(live), failed: None };
+                Ok(send)
+            }
+            Ok(Err(e)) => Err(self.failed(&mut state, e.to_string())),
+            Err(_) => Err(self.failed(&mut state, format!("no connection within {:?}", timing.connect_timeout))),
+        }
+    }
+
+    fn failed(&self, state: &mut EndpointState, reason: String) -> Status {
+        tracing::warn!(addr = %self.addr, "cannot connect to the model: {reason}");
+        let status = cannot_connect(self.addr, &reason);
+        state.failed = Some((Instant::now(), reason));
+        status
+    }
+}
+
+fn cannot_connect(addr: SocketAddr, reason: &str) -> Status {
+    Status::unavailable(format!("cannot connect to the model at {addr}: {reason}"))
+}
+
+async fn connect(addr: SocketAddr, timing: Timing) -> Result<Connection, BoxError> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let (send, mut connection) = h2::client::Builder::new()
+        .enable_push(false)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .handshake::<_, Bytes>(tcp)
+        .await?;
+    let pings = connection.ping_pong().expect("a new connection's pings are not taken yet");
+    let task = tokio::spawn(async move {
+        tokio::select! {
+            closed = connection => if let Err(e) = closed {
+                tracing::debug!(%addr, "the model connection ended: {e}");
+            },
+            () = keepalive(pings, timing) => tracing::warn!(%addr, "the model stopped answering pings; reconnecting"),
+        }
+    });
+    Ok(Connection { send, task })
+}
+
+/// Returns when a ping goes unanswered.
+async fn keepalive(mut pings: h2::PingPong, timing: Timing) {
+    loop {
+        tokio::time::sleep(timing.keepalive_every).await;
+        if !matches!(tokio::time::timeout(timing.keepalive_timeout, pings.ping(h2::Ping::opaque())).await, Ok(Ok(_))) {
+            return;
+        }
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for ModelChannel {
+    type Response = http::Response<AnswerBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    /// Always ready: each call picks its connection, and waits for it, in `call`.
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let mut send = shared.connection().await?;
+            let (mut head, mut body) = request.into_parts();
+            // Names the caller in the model's and the mesh's logs, as gRPC clients do.
+            head.headers.insert(http::header::USER_AGENT, http::HeaderValue::from_static(USER_AGENT));
+            // Over the model's limit of streams a connection, h2 holds the stream back
+            // until one ends (the app's own limit bounds how many wait).
+            let (answer, mut stream) = send.send_request(http::Request::from_parts(head, ()), false)?;
+            while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                // A gRPC request is data frames only (the message), no trailers.
+                if let Ok(data) = frame?.into_data() {
+                    stream.send_data(data, false)?;
+                }
+            }
+            stream.send_data(Bytes::new(), true)?;
+            Ok(answer.await?.map(|stream| AnswerBody { stream, data_done: false }))
+        })
+    }
+}
+
+/// The body of the model's answer: its data frames, then its trailers (the gRPC status).
+pub struct AnswerBody {
+    stream: h2::RecvStream,
+    data_done: bool,
+}
+
+impl Body for AnswerBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let this = &mut *self;
+        if !this.data_done {
+            match std::task::ready!(this.stream.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    // Read: the model may send more (flow control).
+                    let _ = this.stream.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => this.data_done = true,
+            }
+        }
+        match std::task::ready!(this.stream.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.stream.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    fn quick() -> Timing {
+        Timing {
+            connect_timeout: Duration::from_millis(500),
+            reconnect_after: Duration::from_millis(300),
+            keepalive_every: Duration::from_millis(100),
+            keepalive_timeout: Duration::from_millis(200),
+        }
+    }
+
+    fn connected(endpoint: &Endpoint) -> bool {
+        matches!(endpoint.usable(quick()), Usable::Yes(_))
+    }
+
+    /// A peer that is a real HTTP/2 server (it answers pings) keeps its connection; one that
+    /// accepted the connection and went silent (a stalled process, a vanished node) loses
+    /// it to the pings' timeout, and the next call connects again.
+    #[tokio::test]
+    async fn a_connection_whose_pings_go_unanswered_is_replaced() {
+        let answering = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (answering_addr, silent_addr) = (answering.local_addr().unwrap(), silent.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (socket, _) = answering.accept().await.unwrap();
+            let mut connection = h2::server::handshake(socket).await.unwrap();
+            while connection.accept().await.is_some() {}
+        });
+        let held = tokio::spawn(async move { silent.accept().await.unwrap() });
+
+        let (good, stalled) = (Endpoint::new(answering_addr), Endpoint::new(silent_addr));
+        good.connection(quick()).await.unwrap();
+        stalled.connection(quick()).await.unwrap();
+        assert!(connected(&good) && connected(&stalled));
+        let pings_timed_out = quick().keepalive_every + quick().keepalive_timeout;
+        tokio::time::sleep(pings_timed_out * 3).await;
+        assert!(connected(&good), "a connection whose pings are answered was dropped");
+        assert!(!connected(&stalled), "a connection whose pings go unanswered was kept");
+        assert!(matches!(stalled.usable(quick()), Usable::Connect), "the next call should connect again");
+        drop(held);
+    }
+
+    /// A refused connection is reported at once, and the address is left alone for
+    /// `reconnect_after`: the calls meanwhile fail fast without a connection attempt.
+    #[tokio::test]
+    async fn an_address_that_refused_a_connection_is_tried_again_after_a_pause() {
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let endpoint = Endpoint::new(addr);
+        let refused = endpoint.connection(quick()).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        assert!(refused.message().contains(&format!("cannot connect to the model at {addr}")), "{refused:?}");
+
+        // The model comes back at once; within the pause no call connects.
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let status = endpoint.connection(quick()).await.unwrap_err();
+        assert_eq!(status.message(), refused.message());
+        let accepted = tokio::time::timeout(Duration::from_millis(50), listener.accept()).await;
+        assert!(accepted.is_err(), "a connection was attempted during the pause");
+        tokio::time::sleep(quick().reconnect_after).await;
+        endpoint.connection(quick()).await.unwrap();
+        listener.accept().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_host_that_does_not_resolve_is_a_clear_unavailable() {
+        let cannot: Resolver = Arc::new(|| Box::pin(async { Err(std::io::Error::other("no such host")) }));
+        let channel =
+            ModelChannel::new("model:8081".into(), cannot, Duration::from_millis(500), Duration::from_secs(60));
+        let status = channel.shared.connection().await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(status.message(), "cannot resolve the model host: no such host");
+
+        let nothing: Resolver = Arc::new(|| Box::pin(async { Ok(vec![]) }));
+        let channel =
+            ModelChannel::new("model:8081".into(), nothing, Duration::from_millis(500), Duration::from_secs(60));
+        let status = channel.shared.connection().await.unwrap_err();
+        assert_eq!(status.message(), "the model host resolves to no address");
+    }
+}
