@@ -282,6 +282,50 @@ async fn calls_are_spread_over_every_model_address_and_follow_changes() {
     b.stop().await.unwrap();
 }
 
+/// A rolling restart of a model Deployment behind a headless Service: one replica shuts
+/// down (GOAWAY, then its port closes) while the name still lists it. The app notices the
+/// GOAWAY, finds the address refusing connections and sends every call to the replica
+/// that is left, so no user sees the restart.
+#[tokio::test]
+async fn a_model_replica_that_shuts_down_costs_no_request_while_another_serves() {
+    let a = common::start_model("127.0.0.1:0".parse().unwrap()).await;
+    let b = common::start_model("127.0.0.1:0".parse().unwrap()).await;
+    let addresses = vec![a.grpc_addr, b.grpc_addr];
+    let resolve: Resolver = Arc::new(move || {
+        let now = addresses.clone();
+        Box::pin(async move { Ok(now) })
+    });
+    let config = common::app_config(a.grpc_addr, false);
+    let client = ModelClient::with_resolver(
+        "sms-app-model-headless:8081".into(),
+        resolve,
+        config.model_timeout,
+        Duration::from_secs(60),
+    );
+    let app = app_service::start_with_model(config, client).await.unwrap();
+    let http = common::http_client();
+    let url = format!("http://{}/sms/", app.addr);
+    let classify = async || http.post(&url).json(&json!({"sms": SPAM})).send().await.unwrap().status().as_u16();
+    for _ in 0..4 {
+        assert_eq!(classify().await, 200);
+    }
+
+    let b_metrics = b.metrics_addr;
+    a.stop().await.unwrap();
+    // The GOAWAY and the closed port reach the app's connection task at once; a real
+    // rollout removes the pod from the Service seconds before that.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..20 {
+        *statuses.entry(classify().await).or_insert(0) += 1;
+    }
+    assert_eq!(statuses, [(200, 20)].into(), "statuses after one of two model replicas stopped");
+    let m = http.get(format!("http://{b_metrics}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(sample(&m, "sms_model_predictions_total", &[("result", "spam")]).unwrap() >= 20.0, "{m}");
+    app.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
 /// A model connection's first calls go out before the model's SETTINGS (32 streams a
 /// connection) arrive, so a burst on a fresh connection has streams refused by the
 /// protocol (REFUSED_STREAM). The model never saw those calls; the app sends them again
