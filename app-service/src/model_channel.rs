@@ -24,7 +24,11 @@ use std::{
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
-use tokio::{net::TcpStream, sync::watch, task::JoinHandle};
+use tokio::{
+    net::TcpStream,
+    sync::{Notify, watch},
+    task::JoinHandle,
+};
 use tonic::{Status, transport::Uri};
 
 /// Looks up the model's addresses (DNS in production).
@@ -75,6 +79,8 @@ struct Shared {
     timing: Timing,
     addresses: watch::Receiver<Addresses>,
     next: AtomicUsize,
+    /// Told whenever a connection attempt ends, for the calls that found no connection.
+    attempt_ended: Arc<Notify>,
 }
 
 #[derive(Clone)]
@@ -90,6 +96,11 @@ impl ModelChannel {
     /// Connects lazily (the app starts, and stays up, while the model is down) and asks
     /// `resolve` for the address set every `resolve_every`, for as long as a clone lives.
     pub fn new(authority: String, resolve: Resolver, connect_timeout: Duration, resolve_every: Duration) -> Self {
+        Self::with_timing(authority, resolve, Timing::new(connect_timeout), resolve_every)
+    }
+
+    fn with_timing(authority: String, resolve: Resolver, timing: Timing, resolve_every: Duration) -> Self {
+        let connect_timeout = timing.connect_timeout;
         let origin: Uri = format!("http://{authority}").parse().expect("a host:port is a valid origin");
         let (publish, addresses) = watch::channel(Addresses::Unresolved);
         tokio::spawn(async move {
@@ -105,8 +116,8 @@ impl ModelChannel {
                 tokio::time::sleep(resolve_every).await;
             }
         });
-        let timing = Timing::new(connect_timeout);
-        Self { shared: Arc::new(Shared { origin, timing, addresses, next: AtomicUsize::new(0) }) }
+        let (next, attempt_ended) = (AtomicUsize::new(0), Arc::new(Notify::new()));
+        Self { shared: Arc::new(Shared { origin, timing, addresses, next, attempt_ended }) }
     }
 
     /// The origin tonic's clients put in front of each call's path.
@@ -168,15 +179,50 @@ impl Shared {
         if endpoints.is_empty() {
             return Err(Status::unavailable("the model host resolves to no address"));
         }
+        // A live connection, the addresses taken in turn; an address without one starts
+        // connecting in the background and the call moves on, so calls never queue behind
+        // an address that does not answer while another does (a node that went away).
         let first = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut failure = None;
+        loop {
+            if let Some(found) = self.scan(&endpoints, first) {
+                return found;
+            }
+            // Nothing live yet: wait for an attempt to end (the call's deadline bounds it),
+            // looking once more after registering, in case one ended just before.
+            let attempt_ended = self.attempt_ended.notified();
+            tokio::pin!(attempt_ended);
+            attempt_ended.as_mut().enable();
+            if let Some(found) = self.scan(&endpoints, first) {
+                return found;
+            }
+            attempt_ended.await;
+        }
+    }
+
+    /// The first live connection from `first` on, or the failure if every address failed
+    /// a moment ago; None while attempts are under way (started here where needed).
+    fn scan(
+        &self,
+        endpoints: &[Arc<Endpoint>],
+        first: usize,
+    ) -> Option<Result<h2::client::SendRequest<Bytes>, Status>> {
+        let (mut failure, mut connecting) = (None, false);
         for i in 0..endpoints.len() {
-            match endpoints[(first + i) % endpoints.len()].connection(self.timing).await {
-                Ok(send) => return Ok(send),
-                Err(e) => failure = Some(e),
+            let endpoint = &endpoints[(first + i) % endpoints.len()];
+            match endpoint.usable(self.timing) {
+                Usable::Yes(send) => return Some(Ok(send)),
+                Usable::Failing(status) => failure = Some(status),
+                Usable::Connecting => connecting = true,
+                Usable::Connect => {
+                    endpoint.connect_in_background(self.timing, self.attempt_ended.clone());
+                    connecting = true;
+                }
             }
         }
-        Err(failure.expect("at least one address was tried"))
+        match failure {
+            Some(status) if !connecting => Some(Err(status)),
+            _ => None,
+        }
     }
 }
 
@@ -184,13 +230,13 @@ impl Shared {
 struct Endpoint {
     addr: SocketAddr,
     state: Mutex<EndpointState>,
-    /// One connection attempt at a time; the calls that arrive meanwhile wait for it.
-    connecting: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
 struct EndpointState {
     live: Option<Connection>,
+    /// An attempt is under way (one at a time).
+    connecting: bool,
     /// When the last attempt failed, and why.
     failed: Option<(Instant, String)>,
 }
@@ -206,12 +252,13 @@ enum Usable {
     Yes(h2::client::SendRequest<Bytes>),
     /// Failed a moment ago: not tried again yet.
     Failing(Status),
+    Connecting,
     Connect,
 }
 
 impl Endpoint {
     fn new(addr: SocketAddr) -> Self {
-        Self { addr, state: Mutex::default(), connecting: tokio::sync::Mutex::new(()) }
+        Self { addr, state: Mutex::default() }
     }
 
     fn usable(&self, timing: Timing) -> Usable {
@@ -227,6 +274,7 @@ impl Endpoint {
             state.live = None;
         }
         match &state.failed {
+            _ if state.connecting => Usable::Connecting,
             Some((at, reason)) if at.elapsed() < timing.reconnect_after => {
                 Usable::Failing(cannot_connect(self.addr, reason))
             }
@@ -234,38 +282,36 @@ impl Endpoint {
         }
     }
 
-    async fn connection(&self, timing: Timing) -> Result<h2::client::SendRequest<Bytes>, Status> {
-        match self.usable(timing) {
-            Usable::Yes(send) => return Ok(send),
-            Usable::Failing(status) => return Err(status),
-            Usable::Connect => {}
-        }
-        let _one_attempt = self.connecting.lock().await;
-        // Another call may have connected, or failed to, while this one waited.
-        match self.usable(timing) {
-            Usable::Yes(send) => return Ok(send),
-            Usable::Failing(status) => return Err(status),
-            Usable::Connect => {}
-        }
-        let attempt = tokio::time::timeout(timing.connect_timeout, connect(self.addr, timing)).await;
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match attempt {
-            Ok(Ok(live)) => {
-                tracing::debug!(addr = %self.addr, "connected to the model");
-                let send = live.send.clone();
-                *state = EndpointState { live: Some(live), failed: None };
-                Ok(send)
+    /// Starts an attempt unless one is under way; `ended` is told when it ends.
+    fn connect_in_background(self: &Arc<Self>, timing: Timing, ended: Arc<Notify>) {
+        {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.connecting {
+                return;
             }
-            Ok(Err(e)) => Err(self.failed(&mut state, e.to_string())),
-            Err(_) => Err(self.failed(&mut state, format!("no connection within {:?}", timing.connect_timeout))),
+            state.connecting = true;
         }
+        let endpoint = self.clone();
+        tokio::spawn(async move {
+            let attempt = tokio::time::timeout(timing.connect_timeout, connect(endpoint.addr, timing)).await;
+            let mut state = endpoint.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.connecting = false;
+            match attempt {
+                Ok(Ok(live)) => {
+                    tracing::debug!(addr = %endpoint.addr, "connected to the model");
+                    (state.live, state.failed) = (Some(live), None);
+                }
+                Ok(Err(e)) => endpoint.failed(&mut state, e.to_string()),
+                Err(_) => endpoint.failed(&mut state, format!("no connection within {:?}", timing.connect_timeout)),
+            }
+            drop(state);
+            ended.notify_waiters();
+        });
     }
 
-    fn failed(&self, state: &mut EndpointState, reason: String) -> Status {
+    fn failed(&self, state: &mut EndpointState, reason: String) {
         tracing::warn!(addr = %self.addr, "cannot connect to the model: {reason}");
-        let status = cannot_connect(self.addr, &reason);
         state.failed = Some((Instant::now(), reason));
-        status
     }
 }
 
@@ -372,7 +418,7 @@ impl Body for AnswerBody {
 
 #[cfg(test)]
 mod tests {
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpSocket};
 
     use super::*;
 
@@ -385,73 +431,134 @@ mod tests {
         }
     }
 
+    fn channel(addresses: Vec<SocketAddr>) -> ModelChannel {
+        let resolve: Resolver = Arc::new(move || {
+            let now = addresses.clone();
+            Box::pin(async move { Ok(now) })
+        });
+        ModelChannel::with_timing("model:8081".into(), resolve, quick(), Duration::from_secs(60))
+    }
+
+    /// A listener that is a real HTTP/2 server: it answers pings and takes calls.
+    async fn h2_server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut connection = h2::server::handshake(socket).await.unwrap();
+                    while connection.accept().await.is_some() {}
+                });
+            }
+        });
+        addr
+    }
+
+    /// One attempt, waited for.
+    async fn attempt(endpoint: &Arc<Endpoint>) {
+        let ended = Arc::new(Notify::new());
+        let notified = ended.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        endpoint.connect_in_background(quick(), ended.clone());
+        notified.await;
+    }
+
     fn connected(endpoint: &Endpoint) -> bool {
         matches!(endpoint.usable(quick()), Usable::Yes(_))
     }
 
-    /// A peer that is a real HTTP/2 server (it answers pings) keeps its connection; one that
-    /// accepted the connection and went silent (a stalled process, a vanished node) loses
-    /// it to the pings' timeout, and the next call connects again.
+    /// A peer that is a real HTTP/2 server keeps its connection; one that accepted the
+    /// connection and went silent (a stalled process, a vanished node) loses it to the
+    /// pings' timeout, and the next call connects again.
     #[tokio::test]
     async fn a_connection_whose_pings_go_unanswered_is_replaced() {
-        let answering = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (answering_addr, silent_addr) = (answering.local_addr().unwrap(), silent.local_addr().unwrap());
-        tokio::spawn(async move {
-            let (socket, _) = answering.accept().await.unwrap();
-            let mut connection = h2::server::handshake(socket).await.unwrap();
-            while connection.accept().await.is_some() {}
-        });
+        let silent_addr = silent.local_addr().unwrap();
         let held = tokio::spawn(async move { silent.accept().await.unwrap() });
-
-        let (good, stalled) = (Endpoint::new(answering_addr), Endpoint::new(silent_addr));
-        good.connection(quick()).await.unwrap();
-        stalled.connection(quick()).await.unwrap();
+        let good = Arc::new(Endpoint::new(h2_server().await));
+        let stalled = Arc::new(Endpoint::new(silent_addr));
+        attempt(&good).await;
+        attempt(&stalled).await;
         assert!(connected(&good) && connected(&stalled));
         let pings_timed_out = quick().keepalive_every + quick().keepalive_timeout;
         tokio::time::sleep(pings_timed_out * 3).await;
         assert!(connected(&good), "a connection whose pings are answered was dropped");
-        assert!(!connected(&stalled), "a connection whose pings go unanswered was kept");
-        assert!(matches!(stalled.usable(quick()), Usable::Connect), "the next call should connect again");
+        assert!(matches!(stalled.usable(quick()), Usable::Connect), "a connection whose pings go unanswered was kept");
         drop(held);
     }
 
-    /// A refused connection is reported at once, and the address is left alone for
-    /// `reconnect_after`: the calls meanwhile fail fast without a connection attempt.
+    /// A refused connection is reported, and the address is left alone for
+    /// `reconnect_after`: the calls meanwhile fail at once without a connection attempt.
     #[tokio::test]
     async fn an_address_that_refused_a_connection_is_tried_again_after_a_pause() {
         let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = closed.local_addr().unwrap();
         drop(closed);
-        let endpoint = Endpoint::new(addr);
-        let refused = endpoint.connection(quick()).await.unwrap_err();
+        let channel = channel(vec![addr]);
+        let refused = channel.shared.connection().await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::Unavailable);
-        assert!(refused.message().contains(&format!("cannot connect to the model at {addr}")), "{refused:?}");
+        assert!(refused.message().starts_with(&format!("cannot connect to the model at {addr}: ")), "{refused:?}");
 
         // The model comes back at once; within the pause no call connects.
         let listener = TcpListener::bind(addr).await.unwrap();
-        let status = endpoint.connection(quick()).await.unwrap_err();
+        let status = channel.shared.connection().await.unwrap_err();
         assert_eq!(status.message(), refused.message());
         let accepted = tokio::time::timeout(Duration::from_millis(50), listener.accept()).await;
         assert!(accepted.is_err(), "a connection was attempted during the pause");
         tokio::time::sleep(quick().reconnect_after).await;
-        endpoint.connection(quick()).await.unwrap();
-        listener.accept().await.unwrap();
+        let (connected, accepted) = tokio::join!(channel.shared.connection(), listener.accept());
+        connected.unwrap();
+        accepted.unwrap();
+    }
+
+    /// An address whose connections hang (its node went away; SYNs go unanswered) while
+    /// another serves: no call waits for it, and it is marked failing once the attempt
+    /// times out.
+    #[tokio::test]
+    async fn calls_do_not_wait_for_an_address_that_does_not_answer() {
+        // A listener whose accept queue is full drops new SYNs: a connect there hangs.
+        let hole = TcpSocket::new_v4().unwrap();
+        hole.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let hole_addr = hole.local_addr().unwrap();
+        let hole = hole.listen(0).unwrap();
+        let mut fillers = Vec::new();
+        for _ in 0..3 {
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(100), TcpStream::connect(hole_addr)).await {
+                fillers.push(s);
+            }
+        }
+        let channel = channel(vec![hole_addr, h2_server().await]);
+        let started = Instant::now();
+        for _ in 0..10 {
+            channel.shared.connection().await.unwrap();
+        }
+        let took = started.elapsed();
+        assert!(took < quick().connect_timeout / 2, "10 calls took {took:?}: some waited for the silent address");
+
+        // The attempt times out `connect_timeout` after the first call; the address then
+        // fails for `reconnect_after`.
+        tokio::time::sleep(quick().connect_timeout + quick().reconnect_after / 2 - took).await;
+        let Addresses::Resolved(endpoints) = channel.shared.addresses.borrow().clone() else { panic!("not resolved") };
+        let hole_endpoint = endpoints.iter().find(|e| e.addr == hole_addr).unwrap();
+        match hole_endpoint.usable(quick()) {
+            Usable::Failing(status) => assert!(status.message().ends_with("no connection within 500ms"), "{status:?}"),
+            _ => panic!("the silent address is not marked failing"),
+        }
+        drop((hole, fillers));
     }
 
     #[tokio::test]
     async fn a_host_that_does_not_resolve_is_a_clear_unavailable() {
         let cannot: Resolver = Arc::new(|| Box::pin(async { Err(std::io::Error::other("no such host")) }));
-        let channel =
+        let unresolvable =
             ModelChannel::new("model:8081".into(), cannot, Duration::from_millis(500), Duration::from_secs(60));
-        let status = channel.shared.connection().await.unwrap_err();
+        let status = unresolvable.shared.connection().await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert_eq!(status.message(), "cannot resolve the model host: no such host");
 
-        let nothing: Resolver = Arc::new(|| Box::pin(async { Ok(vec![]) }));
-        let channel =
-            ModelChannel::new("model:8081".into(), nothing, Duration::from_millis(500), Duration::from_secs(60));
-        let status = channel.shared.connection().await.unwrap_err();
+        let status = channel(vec![]).shared.connection().await.unwrap_err();
         assert_eq!(status.message(), "the model host resolves to no address");
     }
 }
