@@ -273,8 +273,10 @@ impl Endpoint {
             }
             state.live = None;
         }
+        if state.connecting {
+            return Usable::Connecting;
+        }
         match &state.failed {
-            _ if state.connecting => Usable::Connecting,
             Some((at, reason)) if at.elapsed() < timing.reconnect_after => {
                 Usable::Failing(cannot_connect(self.addr, reason))
             }

@@ -12,8 +12,7 @@ use sms_runtime::trace::{self, MetadataMut, SpanContext};
 use tonic::{Code, transport::Uri};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
-use crate::model_channel::ModelChannel;
-pub use crate::model_channel::Resolver;
+use crate::model_channel::{ModelChannel, Resolver};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classification {

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use app_service::model_client::{ModelClient, Resolver};
+use app_service::{ModelClient, model_channel::Resolver};
 
 use common::{HAM, SPAM, TestApp, sample};
 use serde_json::json;
