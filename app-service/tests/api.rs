@@ -155,7 +155,8 @@ async fn pages_and_operational_endpoints() {
     t.stop().await;
 }
 
-#[tokio::test]
+// Two workers, as the app runs on two cores: two connections to each model address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_down_is_a_quick_503_and_the_app_recovers_when_it_returns() {
     let mut t = TestApp::start(false).await;
     let (status, _) = t.post_json(json!({"sms": SPAM})).await;
@@ -232,7 +233,8 @@ async fn cache_off_sends_every_request_to_the_model() {
     t.stop().await;
 }
 
-#[tokio::test]
+// Two workers, as the app runs on two cores: two connections to each model address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_are_spread_over_every_model_address_and_follow_changes() {
     // Two real model servers behind one name, as a headless Service gives the app.
     let a = common::start_model("127.0.0.1:0".parse().unwrap()).await;
@@ -286,7 +288,8 @@ async fn calls_are_spread_over_every_model_address_and_follow_changes() {
 /// down (GOAWAY, then its port closes) while the name still lists it. The app notices the
 /// GOAWAY, finds the address refusing connections and sends every call to the replica
 /// that is left, so no user sees the restart.
-#[tokio::test]
+// Two workers, as the app runs on two cores: two connections to each model address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_replica_that_shuts_down_costs_no_request_while_another_serves() {
     let a = common::start_model("127.0.0.1:0".parse().unwrap()).await;
     let b = common::start_model("127.0.0.1:0".parse().unwrap()).await;
@@ -330,7 +333,8 @@ async fn a_model_replica_that_shuts_down_costs_no_request_while_another_serves()
 /// connection) arrive, so a burst on a fresh connection has streams refused by the
 /// protocol (REFUSED_STREAM). The model never saw those calls; the app sends them again
 /// rather than answering its users 503 after every model restart.
-#[tokio::test]
+// Two workers, as the app runs on two cores: two connections to each model address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_on_a_fresh_model_connection_is_answered_in_full() {
     let t = TestApp::start(false).await;
     let calls = (0..64).map(|i| {

@@ -192,7 +192,8 @@ async fn a_form_that_is_not_utf8_is_refused_like_the_json_api_refuses_it() {
     app.stop().await.unwrap();
 }
 
-#[tokio::test]
+// Two workers, as the app runs on two cores: two connections to each model address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_that_crashes_mid_call_is_a_503_never_a_502() {
     let fake = FakeModel::start(Behaviour::Stall(Duration::from_secs(3))).await;
     let mut config = common::app_config(fake.addr, false);
