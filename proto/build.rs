@@ -14,11 +14,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let protos = ["sms/v1/classifier.proto"];
 
-    // Messages and the client, with tonic's own codec.
+    // Messages and the client, with tonic's prost codec on small buffers.
     let client_dir = out.join("client");
     std::fs::create_dir_all(&client_dir)?;
     tonic_prost_build::configure()
         .build_server(false)
+        .codec_path("crate::codec::SmallBufferCodec")
         .out_dir(&client_dir)
         .file_descriptor_set_path(out.join("sms_v1_descriptor.bin"))
         .compile_with_config(config(), &protos, &["."])?;

@@ -1,5 +1,5 @@
 //! The `sms.v1` contract shared by both tiers: the gRPC types (generated from
-//! `proto/sms/v1/classifier.proto`), the server's codec, and the text limits and
+//! `proto/sms/v1/classifier.proto`), their codecs, and the text limits and
 //! normalization both enforce. What the services run on (telemetry, settings, shutdown)
 //! is in `sms-runtime`.
 
