@@ -6,7 +6,7 @@
 //! One connection per worker rather than one per address: an `h2` connection keeps all
 //! its streams behind one lock, which the workers contend for, and a peer (the model's
 //! runtime, a sidecar's Envoy) serves a connection on one of its threads; at c16 on two
-//! cores the second connection gave the app end to end 8-14 % more answers a second
+//! cores the second connection gave the app end to end 9-14 % more answers a second
 //! (README "Performance").
 //!
 //! tonic's generated clients run over any tower `Service` of HTTP requests; this is that
