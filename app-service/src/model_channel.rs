@@ -615,7 +615,13 @@ mod tests {
             let (answer, _) = send.send_request(call(), true).unwrap();
             answer.await.unwrap();
         }
-        // The first calls wait for the connections to be made, and take the first made.
+        // The first call starts every connection, and the first calls take those made.
+        let made = |calls: &Mutex<Vec<usize>>| calls.lock().unwrap().len();
+        let started = Instant::now();
+        while (made(&calls_a), made(&calls_b)) != (2, 2) && started.elapsed() < Duration::from_secs(2) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await; // the client's side of the last one
         let (mut taken_a, mut taken_b) = (calls_a.lock().unwrap().clone(), calls_b.lock().unwrap().clone());
         assert_eq!((taken_a.len(), taken_b.len()), (2, 2), "connections to a: {taken_a:?}, b: {taken_b:?}");
         assert_eq!(taken_a.iter().chain(&taken_b).sum::<usize>(), 8);

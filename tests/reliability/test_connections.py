@@ -62,10 +62,10 @@ def seconds_until_closed(s: socket.socket, since: float, limit: float) -> float:
     return time.monotonic() - since
 
 
-def start_both(stack, **env):
+def start_both(stack, app_env: dict | None = None, **env):
     model = local.model(grpc=addr(), metrics=addr(), MODEL_RELOAD_SECS="0", **env)
     stack.up(model)
-    app = local.app(http=addr(), model_host=f"http://{model.addresses['grpc']}", **env)
+    app = local.app(http=addr(), model_host=f"http://{model.addresses['grpc']}", **env, **(app_env or {}))
     stack.up(app)
     return model, app
 
@@ -136,11 +136,13 @@ def test_running_out_of_file_descriptors_is_logged_and_heals(stack):
 
 
 def test_connections_over_max_connections_are_refused_at_once(stack):
-    model, app = start_both(stack, MAX_CONNECTIONS="4")
+    # The app holds a model connection per runtime worker: two of the model's 4 gRPC slots
+    # (opened by its readiness check's call); the other 2 are taken before the 5th
+    # connection comes, or which of them is refused would be a race.
+    workers = 2
+    model, app = start_both(stack, app_env={"RUNTIME_THREADS": str(workers)}, MAX_CONNECTIONS="4")
     web, grpc = host_port(app.addresses["url"]), model.addresses["grpc"]
-    # The app holds one of the model's 4 gRPC slots itself; the other 3 are taken before
-    # the 5th connection comes, or which of them is refused would be a race.
-    held = [idle_keep_alive(web, "/livez") for _ in range(4)] + [taken_grpc(grpc) for _ in range(3)]
+    held = [idle_keep_alive(web, "/livez") for _ in range(4)] + [taken_grpc(grpc) for _ in range(4 - workers)]
     start = time.monotonic()
     over = hold(web, b"GET /livez HTTP/1.1\r\nHost: sms\r\n\r\n")
     answer = over.recv(4096)
