@@ -21,14 +21,8 @@ fn buffers() -> BufferSettings {
 }
 
 /// The client's codec: tonic's prost codec with `buffers()`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SmallBufferCodec<T, U>(PhantomData<(T, U)>);
-
-impl<T, U> Default for SmallBufferCodec<T, U> {
-    fn default() -> Self {
-        Self(PhantomData)
-    }
-}
 
 impl<T, U> Codec for SmallBufferCodec<T, U>
 where
@@ -51,14 +45,8 @@ where
 
 /// The server's codec: `SmallBufferCodec`, with requests that do not decode refused as
 /// INVALID_ARGUMENT.
-#[derive(Debug, Clone)]
-pub struct RequestValidatingCodec<T, U>(PhantomData<(T, U)>);
-
-impl<T, U> Default for RequestValidatingCodec<T, U> {
-    fn default() -> Self {
-        Self(PhantomData)
-    }
-}
+#[derive(Debug, Clone, Default)]
+pub struct RequestValidatingCodec<T, U>(SmallBufferCodec<T, U>);
 
 impl<T, U> Codec for RequestValidatingCodec<T, U>
 where
@@ -71,11 +59,11 @@ where
     type Decoder = RequestDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstCodec::<T, U>::raw_encoder(buffers())
+        self.0.encoder()
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        RequestDecoder(ProstCodec::<T, U>::raw_decoder(buffers()))
+        RequestDecoder(self.0.decoder())
     }
 }
 
