@@ -7,8 +7,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use app_service::{ModelClient, model_channel::Resolver};
-
 use common::{HAM, SPAM, TestApp, sample};
 use serde_json::json;
 
@@ -240,17 +238,8 @@ async fn calls_are_spread_over_every_model_address_and_follow_changes() {
     let a = common::start_model("127.0.0.1:0".parse().unwrap()).await;
     let b = common::start_model("127.0.0.1:0".parse().unwrap()).await;
     let addresses = Arc::new(Mutex::new(vec![a.grpc_addr, b.grpc_addr]));
-    let resolve: Resolver = {
-        let addresses = addresses.clone();
-        Arc::new(move || {
-            let now = addresses.lock().unwrap().clone();
-            Box::pin(async move { Ok(now) })
-        })
-    };
-    let config = common::app_config(a.grpc_addr, false);
     let every = Duration::from_millis(100);
-    let client = ModelClient::with_resolver("sms-app-model-headless:8081".into(), resolve, config.model_timeout, every);
-    let app = app_service::start_with_model(config, client).await.unwrap();
+    let app = common::start_app_over_replicas(addresses.clone(), every).await;
     let http = common::http_client();
     let classify = |n: usize| {
         let (http, url) = (http.clone(), format!("http://{}/sms/", app.addr));
@@ -261,13 +250,7 @@ async fn calls_are_spread_over_every_model_address_and_follow_changes() {
             }
         }
     };
-    let count = |addr| {
-        let http = http.clone();
-        async move {
-            let m = http.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
-            sample(&m, "sms_model_predictions_total", &[("result", "spam")]).unwrap()
-        }
-    };
+    let count = |addr| common::spam_predictions(&http, addr);
     classify(40).await;
     let (ca, cb) = (count(a.metrics_addr).await, count(b.metrics_addr).await);
     assert_eq!(ca + cb, 40.0);
@@ -293,19 +276,8 @@ async fn calls_are_spread_over_every_model_address_and_follow_changes() {
 async fn a_model_replica_that_shuts_down_costs_no_request_while_another_serves() {
     let a = common::start_model("127.0.0.1:0".parse().unwrap()).await;
     let b = common::start_model("127.0.0.1:0".parse().unwrap()).await;
-    let addresses = vec![a.grpc_addr, b.grpc_addr];
-    let resolve: Resolver = Arc::new(move || {
-        let now = addresses.clone();
-        Box::pin(async move { Ok(now) })
-    });
-    let config = common::app_config(a.grpc_addr, false);
-    let client = ModelClient::with_resolver(
-        "sms-app-model-headless:8081".into(),
-        resolve,
-        config.model_timeout,
-        Duration::from_secs(60),
-    );
-    let app = app_service::start_with_model(config, client).await.unwrap();
+    let addresses = Arc::new(Mutex::new(vec![a.grpc_addr, b.grpc_addr]));
+    let app = common::start_app_over_replicas(addresses, Duration::from_secs(60)).await;
     let http = common::http_client();
     let url = format!("http://{}/sms/", app.addr);
     let classify = async || http.post(&url).json(&json!({"sms": SPAM})).send().await.unwrap().status().as_u16();
@@ -323,8 +295,8 @@ async fn a_model_replica_that_shuts_down_costs_no_request_while_another_serves()
         *statuses.entry(classify().await).or_insert(0) += 1;
     }
     assert_eq!(statuses, [(200, 20)].into(), "statuses after one of two model replicas stopped");
-    let m = http.get(format!("http://{b_metrics}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(sample(&m, "sms_model_predictions_total", &[("result", "spam")]).unwrap() >= 20.0, "{m}");
+    let served_by_b = common::spam_predictions(&http, b_metrics).await;
+    assert!(served_by_b >= 20.0, "the replica left served {served_by_b} of the 20");
     app.stop().await.unwrap();
     b.stop().await.unwrap();
 }

@@ -4,9 +4,14 @@
 
 pub mod fake_model;
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use app_service::{Config, RunningApp, config::CacheConfig};
+use app_service::{Config, ModelClient, RunningApp, config::CacheConfig, model_channel::Resolver};
 use model_service::RunningServer;
 
 pub const SPAM: &str = "WINNER!! As a valued network customer you have been selected to receive a £900 prize reward! To claim call 09061701461. Claim code KL341. Valid 12 hours only.";
@@ -72,6 +77,26 @@ impl TestApp {
             m.stop().await.unwrap();
         }
     }
+}
+
+/// An app (cache off) whose model is a set of replicas behind one name, as a headless
+/// Service gives it: the name resolves to what `addresses` holds at the time, asked
+/// every `resolve_every`.
+pub async fn start_app_over_replicas(addresses: Arc<Mutex<Vec<SocketAddr>>>, resolve_every: Duration) -> RunningApp {
+    let config = app_config(addresses.lock().unwrap()[0], false);
+    let resolve: Resolver = Arc::new(move || {
+        let now = addresses.lock().unwrap().clone();
+        Box::pin(async move { Ok(now) })
+    });
+    let timeout = config.model_timeout;
+    let client = ModelClient::with_resolver("sms-app-model-headless:8081".into(), resolve, timeout, resolve_every);
+    app_service::start_with_model(config, client).await.expect("app starts")
+}
+
+/// The spam predictions a model service made, from its metrics page.
+pub async fn spam_predictions(http: &reqwest::Client, metrics_addr: SocketAddr) -> f64 {
+    let m = http.get(format!("http://{metrics_addr}/metrics")).send().await.unwrap().text().await.unwrap();
+    sample(&m, "sms_model_predictions_total", &[("result", "spam")]).unwrap()
 }
 
 pub fn app_config(model_addr: SocketAddr, cache: bool) -> Config {
