@@ -2,7 +2,10 @@
 //! Prometheus with the decision rules of docs/experiment.md.
 //!
 //! Exit codes: 0 every experiment PROMOTE, 1 some KEEP RUNNING (none ROLL BACK),
-//! 2 some ROLL BACK, 3 usage error or Prometheus unreachable / refusing a query.
+//! 2 some ROLL BACK, 3 usage error, or Prometheus unreachable, refusing a query, too slow
+//! (`--timeout` bounds each call, body included) or answering what cannot be trusted
+//! (see `prom.rs`: a negative, NaN, infinite or absurd count, more than 4 MiB or
+//! 1,000 series).
 
 mod prom;
 mod report;
@@ -31,11 +34,18 @@ options:
   --baseline VERSION    stable app / serving model version (default v1)
   --candidate VERSION   canary app / shadow model version (default v2)
   --experiment WHICH    canary, shadow or both (default both)
-  --timeout DUR         deadline of every Prometheus call (default 10s)
+  --timeout DUR         deadline of every Prometheus call, reading the answer
+                        included (default 10s)
   --json                print JSON instead of text
   -h, --help            this text
 
-exit codes: 0 PROMOTE (all), 1 KEEP RUNNING, 2 ROLL BACK (any), 3 error";
+Prometheus' answers are checked, never trusted: an answer longer than 4 MiB or with more
+than 1,000 series is refused while it streams in, and every value read is a count (of
+requests, calls, guesses, bucket observations), so a negative, NaN, infinite or absurd one
+(above 1e15), or such a bucket bound, is an error naming the query, not a verdict.
+
+exit codes: 0 PROMOTE (all), 1 KEEP RUNNING, 2 ROLL BACK (any), 3 error (bad option;
+Prometheus unreachable, past --timeout, refusing a query or answering nonsense)";
 
 struct Args {
     prometheus: String,
@@ -181,5 +191,14 @@ mod tests {
         assert_eq!((a.settings.min_duration_secs, a.json), (0, true));
         assert!(args(&["--candidate", "v2\"}"]).is_err(), "labels must not break the PromQL");
         assert!(args(&["--bogus", "1"]).is_err() && args(&["--window"]).is_err());
+    }
+
+    #[test]
+    fn usage_states_the_bounds_in_force() {
+        assert_eq!(prom::MAX_BODY_BYTES, 4 << 20, "update USAGE and docs/experiment.md");
+        assert_eq!((prom::MAX_SERIES, prom::MAX_VALUE), (1000, 1e15), "update USAGE and docs/experiment.md");
+        for text in ["4 MiB", "1,000 series", "1e15"] {
+            assert!(USAGE.contains(text), "{text}");
+        }
     }
 }

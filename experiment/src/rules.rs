@@ -352,7 +352,7 @@ impl Query<'_> {
             return Ok(true);
         }
         let q = format!("count({metric}{} offset {}s)", self.sel(matchers), self.s.min_duration_secs);
-        Ok(!prom.query(&q).await?.is_empty())
+        Ok(!prom.counts(&q).await?.is_empty())
     }
 }
 
@@ -387,12 +387,12 @@ pub async fn canary(prom: &Prometheus, s: &Settings) -> Result<Experiment> {
     let q = Query { s };
     let (base, cand) = (s.baseline.as_str(), s.candidate.as_str());
     let v = q.versions();
-    let requests = prom.query(&q.increase("version, status", "sms_requests_total", &[&v, NOT_USER_ROUTES])).await?;
-    let classified = prom.query(&q.increase("version", "sms_messages_classified_total", &[&v])).await?;
-    let calls = prom.query(&q.increase("version", "sms_model_calls_total", &[&v])).await?;
-    let guesses = prom.query(&q.increase("version, agreement", "sms_guesses_total", &[&v])).await?;
+    let requests = prom.counts(&q.increase("version, status", "sms_requests_total", &[&v, NOT_USER_ROUTES])).await?;
+    let classified = prom.counts(&q.increase("version", "sms_messages_classified_total", &[&v])).await?;
+    let calls = prom.counts(&q.increase("version", "sms_model_calls_total", &[&v])).await?;
+    let guesses = prom.counts(&q.increase("version, agreement", "sms_guesses_total", &[&v])).await?;
     let latency =
-        prom.query(&q.increase("version, le", "sms_request_latency_seconds_bucket", &[&v, NOT_USER_ROUTES])).await?;
+        prom.counts(&q.increase("version, le", "sms_request_latency_seconds_bucket", &[&v, NOT_USER_ROUTES])).await?;
     let cand_sel = format!("version=\"{cand}\"");
     let ran_long_enough = q.existed_before(prom, "sms_messages_classified_total", &[&cand_sel]).await?;
 
@@ -454,14 +454,15 @@ pub async fn shadow(prom: &Prometheus, s: &Settings) -> Result<Experiment> {
     let q = Query { s };
     let (base, cand) = (s.baseline.as_str(), s.candidate.as_str());
     let v = q.versions();
-    let requests = prom.query(&q.increase("version, source, code", "sms_model_requests_total", &[&v])).await?;
-    let guesses = prom.query(&q.increase("version, source, agreement", "sms_model_guesses_total", &[&v])).await?;
-    let inference = prom.query(&q.increase("version, source, le", "sms_model_inference_seconds_bucket", &[&v])).await?;
+    let requests = prom.counts(&q.increase("version, source, code", "sms_model_requests_total", &[&v])).await?;
+    let guesses = prom.counts(&q.increase("version, source, agreement", "sms_model_guesses_total", &[&v])).await?;
+    let inference =
+        prom.counts(&q.increase("version, source, le", "sms_model_inference_seconds_bucket", &[&v])).await?;
     let pair =
         [format!("version=\"{cand}\""), r#"source="shadow""#.to_owned(), format!("reference_version=\"{base}\"")];
     let pair: Vec<&str> = pair.iter().map(String::as_str).collect();
-    let comparisons = prom.query(&q.increase("outcome", "sms_shadow_comparisons_total", &pair)).await?;
-    let gap = prom.query(&q.increase("le", "sms_shadow_probability_gap_bucket", &pair)).await?;
+    let comparisons = prom.counts(&q.increase("outcome", "sms_shadow_comparisons_total", &pair)).await?;
+    let gap = prom.counts(&q.increase("le", "sms_shadow_probability_gap_bucket", &pair)).await?;
     let ran_long_enough = q.existed_before(prom, "sms_model_requests_total", &pair[..2]).await?;
 
     // The serving model answers `source="app"`, the shadow `source="shadow"`.
