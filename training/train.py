@@ -110,8 +110,11 @@ DESCRIPTIONS = {
 
 
 def export_onnx(pipe: Pipeline, version: str) -> onnx.ModelProto:
-    """The lean graph of export.py, with the metadata the model service reads (`classes`)."""
-    meta = {"classes": ",".join(CLASSES), "version": version, "normalization": "trim+collapse-whitespace"}
+    """The lean graph of export.py, with the metadata the model service checks the card
+    against: what decides an answer (classes, threshold) and what names it (name, version)
+    travel in the graph, so a card can change them only together with a new graph."""
+    meta = {"name": f"sms-spam-{version}", "version": version, "classes": ",".join(CLASSES),
+            "threshold": repr(THRESHOLD), "normalization": "trim+collapse-whitespace"}
     return export.to_model(pipe, CLASSES, f"SMS spam classifier {version}: {DESCRIPTIONS[version]}", meta)
 
 
