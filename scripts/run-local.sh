@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # `make run`: the whole system on this machine with the bundled models, as local
 # processes (no cluster): model v1 on :8081 (metrics :9464) and the app on :8080, started
-# and watched by scripts/stack.py (the one description of the local stack). Ctrl-C stops
-# everything it started, by PID. Ports: APP_PORT, MODEL_PORT, MODEL_METRICS_PORT.
+# and watched by scripts/stack.py (the one description of the local stack). Ctrl-C, SIGTERM
+# or closing the terminal (SIGHUP) stops everything it started, by PID; its processes die
+# with it even when it is killed (kill -9), and the next start cleans up after such a run
+# and says so. Ports: APP_PORT, MODEL_PORT, MODEL_METRICS_PORT; RUN_DIR (.cache/run: logs,
+# lock, process list); RUN_PROFILE=debug runs debug builds.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 ORT_DYLIB_PATH="$(scripts/ensure-ort.sh)"
 export ORT_DYLIB_PATH
 tools="$(venv_ensure tools "$ROOT/tests/tools/requirements.txt")"
-log "building (release; the first build takes a few minutes)"
-cargo build --release --locked -p model-service -p app-service
-exec python3 scripts/stack.py run --profile release --app-port "${APP_PORT:-8080}" \
-  --model-port "${MODEL_PORT:-8081}" --metrics-port "${MODEL_METRICS_PORT:-9464}" \
+case "${RUN_PROFILE:-release}" in
+  release) log "building (release; the first build takes a few minutes)"
+           cargo build --release --locked -p model-service -p app-service ;;
+  debug) cargo build --locked -p model-service -p app-service ;;
+  *) die "RUN_PROFILE must be release or debug" ;;
+esac
+exec python3 scripts/stack.py run --profile "${RUN_PROFILE:-release}" --app-port "${APP_PORT:-8080}" \
+  --model-port "${MODEL_PORT:-8081}" --metrics-port "${MODEL_METRICS_PORT:-9464}" --log-dir "${RUN_DIR:-.cache/run}" \
   --grpcurl "${tools#"$ROOT"/}/bin/grpcurl"
