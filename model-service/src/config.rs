@@ -5,6 +5,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use crate::budget::MemoryBudget;
 use sms_runtime::{conn::ConnLimits, server::cores, settings, telemetry::TelemetryConfig};
 
 #[derive(Debug, Clone)]
@@ -38,6 +39,9 @@ pub struct Config {
     pub disagreements_kept: usize,
     /// Whether those keep the message text (SMS texts are personal data: off by default).
     pub disagreement_texts: bool,
+    /// The process's memory limit (MiB): a model whose load would take the process past
+    /// 90 % of it is refused before it is read. `None`: the cgroup's limit, if any.
+    pub memory_limit_mib: Option<u64>,
     /// Idle timeout (HTTP/2 preface, metrics keep-alives) and shutdown bound of both listeners.
     pub connections: ConnLimits,
     pub telemetry: TelemetryConfig,
@@ -66,6 +70,7 @@ impl Default for Config {
             reference_version: None,
             disagreements_kept: 100,
             disagreement_texts: false,
+            memory_limit_mib: None,
             // Every call a connection opens is admitted (up to 32), and the server answers
             // the admitted calls in turn: under a flood, a call waits about (connections x
             // 32) / (answers a second) before it is answered or refused. 128 x 32 = 4,096
@@ -98,6 +103,10 @@ impl Config {
             reference_version: settings::text("REFERENCE_VERSION").or(d.reference_version),
             disagreements_kept: settings::parse("DISAGREEMENTS_KEPT", d.disagreements_kept)?,
             disagreement_texts: settings::flag("DISAGREEMENT_TEXTS", d.disagreement_texts)?,
+            memory_limit_mib: settings::text("MEMORY_LIMIT_MIB")
+                .map(|_| settings::parse("MEMORY_LIMIT_MIB", 0u64))
+                .transpose()?
+                .or(d.memory_limit_mib),
             connections: ConnLimits::from_env(d.connections)?,
             telemetry: TelemetryConfig::from_env()?,
         })
@@ -132,7 +141,16 @@ impl Config {
             self.source
         );
         anyhow::ensure!(!self.request_timeout.is_zero(), "REQUEST_TIMEOUT_MS must be above 0");
+        anyhow::ensure!(
+            self.memory_limit_mib != Some(0),
+            "MEMORY_LIMIT_MIB must be above 0 (unset: the cgroup's limit)"
+        );
         self.connections.validate()
+    }
+
+    /// The budget model loads are held to: MEMORY_LIMIT_MIB, else the cgroup's limit.
+    pub fn memory_budget(&self) -> MemoryBudget {
+        self.memory_limit_mib.map_or_else(MemoryBudget::from_cgroup, MemoryBudget::mib)
     }
 
     pub fn model_dir(&self) -> PathBuf {

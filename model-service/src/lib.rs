@@ -4,8 +4,10 @@
 //! A request's path: `service::Classifier::classify` (validate, metrics) ->
 //! `workers::InferencePool` (queue, worker thread) -> `model::Model` (ONNX Runtime).
 
+pub mod budget;
 pub mod config;
 pub mod counting;
+pub mod disagreements;
 pub mod metrics;
 pub mod model;
 pub mod reload;
@@ -66,7 +68,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let env = model::ort_environment(config.ort_dylib.as_deref())?;
     let dir = config.model_dir();
     let (e, d, n) = (env.clone(), dir.clone(), config.workers);
-    let models = tokio::task::spawn_blocking(move || reload::load_models(&e, &d, n)).await??;
+    let budget = config.memory_budget();
+    let models = tokio::task::spawn_blocking(move || reload::load_models(&e, &d, n, &budget)).await??;
     let card = models[0].card.clone();
 
     let metrics = Arc::new(Metrics::new(
@@ -80,7 +83,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let comparison = match (config.reference_dir(), config.reference_version.clone()) {
         (Some(dir), Some(version)) => {
             let (e, n) = (env.clone(), config.workers);
-            let models = tokio::task::spawn_blocking(move || reload::load_models(&e, &dir, n))
+            let models = tokio::task::spawn_blocking(move || reload::load_models(&e, &dir, n, &budget))
                 .await?
                 .map_err(|e| e.context("the reference model (REFERENCE_VERSION) cannot be loaded"))?;
             let reference = Arc::new(InferencePool::start(models, config.queue_per_worker));
@@ -108,6 +111,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         request_timeout: config.request_timeout,
     })
     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+    let classifier = disagreements::SharedAnswers::new(classifier, comparison.clone(), config.request_timeout);
     let classifier = counting::Counted::new(classifier, metrics.clone());
 
     let listening = Listening {
@@ -153,7 +157,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         let mut watchers = Vec::new();
         if let Some(every) = config.reload_interval {
             let watch = |dir, pool, metrics| {
-                tokio::spawn(reload::watch_for_new_model(dir, every, env.clone(), pool, metrics, shutdown.clone()))
+                tokio::spawn(reload::watch_for_new_model(
+                    dir,
+                    every,
+                    env.clone(),
+                    pool,
+                    metrics,
+                    budget,
+                    shutdown.clone(),
+                ))
             };
             watchers.push(watch(dir, pool.clone(), Some(metrics.clone())));
             if let (Some(c), Some(reference_dir)) = (&comparison, config.reference_dir()) {

@@ -13,6 +13,8 @@ use ort::{environment::Environment, session::Session, value::Tensor};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::budget::MemoryBudget;
+
 /// The model card written by training next to `model.onnx`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ModelCard {
@@ -54,15 +56,43 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads `dir/model.json` and `dir/model.onnx`, checks they agree, and warms the
-    /// session up so the first real request does not pay for lazy initialisation.
+    /// Loads one model from `dir` (see `load_sessions`), with no memory budget.
     pub fn load(env: &Environment, dir: &Path) -> Result<Self, ModelError> {
+        let mut models = Self::load_sessions(env, dir, 1, &MemoryBudget::UNLIMITED)?;
+        Ok(models.pop().expect("one session"))
+    }
+
+    /// Loads `dir/model.json` and `dir/model.onnx` into `sessions` sessions (one per
+    /// worker) and warms each up, so the first real request does not pay for lazy
+    /// initialisation. One version is one fact: the folder's name, the card and the
+    /// graph's metadata must agree on the version, the name, the classes and the
+    /// threshold, and the card must name the graph's sha256, or the pair is refused. A
+    /// graph whose load would pass `budget` is refused before it is read.
+    pub fn load_sessions(
+        env: &Environment,
+        dir: &Path,
+        sessions: usize,
+        budget: &MemoryBudget,
+    ) -> Result<Vec<Self>, ModelError> {
         let card = read_card(dir)?;
+        let card_err = |reason: String| ModelError::Card { path: dir.join("model.json"), reason };
+        let folder = dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        if card.version != folder {
+            return Err(card_err(format!(
+                "says version {:?}, but it is in the folder of version {folder:?} (MODEL_VERSION or REFERENCE_VERSION): \
+                 a version is served from its own folder",
+                card.version
+            )));
+        }
         let onnx = dir.join("model.onnx");
         let onnx_err = |reason: String| ModelError::Onnx { path: onnx.clone(), reason };
-        if !onnx.is_file() {
-            return Err(onnx_err("not found (run `make models`, or point MODEL_ROOT at the models folder)".into()));
-        }
+        let size = match std::fs::metadata(&onnx) {
+            Ok(m) if m.is_file() => m.len(),
+            _ => {
+                return Err(onnx_err("not found (run `make models`, or point MODEL_ROOT at the models folder)".into()));
+            }
+        };
+        budget.admit(size, sessions).map_err(onnx_err)?;
         let graph = std::fs::read(&onnx).map_err(|e| onnx_err(format!("cannot be read: {e}")))?;
         // A graph that is not the one its card describes (files replaced one at a time, a
         // copy in progress, a wrong artifact) is refused rather than served under the card's name.
@@ -73,31 +103,30 @@ impl Model {
                 card.onnx_sha256
             )));
         }
-        let session = Session::builder(env)
-            .and_then(|b| Ok(b.with_intra_threads(1)?))
-            .and_then(|mut b| b.commit_from_memory(&graph))
-            .map_err(|e| onnx_err(format!("cannot be loaded by ONNX Runtime: {e}")))?;
-        let graph_classes = session.metadata().ok().and_then(|m| m.custom("classes"));
-        if let Some(graph_classes) = graph_classes {
-            if graph_classes != card.classes.join(",") {
-                return Err(onnx_err(format!(
-                    "class order {graph_classes:?} disagrees with model.json {:?}",
-                    card.classes
-                )));
-            }
-        }
         let spam_index = card.classes.iter().position(|c| c == "spam").ok_or_else(|| ModelError::Card {
             path: dir.join("model.json"),
             reason: "`classes` has no \"spam\"".into(),
         })?;
-        let mut model = Self { session, spam_index, card: Arc::new(card) };
-        for probe in ["WINNER!! Claim your free prize now, call 09061701461", "see you at lunch?"] {
-            let p = model.spam_probability(probe).map_err(|e| onnx_err(format!("warm-up failed: {e}")))?;
-            if !(0.0..=1.0).contains(&p) {
-                return Err(onnx_err(format!("warm-up returned probability {p}, not in [0, 1]")));
+        let card = Arc::new(card);
+        let mut models = Vec::with_capacity(sessions);
+        for _ in 0..sessions {
+            let session = Session::builder(env)
+                .and_then(|b| Ok(b.with_intra_threads(1)?))
+                .and_then(|mut b| b.commit_from_memory(&graph))
+                .map_err(|e| onnx_err(format!("cannot be loaded by ONNX Runtime: {e}")))?;
+            if models.is_empty() {
+                check_metadata(&session, &card).map_err(onnx_err)?;
             }
+            let mut model = Self { session, spam_index, card: card.clone() };
+            for probe in ["WINNER!! Claim your free prize now, call 09061701461", "see you at lunch?"] {
+                let p = model.spam_probability(probe).map_err(|e| onnx_err(format!("warm-up failed: {e}")))?;
+                if !(0.0..=1.0).contains(&p) {
+                    return Err(onnx_err(format!("warm-up returned probability {p}, not in [0, 1]")));
+                }
+            }
+            models.push(model);
         }
-        Ok(model)
+        Ok(models)
     }
 
     /// Spam probability of one normalized text.
@@ -112,6 +141,37 @@ impl Model {
         let (_, probs) = probabilities.try_extract_tensor::<f32>().map_err(err)?;
         probs.get(self.spam_index).copied().ok_or_else(|| ModelError::Inference("probabilities too short".into()))
     }
+}
+
+/// The graph's own metadata (written by training/train.py) against the card: what names
+/// an answer (name, version) and what decides it (classes, threshold).
+fn check_metadata(session: &Session, card: &ModelCard) -> Result<(), String> {
+    let metadata = session.metadata().map_err(|e| format!("its metadata cannot be read: {e}"))?;
+    let threshold = card.threshold.to_string();
+    let classes = card.classes.join(",");
+    for (key, in_card) in [
+        ("version", card.version.as_str()),
+        ("name", card.name.as_str()),
+        ("classes", &classes),
+        ("threshold", &threshold),
+    ] {
+        let Some(in_graph) = metadata.custom(key) else {
+            return Err(format!(
+                "has no `{key}` metadata, so model.json's {key} {in_card:?} cannot be checked (export it with training/train.py)"
+            ));
+        };
+        let agree = match key {
+            "threshold" => in_graph.parse::<f32>().is_ok_and(|t| t == card.threshold),
+            _ => in_graph == in_card,
+        };
+        if !agree {
+            return Err(format!(
+                "says {key} {in_graph:?} in its metadata, but model.json says {in_card:?}: a card that changes \
+                 the {key} needs the graph made with it"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn read_card(dir: &Path) -> Result<ModelCard, ModelError> {

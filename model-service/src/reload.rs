@@ -8,7 +8,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration, time::SystemTime};
 use ort::environment::Environment;
 use sms_runtime::server::Shutdown;
 
-use crate::{metrics::Metrics, model::Model, workers::InferencePool};
+use crate::{budget::MemoryBudget, metrics::Metrics, model::Model, workers::InferencePool};
 
 type Fingerprint = Vec<Option<(SystemTime, u64)>>;
 
@@ -19,9 +19,14 @@ fn fingerprint(dir: &std::path::Path) -> Fingerprint {
         .collect()
 }
 
-/// Loads one warmed model per worker (blocking: run it off the async threads).
-pub fn load_models(env: &Environment, dir: &std::path::Path, workers: usize) -> anyhow::Result<Vec<Model>> {
-    (0..workers).map(|_| Model::load(env, dir).map_err(anyhow::Error::from)).collect()
+/// Loads one warmed model per worker within `budget` (blocking: run it off the async threads).
+pub fn load_models(
+    env: &Environment,
+    dir: &std::path::Path,
+    workers: usize,
+    budget: &MemoryBudget,
+) -> anyhow::Result<Vec<Model>> {
+    Ok(Model::load_sessions(env, dir, workers, budget)?)
 }
 
 /// Watches `dir` and swaps new files into `pool`. `metrics`: the served model's (counts
@@ -32,6 +37,7 @@ pub async fn watch_for_new_model(
     env: Environment,
     pool: Arc<InferencePool>,
     metrics: Option<Arc<Metrics>>,
+    budget: MemoryBudget,
     shutdown: Shutdown,
 ) {
     let role = if metrics.is_some() { "served" } else { "reference" };
@@ -54,7 +60,7 @@ pub async fn watch_for_new_model(
         }
         seen = now;
         let (d, e, n) = (dir.clone(), env.clone(), pool.workers());
-        match tokio::task::spawn_blocking(move || load_models(&e, &d, n)).await {
+        match tokio::task::spawn_blocking(move || load_models(&e, &d, n, &budget)).await {
             Ok(Ok(models)) => {
                 let card = models[0].card.clone();
                 pool.swap(models);

@@ -3,6 +3,9 @@
 
 use std::{sync::Arc, time::Duration};
 
+use bytes::Buf;
+use prost::Message;
+
 use sms_proto::{
     GUESS_METADATA, MAX_TEXT_CHARS,
     v1::{
@@ -133,6 +136,8 @@ impl SpamClassifier for Classifier {
         result.map(Response::new)
     }
 
+    /// Answered by `disagreements::SharedAnswers` in front of this server, from the same
+    /// snapshot; this path serves a server built without that layer.
     async fn list_disagreements(
         &self,
         request: Request<ListDisagreementsRequest>,
@@ -140,8 +145,9 @@ impl SpamClassifier for Classifier {
         let Some(comparison) = &self.comparison else {
             return Ok(Response::new(Disagreements::default()));
         };
-        let (disagreements, capacity, seen) = comparison.recent(request.get_ref().limit as usize);
-        Ok(Response::new(Disagreements { disagreements, capacity: capacity as u32, seen }))
+        let (entries, tail) = comparison.snapshot().answer(request.get_ref().limit as usize);
+        let answer = Disagreements::decode(entries.chain(tail)).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(answer))
     }
 
     async fn get_model_info(&self, _: Request<GetModelInfoRequest>) -> Result<Response<ModelInfo>, Status> {

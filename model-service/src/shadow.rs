@@ -3,17 +3,23 @@
 //! same model store and hot-reloaded like the served one), so agreement is measured on
 //! the same messages, not inferred from two populations. Disagreements are kept in a
 //! bounded sample an operator can fetch (ListDisagreements); texts only when allowed.
+//!
+//! The sample is encoded once per change and shared by every answer (`Snapshot`): a
+//! caller that asks and never reads pins a reference to that one buffer, not a copy, and
+//! the bytes pinned by unread answers have a process-wide budget (`disagreements.rs`).
 
 use std::{
     collections::VecDeque,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use sms_proto::v1::Disagreement;
+use bytes::Bytes;
+use prost::Message;
+use sms_proto::v1::{Disagreement, Disagreements};
 
 use crate::{
     metrics::Metrics,
@@ -24,9 +30,77 @@ pub struct Comparison {
     pub reference: Arc<InferencePool>,
     pub reference_version: String,
     keep_texts: bool,
-    sample: Mutex<VecDeque<Disagreement>>,
+    sample: Mutex<Sample>,
     capacity: usize,
     seen: AtomicU64,
+    /// The newest encoding of the sample, shared by the answers that use it.
+    snapshot: Mutex<Option<Arc<Snapshot>>>,
+    /// Bytes of every snapshot still referenced (by the cache or by answers not yet read).
+    pinned: Arc<AtomicUsize>,
+}
+
+#[derive(Default)]
+struct Sample {
+    newest_first: VecDeque<Disagreement>,
+    /// Counts changes, so a snapshot knows whether it is current.
+    generation: u64,
+}
+
+/// Longest answer, in encoded bytes: ~60 disagreements with 1,000-character texts, ~1,500
+/// without. Past it an answer holds the newest that fit and says `truncated`.
+pub const ANSWER_BYTES: usize = 256 * 1024;
+/// Budget for the bytes of snapshots that unread answers still pin: past it, a new answer
+/// reuses the newest snapshot (a few changes stale) instead of encoding another.
+pub const PINNED_BYTES: usize = 4 * 1024 * 1024;
+
+/// The sample encoded once, as the `disagreements` field of `Disagreements` (each entry
+/// a length-delimited field 1), newest first, within `ANSWER_BYTES`.
+pub struct Snapshot {
+    generation: u64,
+    /// The encoded entries; slices of it go out in answers without a copy.
+    pub entries: Bytes,
+    /// End offset of each entry in `entries`.
+    ends: Vec<usize>,
+    /// How many the sample held when encoded (more than `ends.len()` when over budget).
+    kept: usize,
+    pub capacity: u32,
+    pub seen: u64,
+}
+
+impl Snapshot {
+    /// The newest `limit` entries (every one when 0) as the bytes of a `Disagreements`
+    /// message: a shared slice of the entries, then the small fields.
+    pub fn answer(&self, limit: usize) -> (Bytes, Bytes) {
+        let wanted = if limit == 0 { self.kept } else { limit.min(self.kept) };
+        let n = wanted.min(self.ends.len());
+        let prefix = self.entries.slice(..n.checked_sub(1).map_or(0, |last| self.ends[last]));
+        let tail = Disagreements {
+            disagreements: Vec::new(),
+            capacity: self.capacity,
+            seen: self.seen,
+            truncated: n < wanted,
+        }
+        .encode_to_vec();
+        (prefix, Bytes::from(tail))
+    }
+}
+
+/// Frees a snapshot's bytes from the pinned count when the last answer using them is gone.
+struct Pinned {
+    bytes: Vec<u8>,
+    pinned: Arc<AtomicUsize>,
+}
+
+impl AsRef<[u8]> for Pinned {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        self.pinned.fetch_sub(self.bytes.len(), Ordering::Relaxed);
+    }
 }
 
 /// What the comparison needs to know about one answered call.
@@ -45,9 +119,11 @@ impl Comparison {
             reference,
             reference_version,
             keep_texts,
-            sample: Mutex::new(VecDeque::with_capacity(capacity)),
+            sample: Mutex::new(Sample { newest_first: VecDeque::with_capacity(capacity), generation: 0 }),
             capacity,
             seen: AtomicU64::new(0),
+            snapshot: Mutex::new(None),
+            pinned: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -92,16 +168,54 @@ impl Comparison {
             text: kept_text.unwrap_or_default(),
         };
         let mut sample = self.sample.lock().unwrap_or_else(|e| e.into_inner());
-        if sample.len() == self.capacity {
-            sample.pop_back();
+        if sample.newest_first.len() == self.capacity {
+            sample.newest_first.pop_back();
         }
-        sample.push_front(kept);
+        sample.newest_first.push_front(kept);
+        sample.generation += 1;
     }
 
-    /// The newest `limit` disagreements (all kept when 0), the capacity and how many were seen.
-    pub fn recent(&self, limit: usize) -> (Vec<Disagreement>, usize, u64) {
+    /// The sample's current encoding, made at most once per change. While unread answers
+    /// pin more than `PINNED_BYTES`, the newest existing one is served instead.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        let mut cached = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = self.sample.lock().unwrap_or_else(|e| e.into_inner()).generation;
+        if let Some(s) = cached.as_ref()
+            && (s.generation == generation || self.pinned.load(Ordering::Relaxed) > PINNED_BYTES)
+        {
+            return s.clone();
+        }
+        let fresh = Arc::new(self.encode());
+        *cached = Some(fresh.clone());
+        fresh
+    }
+
+    /// Bytes that snapshots still hold (the cached one and those unread answers pin).
+    pub fn pinned_bytes(&self) -> usize {
+        self.pinned.load(Ordering::Relaxed)
+    }
+
+    fn encode(&self) -> Snapshot {
         let sample = self.sample.lock().unwrap_or_else(|e| e.into_inner());
-        let n = if limit == 0 { sample.len() } else { limit.min(sample.len()) };
-        (sample.iter().take(n).cloned().collect(), self.capacity, self.seen.load(Ordering::Relaxed))
+        let (mut bytes, mut ends) = (Vec::new(), Vec::new());
+        for d in &sample.newest_first {
+            let before = bytes.len();
+            prost::encoding::message::encode(1, d, &mut bytes);
+            if bytes.len() > ANSWER_BYTES {
+                bytes.truncate(before);
+                break;
+            }
+            ends.push(bytes.len());
+        }
+        bytes.shrink_to_fit();
+        self.pinned.fetch_add(bytes.len(), Ordering::Relaxed);
+        Snapshot {
+            generation: sample.generation,
+            ends,
+            kept: sample.newest_first.len(),
+            entries: Bytes::from_owner(Pinned { bytes, pinned: self.pinned.clone() }),
+            capacity: self.capacity as u32,
+            seen: self.seen.load(Ordering::Relaxed),
+        }
     }
 }

@@ -5,7 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{HAM, SPAM, TestModel, sample, test_config};
+use common::{
+    HAM, SPAM, TestModel,
+    files::{copy_model, metadata_of, read_card, reloading_copy_of_v1, rewrite_graph, tempdir, wait_for, write_model},
+    sample, test_config,
+};
 use sms_proto::{
     MAX_TEXT_CHARS,
     v1::{ClassifyRequest, GetModelInfoRequest},
@@ -155,25 +159,35 @@ async fn new_model_files_are_picked_up_and_bad_ones_rejected() {
         assert_eq!(sample(&first, "sms_model_reloads_total", &[("outcome", outcome)]), Some(0.0), "{outcome}");
     }
 
-    // Replace the files with the v2 model: it is loaded, warmed and swapped in.
-    copy_model(&common::repo_models().join("v2"), &root.join("v1"));
-    wait_for(|| async { m.client.clone().get_model_info(info()).await.unwrap().into_inner().name == "sms-spam-v2" })
-        .await;
+    // New files for the same version (here v2's graph, exported as v1 would be): loaded,
+    // warmed and swapped in.
+    let before = m.client.classify(req(SPAM)).await.unwrap().into_inner();
+    let v2_graph = std::fs::read(common::repo_models().join("v2/model.onnx")).unwrap();
+    let metadata = metadata_of("v1", "0.5");
+    let metadata: Vec<_> = metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut card = read_card(&root.join("v1"));
+    card["description"] = "retrained".into();
+    write_model(&root.join("v1"), &rewrite_graph(&v2_graph, &metadata, 0), card);
+    wait_for(|| async {
+        m.client.clone().get_model_info(info()).await.unwrap().into_inner().description == "retrained"
+    })
+    .await;
     let answer = m.client.classify(req(SPAM)).await.unwrap().into_inner();
-    assert_eq!(answer.model_name, "sms-spam-v2");
+    assert_eq!((answer.model_name.as_str(), answer.model_version.as_str()), ("sms-spam-v1", "v1"));
+    assert_ne!(answer.spam_probability, before.spam_probability, "the new graph answers");
     // sms_model_info names only the model being served, not the one swapped out.
     let info_series: Vec<String> =
         m.metrics().await.lines().filter(|l| l.starts_with("sms_model_info{")).map(str::to_string).collect();
     assert_eq!(info_series.len(), 1, "{info_series:?}");
-    assert!(info_series[0].contains(r#"model_name="sms-spam-v2""#), "{info_series:?}");
+    assert!(info_series[0].contains(r#"model_name="sms-spam-v1""#), "{info_series:?}");
 
     // A corrupt model is refused; the previous one keeps serving.
     std::fs::write(root.join("v1/model.onnx"), b"not an onnx file").unwrap();
     let metrics_has_failure =
         || async { sample(&m.metrics().await, "sms_model_reloads_total", &[("outcome", "failure")]) == Some(1.0) };
     wait_for(metrics_has_failure).await;
-    let answer = m.client.classify(req(SPAM)).await.unwrap().into_inner();
-    assert_eq!((answer.label.as_str(), answer.model_name.as_str()), ("spam", "sms-spam-v2"));
+    let still = m.client.classify(req(SPAM)).await.unwrap().into_inner();
+    assert_eq!((still.label.as_str(), still.spam_probability), ("spam", answer.spam_probability));
     assert_eq!(sample(&m.metrics().await, "sms_model_reloads_total", &[("outcome", "success")]), Some(1.0));
     m.server.stop().await.unwrap();
     std::fs::remove_dir_all(root).unwrap();
@@ -238,47 +252,6 @@ async fn shutdown_answers_every_accepted_call() {
 fn refused_by_goaway(status: &tonic::Status) -> bool {
     let source = std::error::Error::source(status).map(|e| format!("{e:?}")).unwrap_or_default();
     source.contains("GoAway") && source.contains("NO_ERROR")
-}
-
-/// A private copy of models/v1 and a v1 server's config that looks for new files there
-/// every 200 ms.
-fn reloading_copy_of_v1(name: &str) -> (std::path::PathBuf, model_service::Config) {
-    let root = tempdir(name);
-    copy_model(&common::repo_models().join("v1"), &root.join("v1"));
-    let mut config = test_config("v1");
-    config.model_root = root.clone();
-    config.reload_interval = Some(Duration::from_millis(200));
-    (root, config)
-}
-
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("model-service-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn copy_model(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    // Write under a temporary name and rename, as a deployment should, so a reload never
-    // sees half a file.
-    for f in ["model.onnx", "model.json"] {
-        let tmp = to.join(format!(".{f}.tmp"));
-        std::fs::copy(from.join(f), &tmp).unwrap();
-        std::fs::rename(&tmp, to.join(f)).unwrap();
-    }
-}
-
-async fn wait_for<F, Fut>(mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !cond().await {
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within 20 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Raw bytes on the wire, to send what no well-behaved client would.

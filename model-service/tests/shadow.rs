@@ -108,3 +108,27 @@ async fn a_missing_reference_model_stops_start_up_with_a_clear_error() {
     let err = format!("{:#}", model_service::start(config).await.err().expect("must fail"));
     assert!(err.contains("REFERENCE_VERSION") && err.contains("v7"), "{err}");
 }
+
+#[tokio::test]
+async fn an_answer_stops_at_the_byte_budget_and_says_so() {
+    let mut shadow = shadow(true, 300).await;
+    let mut text = String::new();
+    while text.len() < 1000 {
+        text.push_str("Want explicit SEX in 30 secs? Ring 02073162414 now! Costs 20p/min ");
+    }
+    text.truncate(1000);
+    for _ in 0..300 {
+        shadow.client.classify(call(&text, "spam")).await.unwrap();
+    }
+    let all = shadow.client.list_disagreements(ListDisagreementsRequest { limit: 0 }).await.unwrap().into_inner();
+    let bytes = prost::Message::encoded_len(&all);
+    println!("{} of 300 kept in {bytes} bytes", all.disagreements.len());
+    assert_eq!(all.seen, 300);
+    assert!(all.truncated, "300 texts of 1,000 characters do not fit in one answer");
+    assert!(bytes <= model_service::shadow::ANSWER_BYTES + 64, "{bytes} bytes");
+    assert!((200..300).contains(&all.disagreements.len()), "{}", all.disagreements.len());
+    let few = shadow.client.list_disagreements(ListDisagreementsRequest { limit: 10 }).await.unwrap().into_inner();
+    assert_eq!((few.disagreements.len(), few.truncated), (10, false));
+    assert_eq!(few.disagreements[..], all.disagreements[..10], "the newest first, the same entries");
+    shadow.server.stop().await.unwrap();
+}

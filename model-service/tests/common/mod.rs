@@ -1,6 +1,8 @@
 //! One helper to start the real model service on 127.0.0.1 port 0 and talk to it.
 #![allow(dead_code)]
 
+pub mod files;
+
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use model_service::{Config, RunningServer};
