@@ -215,12 +215,23 @@ def test_only_the_app_identity_calls_the_model(scenario):
     assert ap["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "model"
     grpc_rule, metrics_rule = ap["spec"]["rules"]
     assert grpc_rule["from"] == [{"source": {"principals": ["cluster.local/ns/sms-app/sa/sms-app-app"]}}]
-    assert grpc_rule["to"] == [{"operation": {"ports": ["8081"]}}]
+    # ListDisagreements can return message texts: not for the app's identity.
+    assert grpc_rule["to"] == [{"operation": {"ports": ["8081"],
+                                              "notPaths": ["/sms.v1.SpamClassifier/ListDisagreements"]}}]
     assert "from" not in metrics_rule and metrics_rule["to"] == [{"operation": {"ports": ["9464"]}}]
     # The principal is the app pods' service account.
     for dep in ("sms-app-app", "sms-app-app-canary"):
         assert r.get("Deployment", dep)["spec"]["template"]["spec"]["serviceAccountName"] == "sms-app-app"
     assert r.get("Deployment", "sms-app-model")["spec"]["template"]["spec"]["serviceAccountName"] == "sms-app-model"
+
+
+def test_only_the_listed_operators_read_the_shadows_disagreements():
+    reader = "cluster.local/ns/ops/sa/model-review"
+    r = render(parse_set(f"istio.authorizationPolicy.disagreementReaders={{{reader}}}"), tag="readers")
+    _, readers_rule, _ = r.get("AuthorizationPolicy", "sms-app-model-callers")["spec"]["rules"]
+    assert readers_rule == {"from": [{"source": {"principals": [reader]}}],
+                            "to": [{"operation": {"ports": ["8081"],
+                                                  "paths": ["/sms.v1.SpamClassifier/ListDisagreements"]}}]}
 
 
 def kustomize_istio() -> list[dict]:

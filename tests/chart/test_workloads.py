@@ -73,6 +73,11 @@ def test_model_deployments_serving_and_shadow(scenario):
         assert env["MODEL_ROOT"] == "/mnt/shared/models"
         assert c["image"] == "sms-app/model-service:0.1.0"
         assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"grpc": 8081, "http-metrics": 9464}
+        # Model loads are held to the container's own memory limit (a big graph is refused
+        # before it is read, not OOM-killed half-way through a reload).
+        (limit,) = [e for e in c["env"] if e["name"] == "MEMORY_LIMIT_MIB"]
+        assert limit["valueFrom"] == {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}
+        assert c["resources"]["limits"]["memory"] == "512Mi"
     assert SHADOW not in scenario("defaults").names("Deployment")
 
 
