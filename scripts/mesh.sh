@@ -13,6 +13,9 @@
 #   e.g. scripts/mesh.sh upgrade --set istio.canary.weights.stable=80 --set istio.canary.weights.canary=20
 #   make mesh ARGS='--set istio.canary.weights.canary=20 --set istio.canary.weights.stable=80'
 #
+# Ctrl-C, SIGTERM or SIGHUP (the terminal closed) stop it in order; every process it started
+# dies with it even when it is killed (kill -9), and the next start cleans up and says so.
+#
 # `upgrade` is `helm upgrade` for the local mesh: re-render, start what is new, push the
 # new configuration to the running Envoys over xDS, stop what is gone. No restart.
 #
@@ -30,13 +33,13 @@ cd "$ROOT"
 
 cmd=run
 if [ "${1:-}" = upgrade ]; then cmd=upgrade; shift; fi
-case "${1:-}" in -h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 
 venv="$(venv_ensure mesh istio/local/requirements.txt)"
 py="$venv/bin/python"
 export MESH_DIR="${MESH_DIR:-$ROOT/.cache/mesh}"
 if [ "$cmd" = upgrade ]; then
-  exec "$py" istio/local/supervise.py upgrade "$@" 2> >(trap '' INT TERM; grep -v 'found symbolic link' >&2)
+  exec "$py" istio/local/supervise.py upgrade "$@" 2> >(trap '' INT TERM HUP; grep -v 'found symbolic link' >&2)
 fi
 
 # refuse at once when one runs already (before building anything)
@@ -61,4 +64,4 @@ log "building model-service and app-service ($MESH_PROFILE; the first release bu
 cargo build "${profile[@]}" --locked -p model-service -p app-service
 
 # exec: the supervisor gets Ctrl-C itself, stops what it started and exits 0
-exec "$py" istio/local/supervise.py run "$@" 2> >(trap '' INT TERM; grep --line-buffered -v 'found symbolic link' >&2)
+exec "$py" istio/local/supervise.py run "$@" 2> >(trap '' INT TERM HUP; grep --line-buffered -v 'found symbolic link' >&2)

@@ -18,15 +18,16 @@ that is not there.
 
 One instance per run directory (a lock; a second one names the first and touches nothing).
 A process that exits is logged by name; the experiment goes on (a shadow outage is
-invisible to users). Only Istio's control plane or an Envoy exiting stops it. Ctrl-C prints
-a short summary per version (from the processes' metrics pages), stops every process this
-supervisor started, by PID, and exits 0.
+invisible to users). Only Istio's control plane or an Envoy exiting stops it. Ctrl-C,
+SIGTERM or SIGHUP (the terminal closed) prints a short summary per version (from the
+processes' metrics pages), stops every process this supervisor started, by PID, and exits
+0. Every process it starts dies with it even when it is killed (kill -9, the OOM killer:
+Linux's parent-death signal), and the next start cleans up after such a run and says so.
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import shutil
@@ -48,7 +49,7 @@ import render as chart
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import stack as local  # noqa: E402 - the one description of the local stack
-from stack import Proc, http_ok, samples  # noqa: E402
+from stack import Proc, RunState, http_ok, samples  # noqa: E402
 
 COMPONENT = "app.kubernetes.io/component"
 # Set per process here, whatever the render says (cluster paths and addresses).
@@ -62,7 +63,7 @@ LOCAL_DEFAULTS = ["--set", "modelService.shadow.enabled=true",
 
 
 def log(msg: str) -> None:
-    print(f"==> {msg}", file=sys.stderr, flush=True)
+    local.say(f"==> {msg}")  # never fails: a closed terminal must not keep it from stopping
 
 
 @dataclass
@@ -132,9 +133,12 @@ class Workload:
 class LocalMesh:
     def __init__(self, run_dir: Path, ports: Ports, bindir: Path, istio_dir: Path, envoy_bin: str,
                  extra_env: dict | None = None, log_level: str = "warning", prometheus: bool = False,
-                 scrape_interval: str = "2s"):
+                 scrape_interval: str = "2s", state: RunState | None = None):
         """`prometheus`: also run a Prometheus (scripts/stack.py's) scraping the processes
-        every `scrape_interval`, as the rendered ServiceMonitors say, with the rendered rules."""
+        every `scrape_interval`, as the rendered ServiceMonitors say, with the rendered rules.
+        `state`: where every process started is recorded while it runs (for the next start
+        after a supervisor that could not stop them)."""
+        self.state = state
         self.run, self.ports, self.bindir = run_dir, ports, bindir
         self.istio_dir, self.envoy_bin = istio_dir, envoy_bin
         self.extra_env = extra_env or {}
@@ -220,17 +224,25 @@ class LocalMesh:
         return path
 
     # -- processes -------------------------------------------------------------------
+    def spawn(self, name: str, cmd: list, env: dict | None = None) -> Proc:
+        """A process of the experiment: in a session of its own (the terminal's signals reach
+        only the supervisor, which stops everything in order), killed by the kernel if the
+        supervisor dies without stopping it, recorded in the run state while it runs."""
+        return Proc(name, cmd, self.run, env, append=True, new_session=True, die_with_parent=True, state=self.state)
+
     def start_workload(self, w: Workload) -> None:
-        w.proc = Proc(w.name, [self.bindir / w.binary], self.run, w.env, append=True, new_session=True)
+        if w.proc and self.state:
+            self.state.forget(w.proc)  # one that exited on its own, replaced
+        w.proc = self.spawn(w.name, [self.bindir / w.binary], w.env)
 
     def wait_workload(self, w: Workload, seconds: float = 90) -> None:
         wait_for(lambda: http_ok(w.ready_url), seconds, w.name, w.proc)
 
     def start_infra(self, config: Path) -> None:
         p = self.ports
-        self.infra["istio-xds"] = Proc("istio-xds", [
+        self.infra["istio-xds"] = self.spawn("istio-xds", [
             self.istio_dir / "istio-xds", "-xds", f"127.0.0.1:{p.xds}", "-control", f"127.0.0.1:{p.istiod}",
-            "-config", config], self.run, append=True, new_session=True)
+            "-config", config])
         wait_for(lambda: http_ok(f"http://127.0.0.1:{p.istiod}/ready"), 60, "istio-xds", self.infra["istio-xds"])
         xds = f"127.0.0.1:{p.xds}"
         gw_sel = next(d for d in self.docs if d["kind"] == "Gateway")["spec"]["selector"]
@@ -246,9 +258,9 @@ class LocalMesh:
         for i, (name, boot) in enumerate(proxies.items()):
             cfg = self.run / f"{name}.json"
             cfg.write_text(bootstrap.dump(boot))
-            self.infra[name] = Proc(name, [self.envoy_bin, "-c", cfg, "--disable-hot-restart",
-                                           "--base-id", str(p.gateway_admin * 2 + i), "-l", self.log_level,
-                                           "--concurrency", "2"], self.run, append=True, new_session=True)
+            self.infra[name] = self.spawn(name, [self.envoy_bin, "-c", cfg, "--disable-hot-restart",
+                                                 "--base-id", str(p.gateway_admin * 2 + i), "-l", self.log_level,
+                                                 "--concurrency", "2"])
         wait_for(self.proxies_synced, 60, "the Envoys' connection to istio-xds", self.infra["envoy-gateway"])
         for name, port in (("envoy-gateway", p.gateway_admin), ("envoy-sidecar", p.sidecar_admin)):
             # LIVE once its listeners (and their routes) from Istio are in place
@@ -329,7 +341,7 @@ class LocalMesh:
                                    config=self.prometheus_config(), retention="1d", log_level="warn")
         except AssertionError as err:  # not installed (scripts/mesh.sh installs it)
             raise RuntimeError(str(err)) from None
-        self.prometheus = Proc(svc.name, [svc.binary, *svc.args], self.run, append=True, new_session=True)
+        self.prometheus = self.spawn(svc.name, [svc.binary, *svc.args])
         wait_for(lambda: http_ok(svc.ready_url), 60, "prometheus", self.prometheus)
 
     def reload_prometheus(self) -> None:
@@ -559,17 +571,21 @@ def read_lock(run: Path) -> dict | None:
 
 
 def cmd_run(args: list[str], run: Path) -> int:
-    run.mkdir(parents=True, exist_ok=True)
-    lockf = open(run / "lock", "a+")
-    try:
-        fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    state = RunState(run, "experiment")
+    if not state.lock():
         other = read_lock(run) or {}
         print(f"error: the experiment already runs from {run} (pid {other.get('pid', '?')}, "
               f"gateway {other.get('gateway', '?')}, values: {' '.join(other.get('values', []))}); "
               "change it with `scripts/mesh.sh upgrade --set ...` or stop it (Ctrl-C in its terminal). "
               "Nothing was changed.", file=sys.stderr)
         return 1
+    # a previous supervisor that could not stop in order (kill -9, the OOM killer): its
+    # processes died with it; stop anything left of it, before the ports are checked
+    for line in state.clean():
+        log(line)
+    if read_lock(run):
+        (run / "instance.json").unlink()
+        log(f"removed the stale {run / 'instance.json'} of that run")
     ports = Ports.from_env()
     busy = [f"{k} {v}" for k, v in vars(ports).items() if isinstance(v, int) and k in
             ("gateway", "gateway_admin", "sidecar_admin", "xds", "istiod", "control", "prometheus")
@@ -584,7 +600,7 @@ def cmd_run(args: list[str], run: Path) -> int:
     mesh = LocalMesh(run, ports, chart.CHART.parent / "target" / profile, Path(os.environ["ISTIO_XDS_DIR"]),
                      os.environ["ENVOY_BIN"], extra_env=dict(e.split("=", 1) for e in
                                                              os.environ.get("MESH_EXTRA_ENV", "").split() if e),
-                     prometheus=True, scrape_interval=os.environ.get("MESH_SCRAPE_INTERVAL", "2s"))
+                     prometheus=True, scrape_interval=os.environ.get("MESH_SCRAPE_INTERVAL", "2s"), state=state)
     stopping = threading.Event()
 
     running = threading.Event()
@@ -597,8 +613,9 @@ def cmd_run(args: list[str], run: Path) -> int:
         if not running.is_set():  # still starting: stop waiting for readiness at once
             raise Interrupted()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # SIGHUP: the terminal was closed (or the session ended); stop as for Ctrl-C
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     server = None
     try:
         log(f"starting: values {' '.join(LOCAL_DEFAULTS + args)}")
@@ -612,7 +629,7 @@ def cmd_run(args: list[str], run: Path) -> int:
 
         record()
         server = control_server(mesh, ports.control, record)
-        print(mesh.banner(), flush=True)
+        local.say(mesh.banner(), sys.stdout)
         running.set()
         while not stopping.wait(0.3):
             reason = mesh.check()
@@ -628,16 +645,18 @@ def cmd_run(args: list[str], run: Path) -> int:
             return 1
         return 0
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
         if server:
             server.shutdown()
         (run / "instance.json").unlink(missing_ok=True)
         if running.is_set():
             try:
-                print(mesh.summary(), flush=True)
+                local.say(mesh.summary(), sys.stdout)
             except Exception as err:  # noqa: BLE001 - stopping matters more than the summary
                 log(f"no summary: {err!r}")
         mesh.stop()
+        state.release()
         log(f"stopped every process it started (logs in {run}/)")
 
 

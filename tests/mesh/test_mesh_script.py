@@ -8,16 +8,19 @@ it prints a summary per version, stops every process it started and exits 0."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import requests
 
 from harness import OUT, ROOT, free_port, poll, mesh_ports
+from stack import children, listening, running
 
 NAMES = {"app-service", "model-service", "istio-xds", "envoy", "prometheus"}
 
@@ -33,14 +36,6 @@ def descendants(pid: int) -> dict[int, str]:
                 kids[int(child)] = comm.strip()
                 todo.append(int(child))
     return kids
-
-
-def running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return "zombie" not in f.read()
-    except OSError:
-        return False
 
 
 def script_env(run_dir) -> dict:
@@ -70,20 +65,71 @@ def split(gw: str, n: int) -> Counter:
     return seen
 
 
+def start_mesh(env: dict, out, *args: str) -> subprocess.Popen:
+    """scripts/mesh.sh with these arguments in a process group of its own (as a terminal runs
+    it: Ctrl-C and a hangup reach the whole group), output into `out`; returns once it prints
+    its banner (or fails with the output's end, nothing left running)."""
+    with open(out, "wb") as log:
+        proc = subprocess.Popen(["bash", "scripts/mesh.sh", *args], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        poll(lambda: proc.poll() is None and "Ctrl-C stops it" in out.read_text(errors="replace"), 300,
+             "scripts/mesh.sh to print its banner")
+    except AssertionError as err:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        raise AssertionError(f"{err}\n{out.read_text(errors='replace')[-3000:]}") from None
+    return proc
+
+
+class Load:
+    """Steady load through the gateway, as browsers without a kept cookie: one request after
+    another on a keep-alive connection until `stop()` (bounded by `seconds` and `limit`);
+    every answer but a 200 is a failure, with when and who answered."""
+
+    def __init__(self, gw: str, env: dict, seconds: float = 120, limit: int = 50_000):
+        self.failures: list[str] = []
+        self.total = 0
+        self._stop = threading.Event()
+        self._args = (gw, env, seconds, limit)
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self):
+        gw, env, seconds, limit = self._args
+        s = requests.Session()
+        end = time.monotonic() + seconds
+        while not self._stop.is_set() and time.monotonic() < end and self.total < limit:
+            s.cookies.clear()
+            try:
+                r = s.post(f"{gw}/sms/", json={"sms": "load"}, timeout=10,
+                           headers={"Host": f"sms.localhost:{env['MESH_PORT']}"})
+                if r.status_code != 200:
+                    # when, and who answered: Envoy adds its upstream time only to an upstream's
+                    # answer; the body is Envoy's own text or the app's JSON error
+                    self.failures.append(f"{time.strftime('%H:%M:%S')} {r.status_code} "
+                                         f"{r.headers.get('x-envoy-upstream-service-time', 'no upstream time')} "
+                                         f"{r.text[:120]!r}")
+            except requests.RequestException as e:
+                self.failures.append(f"{time.strftime('%H:%M:%S')} {e!r}")
+            self.total += 1
+
+    def stop(self) -> "Load":
+        self._stop.set()
+        self._thread.join()
+        return self
+
+
 def test_mesh_script_runs_upgrades_survives_the_shadow_and_stops_what_it_started():
     run_dir = OUT / "mesh-script"
     env = script_env(run_dir)
     gw = f"http://127.0.0.1:{env['MESH_PORT']}"
     out = OUT / "mesh-script.out"
-    log = open(out, "wb")
-    # its own process group, so SIGINT reaches it as Ctrl-C does
-    proc = subprocess.Popen(
-        ["bash", "scripts/mesh.sh", "--set", "istio.canary.weights.stable=50", "--set", "istio.canary.weights.canary=50"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = None
     kids: dict[int, str] = {}
     try:
-        poll(lambda: proc.poll() is None and "Ctrl-C stops it" in out.read_text(errors="replace"), 300,
-             "scripts/mesh.sh to print its banner")
+        proc = start_mesh(env, out, "--set", "istio.canary.weights.stable=50", "--set", "istio.canary.weights.canary=50")
         banner = out.read_text(errors="replace")
         kids = {p: c for p, c in descendants(proc.pid).items() if c in NAMES}
         assert Counter(kids.values()) == {"app-service": 2, "model-service": 2, "istio-xds": 1, "envoy": 2,
@@ -123,27 +169,7 @@ def test_mesh_script_runs_upgrades_survives_the_shadow_and_stops_what_it_started
         assert sorted(p.name for p in run_dir.glob("*.log")) == logs
 
         # a live upgrade under load: rollback to 100/0, then 90/10 again; no failed request
-        failures, total, stop = [], [0], threading.Event()
-
-        def load():
-            s = requests.Session()
-            while not stop.is_set():
-                s.cookies.clear()
-                try:
-                    r = s.post(f"{gw}/sms/", json={"sms": "load"}, timeout=10,
-                               headers={"Host": f"sms.localhost:{env['MESH_PORT']}"})
-                    if r.status_code != 200:
-                        # when, and who answered: Envoy adds its upstream time only to an upstream's
-                        # answer; the body is Envoy's own text or the app's JSON error
-                        failures.append(f"{time.strftime('%H:%M:%S')} {r.status_code} "
-                                        f"{r.headers.get('x-envoy-upstream-service-time', 'no upstream time')} "
-                                        f"{r.text[:120]!r}")
-                except requests.RequestException as e:
-                    failures.append(repr(e))
-                total[0] += 1
-
-        t = threading.Thread(target=load)
-        t.start()
+        load = Load(gw, env)
         try:
             for sets in (["istio.canary.weights.stable=100", "istio.canary.weights.canary=0"],
                          ["istio.canary.weights.stable=90", "istio.canary.weights.canary=10"]):
@@ -163,9 +189,9 @@ def test_mesh_script_runs_upgrades_survives_the_shadow_and_stops_what_it_started
                                      for p, (*_, h) in scraped(prom).items()), 15,
                          "Prometheus to scrape the new canary process")
         finally:
-            stop.set()
-            t.join()
-        assert total[0] > 50 and not failures, f"{len(failures)} of {total[0]} requests failed: {failures[:5]}"
+            load.stop()
+        assert load.total > 50 and not load.failures, \
+            f"{len(load.failures)} of {load.total} requests failed: {load.failures[:5]}"
 
         # the shadow dies (kill -9): users see nothing, the log names it
         shadow_pid = int(next(line for line in banner.splitlines() if "sms-app-model-shadow" in line)
@@ -182,14 +208,13 @@ def test_mesh_script_runs_upgrades_survives_the_shadow_and_stops_what_it_started
         assert up.returncode == 0 and "started: sms-app-model-shadow" in up.stdout, (up.stdout, up.stderr)
         assert sum(split(gw, 50).values()) == 50  # some of it mirrored to the new shadow, for the summary
     finally:
-        if proc.poll() is None:
+        if proc and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        log.close()
         time.sleep(0.2)
         left = [k for k in kids if running(k)]
         for k in left:  # never leave them behind, but fail below
@@ -203,3 +228,101 @@ def test_mesh_script_runs_upgrades_survives_the_shadow_and_stops_what_it_started
         assert line in summary[1], summary[1]
     assert "error" not in text.split("Ctrl-C stops it", 1)[1].lower(), text[-2000:]
     assert not left, f"still running after Ctrl-C: {left}"
+
+
+# -- nothing outlives it (issue 31) ------------------------------------------------------
+
+def started(proc, run_dir) -> dict[int, str]:
+    """The processes the supervisor started, by PID: its state file's, which must be its
+    children in /proc (besides the stderr filter scripts/mesh.sh puts in front of it), one
+    per kind `make mesh` runs."""
+    recorded = {c["pid"]: c["name"] for c in json.loads((run_dir / "processes.json").read_text())["children"]}
+    kids = children(proc.pid)
+    assert set(recorded) <= kids, (recorded, kids)
+    assert {Path(f"/proc/{k}/exe").resolve().name for k in kids - set(recorded)} <= {"grep"}, (recorded, kids)
+    assert Counter(Path(f"/proc/{k}/exe").resolve().name for k in recorded) == {
+        "app-service": 2, "model-service": 2, "istio-xds": 1, "envoy": 2, "prometheus": 1}, recorded
+    return recorded
+
+
+def held(pids) -> set[tuple[str, int]]:
+    return {addr for addr, holders in listening().items() if holders & set(pids)}
+
+
+def gone_within(pids, addrs: set, seconds: float = 5) -> float:
+    """Seconds until none of `pids` runs and nobody listens on `addrs`; fails after `seconds`."""
+    t0 = time.monotonic()
+    while True:
+        alive = [p for p in pids if running(p)]
+        busy = addrs & set(listening())
+        if not alive and not busy:
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > seconds:
+            raise AssertionError(f"after {seconds:.1f} s still running: {alive}; still listening: {busy}")
+        time.sleep(0.05)
+
+
+def figure(line: str) -> None:
+    print(line)
+    with open(OUT / "figures.txt", "a") as f:
+        f.write(line + "\n")
+
+
+def test_mesh_script_leaves_nothing_behind_when_its_terminal_closes_or_it_is_killed():
+    run_dir = OUT / "mesh-exits"
+    env = script_env(run_dir)
+    procs = []
+    try:
+        # the terminal closes: SIGHUP to the foreground group; it stops in order, with the summary
+        out = OUT / "mesh-exits-1.out"
+        procs.append(proc := start_mesh(env, out))
+        kids = started(proc, run_dir)
+        addrs = held(kids)
+        want = {int(env[k]) for k in ("MESH_PORT", "MESH_ADMIN_PORT", "MESH_SIDECAR_ADMIN_PORT", "MESH_XDS_PORT",
+                                      "MESH_ISTIOD_PORT", "MESH_PROMETHEUS_PORT")}
+        assert want <= {p for _, p in addrs}, (want, addrs)  # the recorded PIDs hold the ports
+        os.killpg(proc.pid, signal.SIGHUP)
+        t0 = time.monotonic()
+        assert proc.wait(timeout=30) == 0, out.read_text(errors="replace")[-2000:]
+        gone_within(kids, addrs, 5 - (time.monotonic() - t0))
+        took = time.monotonic() - t0
+        text = out.read_text(errors="replace")
+        assert "Summary (the processes' counters since they started):" in text, text[-2000:]
+        assert "stopped every process it started" in text, text[-2000:]
+        figure(f"make mesh, SIGHUP to its group: summary, exit 0; {len(kids)} processes gone and {len(addrs)} "
+               f"listening sockets closed {took:.2f} s after the signal")
+
+        # the supervisor is killed (kill -9, the OOM killer): its processes die with it, those
+        # an upgrade started too (forked while a short-lived request thread served it)
+        out = OUT / "mesh-exits-2.out"
+        procs.append(proc := start_mesh(env, out, "--set", "istio.canary.weights.stable=100",
+                                        "--set", "istio.canary.weights.canary=0"))  # the next start: as the first
+        assert "cleaned up" not in out.read_text(), out.read_text()
+        up = subprocess.run(["bash", "scripts/mesh.sh", "upgrade"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=180)
+        assert up.returncode == 0 and "started: sms-app-app-canary" in up.stdout, (up.stdout, up.stderr)
+        time.sleep(1)  # the request's thread is gone: the canary it started runs on
+        kids = started(proc, run_dir)
+        addrs = held(kids) | held({proc.pid})
+        os.kill(proc.pid, signal.SIGKILL)
+        took = gone_within(kids, addrs)
+        proc.wait(timeout=10)
+        figure(f"make mesh, kill -9 of the supervisor: {len(kids)} processes gone and {len(addrs)} listening "
+               f"sockets closed {took:.2f} s after it")
+
+        # the next start comes up and says what it cleaned
+        out = OUT / "mesh-exits-3.out"
+        procs.append(proc := start_mesh(env, out))
+        text = out.read_text(errors="replace")
+        assert f"cleaned up after the previous experiment (pid {procs[-2].pid})" in text, text[-3000:]
+        assert "removed the stale" in text and "instance.json" in text, text[-3000:]
+        kids = started(proc, run_dir)
+        addrs = held(kids)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        gone_within(kids, addrs)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
