@@ -15,6 +15,7 @@
 #
 # Ctrl-C, SIGTERM or SIGHUP (the terminal closed) stop it in order; every process it started
 # dies with it even when it is killed (kill -9), and the next start cleans up and says so.
+# Istio's control plane exiting is restarted with back-off, the Envoys serving meanwhile.
 #
 # `upgrade` is `helm upgrade` for the local mesh: re-render, start what is new, push the
 # new configuration to the running Envoys over xDS, stop what is gone. No restart.
@@ -33,7 +34,7 @@ cd "$ROOT"
 
 cmd=run
 if [ "${1:-}" = upgrade ]; then cmd=upgrade; shift; fi
-case "${1:-}" in -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 
 venv="$(venv_ensure mesh istio/local/requirements.txt)"
 py="$venv/bin/python"

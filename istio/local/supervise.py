@@ -18,7 +18,10 @@ that is not there.
 
 One instance per run directory (a lock; a second one names the first and touches nothing).
 A process that exits is logged by name; the experiment goes on (a shadow outage is
-invisible to users). Only Istio's control plane or an Envoy exiting stops it. Ctrl-C,
+invisible to users). Istio's control plane exiting is logged too: the Envoys keep serving
+their last configuration, as proxies do on a cluster, and this supervisor starts it again
+with back-off (1 s, 2 s, 4 s ... 30 s), as Kubernetes restarts istiod; the Envoys reconnect
+and get their configuration again. Only an Envoy exiting stops the experiment. Ctrl-C,
 SIGTERM or SIGHUP (the terminal closed) prints a short summary per version (from the
 processes' metrics pages), stops every process this supervisor started, by PID, and exits
 0. Every process it starts dies with it even when it is killed (kill -9, the OOM killer:
@@ -139,6 +142,9 @@ class LocalMesh:
         `state`: where every process started is recorded while it runs (for the next start
         after a supervisor that could not stop them)."""
         self.state = state
+        # istio-xds restarts: failures in a row (the back-off), when the next start is due,
+        # since when the control plane is down, and when it last came up
+        self.xds_failures, self.xds_restart_at, self.xds_down_since, self.xds_up_since = 0, None, None, 0.0
         self.run, self.ports, self.bindir = run_dir, ports, bindir
         self.istio_dir, self.envoy_bin = istio_dir, envoy_bin
         self.extra_env = extra_env or {}
@@ -238,12 +244,24 @@ class LocalMesh:
     def wait_workload(self, w: Workload, seconds: float = 90) -> None:
         wait_for(lambda: http_ok(w.ready_url), seconds, w.name, w.proc)
 
-    def start_infra(self, config: Path) -> None:
+    def start_xds(self, config: Path) -> Proc:
+        """Istio's control plane, without waiting for it (it reads the configuration in force
+        from `config`, which every upgrade rewrites before pushing it)."""
         p = self.ports
+        old = self.infra.get("istio-xds")
+        if old and self.state:
+            self.state.forget(old)
         self.infra["istio-xds"] = self.spawn("istio-xds", [
             self.istio_dir / "istio-xds", "-xds", f"127.0.0.1:{p.xds}", "-control", f"127.0.0.1:{p.istiod}",
             "-config", config])
-        wait_for(lambda: http_ok(f"http://127.0.0.1:{p.istiod}/ready"), 60, "istio-xds", self.infra["istio-xds"])
+        return self.infra["istio-xds"]
+
+    def xds_ready(self, timeout: float = 2) -> bool:
+        return http_ok(f"http://127.0.0.1:{self.ports.istiod}/ready", timeout=timeout)
+
+    def start_infra(self, config: Path) -> None:
+        p = self.ports
+        wait_for(self.xds_ready, 60, "istio-xds", self.start_xds(config))
         xds = f"127.0.0.1:{p.xds}"
         gw_sel = next(d for d in self.docs if d["kind"] == "Gateway")["spec"]["selector"]
         app_ns = next(d for d in self.docs if d["kind"] == "Deployment")["metadata"]["namespace"]
@@ -368,6 +386,10 @@ class LocalMesh:
         """Re-render with these values and bring the running experiment to them."""
         with self.lock:
             t0 = time.monotonic()
+            xds = self.infra.get("istio-xds")
+            if xds and (not xds.alive() or not self.xds_ready(1)):
+                raise RuntimeError("Istio's control plane (istio-xds) is down; the supervisor is starting it again "
+                                   "(its log says when it is back): try again then")
             text, docs = self.render(args)
             new = self.plan(docs, self.workloads)
             started = [w for n, w in new.items() if self.workloads.get(n) is not w]
@@ -426,11 +448,15 @@ class LocalMesh:
             self.wait_workload(w)
             self.reload_prometheus()
 
+    XDS_BACKOFF = (1, 2, 4, 8, 16, 30)  # seconds before restarting istio-xds, by failures in a row
+
     def check(self) -> str | None:
-        """Report exits once; returns a reason to stop when Istio or an Envoy is gone."""
+        """Report exits once; restarts Istio's control plane; returns a reason to stop when
+        an Envoy is gone."""
         for name, p in self.infra.items():
-            if not p.alive():
+            if name != "istio-xds" and not p.alive():
                 return f"{name} (pid {p.pid}) exited with status {p.returncode}; see {p.log_path}"
+        self.check_control_plane()
         for name, w in list(self.workloads.items()):
             if w.proc and not w.proc.alive() and not w.proc.expected_exit and name not in self.gone:
                 self.gone.add(name)
@@ -444,6 +470,40 @@ class LocalMesh:
             log(f"prometheus (pid {p.pid}) exited with status {p.returncode}; the experiment goes on without "
                 f"it, `make experiment` has nothing to read (see {p.log_path.name})")
         return None
+
+    def check_control_plane(self) -> None:
+        """An exit of istio-xds is no outage of the experiment: the Envoys keep serving the
+        configuration they have (as proxies do while istiod is away) and retry their ADS
+        stream. Started again after a back-off that grows with failures in a row (reset once
+        it has run for a minute), with the configuration in force."""
+        p = self.infra.get("istio-xds")
+        if p is None or p.expected_exit:
+            return
+        now = time.monotonic()
+        if p.alive():
+            if self.xds_down_since is not None and self.xds_ready(0.5) and self.proxies_synced():
+                self.xds_up_since = now
+                log(f"istio-xds is back (pid {p.pid}), {now - self.xds_down_since:.1f} s after it exited; both "
+                    "Envoys are connected to it again")
+                self.xds_down_since = None
+            elif self.xds_failures and self.xds_down_since is None and now - self.xds_up_since > 60:
+                self.xds_failures = 0
+            return
+        if self.xds_restart_at is None:
+            delay = self.XDS_BACKOFF[min(self.xds_failures, len(self.XDS_BACKOFF) - 1)]
+            self.xds_failures += 1
+            self.xds_restart_at = now + delay
+            if self.xds_down_since is None:
+                self.xds_down_since = now
+            code = p.returncode
+            how = f"signal {-code}" if code < 0 else f"status {code}"
+            log(f"istio-xds (pid {p.pid}) exited with {how}; the Envoys keep serving their last configuration; "
+                f"starting it again in {delay} s (see {p.log_path.name}); upgrades are refused until it is back")
+        elif now >= self.xds_restart_at:
+            self.xds_restart_at = None
+            with self.lock:
+                new = self.start_xds(self.run / "istio.yaml")
+            log(f"istio-xds started again (pid {new.pid})")
 
     def stop(self) -> None:
         for w in self.workloads.values():

@@ -326,3 +326,52 @@ def test_mesh_script_leaves_nothing_behind_when_its_terminal_closes_or_it_is_kil
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+
+
+# -- the control plane's outage is no outage (issue 26) ----------------------------------
+
+def test_the_experiment_keeps_serving_while_its_control_plane_is_killed():
+    run_dir = OUT / "mesh-xds-outage"
+    env = script_env(run_dir)
+    gw = f"http://127.0.0.1:{env['MESH_PORT']}"
+    out = OUT / "mesh-xds-outage.out"
+    proc = None
+    try:
+        proc = start_mesh(env, out)
+        xds = next(c["pid"] for c in json.loads((run_dir / "processes.json").read_text())["children"]
+                   if c["name"] == "istio-xds")
+        load = Load(gw, env, seconds=45, limit=40_000)
+        try:
+            time.sleep(2)
+            before = load.total
+            os.kill(xds, signal.SIGKILL)
+            time.sleep(30)
+            during = load.total - before
+        finally:
+            load.stop()
+        assert load.total > 100 and not load.failures, \
+            f"{len(load.failures)} of {load.total} requests failed: {load.failures[:5]}"
+        text = out.read_text(errors="replace")
+        assert (f"istio-xds (pid {xds}) exited with signal 9; the Envoys keep serving their last configuration"
+                in text), text[-3000:]
+        # started again, both Envoys connected to it (their retry back-off: seconds)
+        poll(lambda: "istio-xds is back" in out.read_text(errors="replace"), 60, "istio-xds to be back")
+        back = next(line for line in out.read_text(errors="replace").splitlines() if "istio-xds is back" in line)
+        figure(f"make mesh, kill -9 of istio-xds under steady load: {len(load.failures)} failed of {during} requests "
+               f"in the 30 s after; {back.strip('= >')}")
+        assert proc.poll() is None
+        # and the control plane works again: a live upgrade is pushed and acknowledged
+        up = subprocess.run(["bash", "scripts/mesh.sh", "upgrade", "--set", "istio.canary.weights.stable=100",
+                             "--set", "istio.canary.weights.canary=0"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=180)
+        assert up.returncode == 0 and "pushed to the Envoys and acknowledged" in up.stdout, (up.stdout, up.stderr)
+        assert split(gw, 20) == {"v1": 20}
+    finally:
+        if proc and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert proc.returncode == 0, out.read_text(errors="replace")[-2000:]
