@@ -346,6 +346,33 @@ impl Query<'_> {
         format!("sum by ({by}) (increase({metric}{}[{}s]))", self.sel(matchers), self.s.window_secs)
     }
 
+    /// Requests the ingress gateway routed to each app version over the window, by
+    /// `class` (`2`..`5` for 2xx..5xx): what users got, a canary's own silence included
+    /// (dead, it counts nothing; the gateway answers 503). Istio's `istio_requests_total`
+    /// as the gateway reports it, or plain Envoy's per-subset cluster counts (`make mesh`).
+    fn gateway_responses(&self) -> String {
+        let re = |v: &str| v.replace('.', r"\\.");
+        let versions = format!("{}|{}", re(&self.s.baseline), re(&self.s.candidate));
+        let (istio_ns, envoy_ns) = match &self.s.namespace {
+            Some(ns) => (format!(", destination_service_namespace={ns:?}"), re(ns)),
+            None => (String::new(), "[^|.]+".to_owned()),
+        };
+        let w = self.s.window_secs;
+        format!(
+            r#"sum by (version, class) (
+  label_replace(label_replace(
+    increase(istio_requests_total{{reporter="source", destination_service_name=~".+-app", destination_version=~"{versions}"{istio_ns}}}[{w}s]),
+    "version", "$1", "destination_version", "(.+)"),
+    "class", "$1", "response_code", "([1-5]).."))
+or
+sum by (version, class) (
+  label_replace(label_replace(
+    increase(envoy_cluster_upstream_rq_xx{{envoy_cluster_name=~"outbound\\|[0-9]+\\|({versions})\\|[^|.]+-app\\.{envoy_ns}\\.svc\\..+"}}[{w}s]),
+    "version", "$1", "envoy_cluster_name", "outbound\\|[0-9]+\\|([^|]+)\\|.+"),
+    "class", "$1", "envoy_response_code_class", "(.+)"))"#
+        )
+    }
+
     /// Whether `metric{matchers}` already had a series `min_duration` ago.
     async fn existed_before(&self, prom: &Prometheus, metric: &str, matchers: &[&str]) -> Result<bool> {
         if self.s.min_duration_secs == 0 {
@@ -393,6 +420,7 @@ pub async fn canary(prom: &Prometheus, s: &Settings) -> Result<Experiment> {
     let guesses = prom.counts(&q.increase("version, agreement", "sms_guesses_total", &[&v])).await?;
     let latency =
         prom.counts(&q.increase("version, le", "sms_request_latency_seconds_bucket", &[&v, NOT_USER_ROUTES])).await?;
+    let gateway = prom.counts(&q.gateway_responses()).await?;
     let cand_sel = format!("version=\"{cand}\"");
     let ran_long_enough = q.existed_before(prom, "sms_messages_classified_total", &[&cand_sel]).await?;
 
@@ -400,8 +428,12 @@ pub async fn canary(prom: &Prometheus, s: &Settings) -> Result<Experiment> {
         let ver = ver.to_owned();
         move |x: &Sample| x.label("version") == ver
     };
+    // What users got: the worse of the app's own count and the gateway's, which also sees
+    // the 503s of a canary that cannot answer (and so counts nothing itself).
     let errors = |ver: &str| {
-        Count::new(total(&requests, |x| of(ver)(x) && x.label("status").starts_with('5')), total(&requests, of(ver)))
+        let app = (total(&requests, |x| of(ver)(x) && x.label("status").starts_with('5')), total(&requests, of(ver)));
+        let gateway = (total(&gateway, |x| of(ver)(x) && x.label("class") == "5"), total(&gateway, of(ver)));
+        Count::new(app.0.max(gateway.0), app.1.max(gateway.1))
     };
     let agreement = |ver: &str| {
         Count::new(total(&guesses, |x| of(ver)(x) && x.label("agreement") == "agree"), total(&guesses, of(ver)))

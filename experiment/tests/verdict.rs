@@ -49,11 +49,30 @@ impl Scenario {
     }
 
     fn counter(&mut self, name: &str, labels: &str, per_minute: f64) {
+        self.counter_in(self.namespace, name, labels, per_minute);
+    }
+
+    /// A counter scraped from a pod of another namespace (the ingress gateway's).
+    fn counter_in(&mut self, namespace: &str, name: &str, labels: &str, per_minute: f64) {
         let lines = self.families.entry(name.to_owned()).or_default();
         for i in 0..POINTS {
             let value = (per_minute * (i * STEP_SECS) as f64 / 60.0).round();
             let t = self.start + i * STEP_SECS;
-            lines.push(format!("{name}{{namespace=\"{}\",{labels}}} {value} {t}", self.namespace));
+            lines.push(format!("{name}{{namespace=\"{namespace}\",{labels}}} {value} {t}"));
+        }
+    }
+
+    /// The ingress gateway's view of one app version, `ok` and 5xx requests a minute: plain
+    /// Envoy's counts per subset cluster (as `make mesh` scrapes them), and another
+    /// namespace's app of the same release name that must not be counted.
+    fn gateway(&mut self, version: &str, ok: f64, failed: f64) {
+        for (namespace, ok, failed) in [(self.namespace, ok, failed), ("elsewhere", 10.0 * ok, 0.0)] {
+            let cluster =
+                format!("envoy_cluster_name=\"outbound|8080|{version}|sms-app-app.{namespace}.svc.cluster.local\"");
+            for (class, per_minute) in [("2", ok), ("5", failed)] {
+                let labels = format!("{cluster},envoy_response_code_class=\"{class}\"");
+                self.counter_in("istio-system", "envoy_cluster_upstream_rq_xx", &labels, per_minute);
+            }
         }
     }
 
@@ -314,6 +333,27 @@ fn canary_with_many_errors_is_rolled_back() {
         stdout.contains("verdict: KEEP RUNNING: not decided yet: agreement with serving model (no data)"),
         "{stdout}"
     );
+}
+
+#[test]
+fn a_canary_the_gateway_cannot_reach_is_rolled_back() {
+    // The canary app died early: it counted a few answers, then nothing; the gateway
+    // answered 503 to everyone routed to it. Its own metrics alone read as healthy.
+    let mut s = Scenario::new("dead-canary");
+    s.app("v1", 300.0, 0.001, 1.0, 0.95, false);
+    s.app("v2", 3.0, 0.0, 0.5, 0.95, true);
+    s.gateway("v1", 300.0, 0.3);
+    s.gateway("v2", 3.0, 60.0);
+    s.model("v1", "app", 300.0, 0.95, V1_INFERENCE);
+    let prom = Prometheus::start(&s);
+
+    let doc = json(&prom.verdict("dead-canary", &["--experiment", "canary", "--json"]));
+    let errors = row(experiment(&doc, "canary"), "error share (5xx)");
+    assert_eq!(errors["status"], "fail", "{errors}");
+    let share = errors["candidate"]["estimate"].as_f64().unwrap();
+    assert!((share - 60.0 / 63.0).abs() < 0.01, "v2's users got 503 from the gateway: {errors}");
+    let out = prom.verdict("dead-canary", &["--experiment", "canary"]);
+    assert_eq!(out.status.code(), Some(2), "exit code 2 = ROLL BACK: {}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[test]

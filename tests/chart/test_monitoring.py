@@ -46,6 +46,28 @@ def test_service_monitors(scenario):
         assert selected[0]["spec"]["selector"]["app.kubernetes.io/component"] == component
 
 
+def test_the_gateways_answers_for_this_release_are_scraped(scenario):
+    pm = scenario("defaults").get("PodMonitor", "sms-app-gateway")
+    assert pm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert pm["spec"]["namespaceSelector"] == {"matchNames": ["istio-system"]}
+    # The pods the chart's Gateway runs on.
+    gateway = scenario("defaults").get("Gateway", "sms-app-gateway")
+    assert pm["spec"]["selector"]["matchLabels"] == gateway["spec"]["selector"] == {"istio": "ingressgateway"}
+    (ep,) = pm["spec"]["podMetricsEndpoints"]
+    assert (ep["port"], ep["path"], ep["interval"]) == ("http-envoy-prom", "/stats/prometheus", "15s")
+    # Bounded: only istio_requests_total to this release's app Service in its namespace.
+    (keep,) = ep["metricRelabelings"]
+    assert keep == {"sourceLabels": ["__name__", "destination_service_namespace", "destination_service_name"],
+                    "regex": "istio_requests_total;sms-app;sms-app-app", "action": "keep"}
+
+    r = render(parse_set("monitoring.gateway.namespace=ingress,istio.gateway.selector.app=gw"), tag="gateway-ns")
+    pm = r.get("PodMonitor", "sms-app-gateway")
+    assert pm["spec"]["namespaceSelector"] == {"matchNames": ["ingress"]}
+    assert pm["spec"]["selector"]["matchLabels"] == {"istio": "ingressgateway", "app": "gw"}
+    for off in ("monitoring.gateway.enabled=false", "istio.enabled=false"):
+        assert "PodMonitor" not in {d["kind"] for d in render(parse_set(off), tag="gateway-off").docs}, off
+
+
 def test_release_label_is_configurable():
     r = render(parse_set("monitoring.labels.release=prom"), tag="release-label")
     for sm in r.all("ServiceMonitor") + r.all("PrometheusRule"):
@@ -88,7 +110,7 @@ def test_dashboards_can_go_to_grafanas_namespace():
 def test_monitoring_off_renders_no_monitoring_objects(scenario):
     r = scenario("everything-off")
     kinds = {d["kind"] for d in r.docs}
-    assert not kinds & {"ServiceMonitor", "PrometheusRule", "AlertmanagerConfig"}
+    assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule", "AlertmanagerConfig"}
     assert not [c for c in r.all("ConfigMap") if "grafana_dashboard" in c["metadata"].get("labels", {})]
 
 

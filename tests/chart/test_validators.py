@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 CORE_KINDS = {"Deployment", "Service", "ServiceAccount", "ConfigMap", "Secret", "Ingress",
               "PodDisruptionBudget", "NetworkPolicy"}
 CRD_KINDS = {"Gateway", "VirtualService", "DestinationRule", "PeerAuthentication", "AuthorizationPolicy",
-             "ServiceMonitor", "PrometheusRule", "AlertmanagerConfig"}
+             "ServiceMonitor", "PodMonitor", "PrometheusRule", "AlertmanagerConfig"}
 FLAGGER_KINDS = {"Canary", "MetricTemplate"}  # validated against Flagger's CRD: test_flagger.py
 
 

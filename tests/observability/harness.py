@@ -184,18 +184,22 @@ _KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "an
 _GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 _SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)?\s*\{([^}]*)\}")
 _MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*\"((?:[^\"\\\\]|\\\\.)*)\"")
+# label_replace(v, "dst", "replacement", "src", "regex"): the four strings close the call.
+_LABEL_REPLACE_DST = re.compile(r',\s*"([a-zA-Z_][a-zA-Z0-9_]*)",\s*"[^"]*",\s*"[a-zA-Z0-9_]*",\s*"(?:[^"\\]|\\.)*"\s*\)')
 _IDENT = re.compile(r"(?<![\w$.])([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()")
 
 
 def promql_names(expr: str) -> dict:
     """Metric names, label matchers and grouping labels used in a PromQL expression.
 
-    Returns {"metrics": {name: [(label, op, value), ...]}, "grouping": {label, ...}}.
+    Returns {"metrics": {name: [(label, op, value), ...]}, "grouping": {label, ...},
+    "created": {label, ...}} (`created`: the labels label_replace writes).
     Enough for the expressions of this repository's dashboards and rules (it is checked
     against known answers in the tests), not a full PromQL parser.
     """
     metrics: dict[str, list] = {}
     grouping = set()
+    created = set(_LABEL_REPLACE_DST.findall(expr))
     for m in _GROUPING.finditer(expr):
         grouping.update(x.strip() for x in m.group(2).split(",") if x.strip())
     rest = _GROUPING.sub(" ", expr)
@@ -218,4 +222,4 @@ def promql_names(expr: str) -> dict:
         if name.lower() in _KEYWORDS:
             continue
         metrics.setdefault(name, [])
-    return {"metrics": metrics, "grouping": grouping}
+    return {"metrics": metrics, "grouping": grouping, "created": created}
