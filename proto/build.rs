@@ -35,5 +35,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .codec_path("crate::codec::RequestValidatingCodec")
         .compile_with_config(config(), &protos, &["."])?;
     println!("cargo:rerun-if-changed=sms/v1/classifier.proto");
+
+    // The Open Inference Protocol, the same way: messages and client, then the server
+    // over those messages with a codec that refuses what does not decode as INVALID_ARGUMENT.
+    let inference = ["inference/grpc_service.proto"];
+    tonic_prost_build::configure()
+        .build_server(false)
+        .codec_path("crate::codec::SmallBufferCodec")
+        .out_dir(&client_dir)
+        .file_descriptor_set_path(out.join("inference_descriptor.bin"))
+        .compile_with_config(config(), &inference, &["."])?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .out_dir(&server_dir)
+        .extern_path(".inference", "crate::inference")
+        .codec_path("crate::codec::InferenceRequestCodec")
+        .compile_with_config(config(), &inference, &["."])?;
+    println!("cargo:rerun-if-changed=inference/grpc_service.proto");
     Ok(())
 }

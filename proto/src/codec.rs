@@ -63,12 +63,36 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        RequestDecoder(self.0.decoder())
+        RequestDecoder(self.0.decoder(), "sms.v1")
     }
 }
 
+/// `RequestValidatingCodec` for the Open Inference Protocol's server.
+#[derive(Debug, Clone, Default)]
+pub struct InferenceRequestCodec<T, U>(SmallBufferCodec<T, U>);
+
+impl<T, U> Codec for InferenceRequestCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = RequestDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        self.0.encoder()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RequestDecoder(self.0.decoder(), "inference")
+    }
+}
+
+/// A request decoder naming its protocol (`sms.v1`, `inference`) in its refusals.
 #[derive(Debug)]
-pub struct RequestDecoder<U>(ProstDecoder<U>);
+pub struct RequestDecoder<U>(ProstDecoder<U>, &'static str);
 
 impl<U: Message + Default> Decoder for RequestDecoder<U> {
     type Item = U;
@@ -77,7 +101,7 @@ impl<U: Message + Default> Decoder for RequestDecoder<U> {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.0.decode(buf).map_err(|s| match s.code() {
             Code::Internal => {
-                Status::invalid_argument(format!("the request is not a valid sms.v1 message: {}", s.message()))
+                Status::invalid_argument(format!("the request is not a valid {} message: {}", self.1, s.message()))
             }
             _ => s,
         })

@@ -14,8 +14,23 @@ pub mod v1 {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("sms_v1_descriptor");
 }
 
+/// The Open Inference Protocol's gRPC form (`inference.GRPCInferenceService`, the
+/// "KServe v2" protocol), from `proto/inference/grpc_service.proto`.
+pub mod inference {
+    include!(concat!(env!("OUT_DIR"), "/client/inference.rs"));
+
+    pub use super::server::inference::grpc_inference_service_server;
+
+    /// Encoded file descriptor set, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("inference_descriptor");
+}
+
 mod server {
     include!(concat!(env!("OUT_DIR"), "/server/sms.v1.rs"));
+
+    pub mod inference {
+        include!(concat!(env!("OUT_DIR"), "/server/inference.rs"));
+    }
 }
 
 /// Longest accepted SMS text, in characters after trimming. A concatenated SMS tops out
