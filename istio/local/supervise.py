@@ -340,14 +340,60 @@ class LocalMesh:
                                         "address": f"127.0.0.1:{w.listen[cport]}", "pod": f"{dep['name']}-{w.proc.pid}"})
         return out
 
+    def gateway_targets(self) -> list[dict]:
+        """What the Prometheus operator makes of the rendered PodMonitors that select the
+        ingress gateway (namespace istio-system, the Gateway's selector labels): its Envoy's
+        `/stats/prometheus` (here its admin port), job `<namespace>/<name>` as the operator
+        names a PodMonitor's, labelled with the gateway's namespace and pod. Without them
+        the 503s the gateway answers for a dead canary are counted nowhere (no app sees
+        them). The PodMonitor keeps only Istio's `istio_requests_total` of the release's app
+        Service; the plain Envoys here have no Istio stats, so the same fact is kept as Envoy
+        counts it: `envoy_cluster_upstream_rq_xx` of that Service's subset clusters
+        (`outbound|<port>|<version>|<service>.<namespace>.svc.cluster.local`), a few
+        series per version."""
+        gw = self.infra.get("envoy-gateway")
+        gateway = next((d for d in self.docs if d["kind"] == "Gateway"), None)
+        if not gw or not gateway:
+            return []
+        labels = gateway["spec"].get("selector") or {}
+        out = []
+        for pm in (d for d in self.docs if d["kind"] == "PodMonitor"):
+            spec = pm["spec"]
+            if (overlay.GATEWAY_NS not in ((spec.get("namespaceSelector") or {}).get("matchNames") or [])
+                    or not overlay.selects((spec.get("selector") or {}).get("matchLabels") or {}, labels)):
+                continue
+            for ep in spec.get("podMetricsEndpoints", []):
+                keep = [r for r in ep.get("metricRelabelings") or [] if r.get("action") == "keep"
+                        and r.get("sourceLabels") == ["__name__", "destination_service_namespace",
+                                                      "destination_service_name"]]
+                if len(keep) != 1 or keep[0]["regex"].count(";") != 2:
+                    raise RuntimeError(f"PodMonitor {pm['metadata']['name']}: no keep of istio_requests_total by "
+                                       "destination_service_namespace and _name to translate for plain Envoy")
+                _, ns, svc = keep[0]["regex"].split(";")
+                out.append({"job": f"{pm['metadata']['namespace']}/{pm['metadata']['name']}",
+                            "namespace": overlay.GATEWAY_NS, "endpoint": ep.get("port", ""),
+                            "pod": f"{overlay.GATEWAY_SVC}-{gw.pid}", "path": ep.get("path", "/metrics"),
+                            "address": f"127.0.0.1:{self.ports.gateway_admin}",
+                            "keep": rf"envoy_cluster_upstream_rq_xx;outbound\|[0-9]+\|[^|]+\|"
+                                    rf"{svc}\.{ns}\.svc\.cluster\.local"})
+        return out
+
     def prometheus_config(self) -> dict:
-        """Scrape config for the running processes, and the rendered PrometheusRule's groups
-        as a rule file (the chart's rules, under this release's names)."""
+        """Scrape config for the running processes and the gateway, and the rendered
+        PrometheusRule's groups as a rule file (the chart's rules, under this release's names)."""
         rules = self.run / "prometheus" / "rules.yml"
         groups = [g for d in self.docs if d["kind"] == "PrometheusRule" for g in (d["spec"].get("groups") or [])]
         if groups:
             local.write_config(rules, {"groups": groups})
-        return local.scrape_config(self.scrape_targets(), self.scrape_interval, [rules] if groups else [])
+        config = local.scrape_config(self.scrape_targets(), self.scrape_interval, [rules] if groups else [])
+        for t in self.gateway_targets():
+            config["scrape_configs"].append({
+                "job_name": t["job"], "metrics_path": t["path"], "scheme": "http",
+                "static_configs": [{"targets": [t["address"]], "labels": {
+                    "namespace": t["namespace"], "pod": t["pod"], "endpoint": t["endpoint"]}}],
+                "metric_relabel_configs": [{"source_labels": ["__name__", "envoy_cluster_name"],
+                                            "regex": t["keep"], "action": "keep"}]})
+        return config
 
     def start_prometheus(self) -> None:
         if not self.with_prometheus:
@@ -542,11 +588,11 @@ class LocalMesh:
     def prometheus_banner(self) -> str:
         if not self.prometheus:
             return ""
-        jobs = sorted({t["job"] for t in self.scrape_targets()})
+        jobs = sorted({t["job"] for t in self.scrape_targets() + self.gateway_targets()})
         rules = (self.run / "prometheus" / "rules.yml").exists()
         ns = next((d["metadata"]["namespace"] for d in self.docs if d["kind"] == "Deployment"), "sms-app")
         return f"""    prometheus               pid {self.prometheus.pid:<8} {self.prometheus_url}  scrapes every process each {self.scrape_interval} as the chart's
-                                          ServiceMonitors do (jobs {', '.join(jobs) or 'none: monitoring.enabled=false'}){'; the chart' + "'" + 's rules' if rules else ''}
+                                          Service/PodMonitors do (jobs {', '.join(jobs) or 'none: monitoring.enabled=false'}){'; the chart' + "'" + 's rules' if rules else ''}
   Traffic: labelled messages from the data set's test split, as visitors with their cookies and guesses:
     make mesh-traffic ARGS='--duration 60 --concurrency 8'
   The verdict of both experiments from this Prometheus (docs/experiment.md; no 24 h minimum duration locally):

@@ -135,9 +135,10 @@ class Stack:
         return body["data"]["result"]
 
     def scraped(self) -> bool:
-        """Prometheus scrapes exactly the running processes (after a reload too), all up."""
+        """Prometheus scrapes exactly the running processes and the gateway's Envoy (after a
+        reload too), all up."""
         r = requests.get(f"{self.prometheus}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
-        want = {t["address"] for t in self.mesh.scrape_targets()}
+        want = {t["address"] for t in self.mesh.scrape_targets() + self.mesh.gateway_targets()}
         return {t["scrapeUrl"].split("/")[2] for t in r} == want and all(t["health"] == "up" for t in r)
 
 

@@ -136,13 +136,16 @@ def test_mesh_script_runs_upgrades_survives_the_shadow_and_stops_what_it_started
                                           "prometheus": 1}, kids
         assert f"http://sms.localhost:{env['MESH_PORT']}/sms/" in banner
         # its Prometheus: in the banner, scraping the four processes with the ServiceMonitors' labels
+        # and the gateway's Envoy with the PodMonitor's
         prom = f"http://127.0.0.1:{env['MESH_PROMETHEUS_PORT']}"
         assert prom in banner and "make experiment ARGS='--prometheus " + prom in banner, banner
-        poll(lambda: len(scraped(prom)) == 4 and all(h == "up" for *_, h in scraped(prom).values()), 30,
-             "the mesh's Prometheus scraping the four processes")
+        poll(lambda: len(scraped(prom)) == 5 and all(h == "up" for *_, h in scraped(prom).values()), 30,
+             "the mesh's Prometheus scraping the four processes and the gateway")
         assert {(p.rsplit("-", 1)[0], job, ns) for p, (job, ns, _) in scraped(prom).items()} == {
             ("sms-app-app", "sms-app-app", "sms-app"), ("sms-app-app-canary", "sms-app-app", "sms-app"),
-            ("sms-app-model", "sms-app-model", "sms-app"), ("sms-app-model-shadow", "sms-app-model", "sms-app")}
+            ("sms-app-model", "sms-app-model", "sms-app"), ("sms-app-model-shadow", "sms-app-model", "sms-app"),
+            # the gateway's Envoy, as the chart's PodMonitor scrapes it (job <namespace>/<name>)
+            ("istio-ingressgateway", "sms-app/sms-app-gateway", "istio-system")}
         rules = requests.get(f"{prom}/api/v1/rules", timeout=5).json()["data"]["groups"]
         assert {r["name"] for g in rules for r in g["rules"]} >= {"CanaryWorseThanStable", "ShadowDisagreementHigh"}
         seen = split(gw, 100)
