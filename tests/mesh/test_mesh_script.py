@@ -85,26 +85,32 @@ def start_mesh(env: dict, out, *args: str) -> subprocess.Popen:
 
 class Load:
     """Steady load through the gateway, as browsers without a kept cookie: one request after
-    another on a keep-alive connection until `stop()` (bounded by `seconds` and `limit`);
-    every answer but a 200 is a failure, with when and who answered."""
+    another on a keep-alive connection until `stop()` (bounded by `seconds` and `limit`, at
+    most `rate` a second if given); every answer but a 200 is a failure, with when and who
+    answered. `headers`: sent with every request (a `Cookie` for visitors pinned to a
+    version)."""
 
-    def __init__(self, gw: str, env: dict, seconds: float = 120, limit: int = 50_000):
+    def __init__(self, gw: str, env: dict, seconds: float = 120, limit: int = 50_000,
+                 headers: dict | None = None, rate: float = 0):
         self.failures: list[str] = []
         self.total = 0
         self._stop = threading.Event()
-        self._args = (gw, env, seconds, limit)
+        self._args = (gw, env, seconds, limit, headers or {}, rate)
         self._thread = threading.Thread(target=self._run)
         self._thread.start()
 
     def _run(self):
-        gw, env, seconds, limit = self._args
+        gw, env, seconds, limit, headers, rate = self._args
         s = requests.Session()
-        end = time.monotonic() + seconds
+        start = time.monotonic()
+        end = start + seconds
         while not self._stop.is_set() and time.monotonic() < end and self.total < limit:
+            if rate and self._stop.wait(max(0.0, start + self.total / rate - time.monotonic())):
+                break
             s.cookies.clear()
             try:
                 r = s.post(f"{gw}/sms/", json={"sms": "load"}, timeout=10,
-                           headers={"Host": f"sms.localhost:{env['MESH_PORT']}"})
+                           headers={"Host": f"sms.localhost:{env['MESH_PORT']}", **headers})
                 if r.status_code != 200:
                     # when, and who answered: Envoy adds its upstream time only to an upstream's
                     # answer; the body is Envoy's own text or the app's JSON error
