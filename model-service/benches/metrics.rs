@@ -55,7 +55,7 @@ fn after() -> f64 {
     let started = Instant::now();
     for i in 0..CALLS {
         let inflight = metrics.in_flight();
-        metrics.predicted(i % 7 == 0, 0.00015);
+        metrics.predicted(model_service::metrics::Protocol::Sms, i % 7 == 0, 0.00015);
         drop(inflight);
         metrics.answered(tonic::Code::Ok);
         if i % SCRAPE_EVERY == 0 {

@@ -3,6 +3,8 @@
 //!
 //! A request's path: `service::Classifier::classify` (validate, metrics) ->
 //! `workers::InferencePool` (queue, worker thread) -> `model::Model` (ONNX Runtime).
+//! The Open Inference Protocol (`oip`: gRPC beside `sms.v1`, `oip_rest`: HTTP/JSON on its
+//! own port) takes the same path from `service::Serving::predict` on.
 
 pub mod budget;
 pub mod config;
@@ -10,6 +12,8 @@ pub mod counting;
 pub mod disagreements;
 pub mod metrics;
 pub mod model;
+pub mod oip;
+pub mod oip_rest;
 pub mod reload;
 pub mod service;
 pub mod shadow;
@@ -18,7 +22,10 @@ pub mod workers;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
-use sms_proto::{MAX_GRPC_MESSAGE_BYTES, v1::spam_classifier_server::SpamClassifierServer};
+use sms_proto::{
+    MAX_GRPC_MESSAGE_BYTES, inference::grpc_inference_service_server::GrpcInferenceServiceServer,
+    v1::spam_classifier_server::SpamClassifierServer,
+};
 use sms_runtime::{
     conn::{GrpcIncoming, serve_http, within},
     server::{Running, bind},
@@ -26,7 +33,8 @@ use sms_runtime::{
 
 pub use config::Config;
 use metrics::Metrics;
-use service::Classifier;
+use oip::{Oip, OipGrpc};
+use service::{Classifier, Serving};
 use shadow::Comparison;
 use workers::InferencePool;
 
@@ -47,6 +55,8 @@ pub type RunningServer = Running<Listening>;
 pub struct Listening {
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    /// The Open Inference Protocol's HTTP/JSON endpoints.
+    pub inference_http_addr: SocketAddr,
     pub model_version: String,
     pub inference_threads: usize,
 }
@@ -55,8 +65,8 @@ impl std::fmt::Display for Listening {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "gRPC {}, metrics {}, model {}, {} inference threads",
-            self.grpc_addr, self.metrics_addr, self.model_version, self.inference_threads
+            "gRPC {}, metrics {}, inference HTTP {}, model {}, {} inference threads",
+            self.grpc_addr, self.metrics_addr, self.inference_http_addr, self.model_version, self.inference_threads
         )
     }
 }
@@ -94,29 +104,41 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 
     let grpc_listener = bind(config.grpc_addr, "gRPC", "GRPC_ADDR").await?;
     let metrics_listener = bind(config.metrics_addr, "metrics", "METRICS_ADDR").await?;
+    let http_listener = bind(config.inference_http_addr, "inference HTTP", "INFERENCE_HTTP_ADDR").await?;
     let grpc_addr = grpc_listener.local_addr()?;
     let metrics_addr = metrics_listener.local_addr()?;
+    let inference_http_addr = http_listener.local_addr()?;
 
     // Health goes SERVING only now: the model is loaded and warmed on every worker.
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<SpamClassifierServer<Classifier>>().await;
+    health.set_serving::<GrpcInferenceServiceServer<OipGrpc>>().await;
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let classifier = SpamClassifierServer::new(Classifier {
+    let serving = Arc::new(Serving {
         pool: pool.clone(),
         metrics: metrics.clone(),
         source: config.source.clone(),
         comparison: comparison.clone(),
         request_timeout: config.request_timeout,
-    })
-    .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        model_version: config.model_version.clone(),
+        // A call holds a place in the queue per row: one larger than the queue could never run.
+        max_rows: config.max_batch_rows.min(pool.capacity()),
+    });
+    let oip = Arc::new(Oip::new(serving.clone()));
+    let classifier =
+        SpamClassifierServer::new(Classifier { serving }).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+    let inference = GrpcInferenceServiceServer::new(OipGrpc(oip.clone()))
+        .max_decoding_message_size(oip::MAX_REQUEST_BYTES)
+        .max_encoding_message_size(oip::MAX_REQUEST_BYTES);
     let classifier = disagreements::SharedAnswers::new(classifier, comparison.clone(), config.request_timeout);
     let classifier = counting::Counted::new(classifier, metrics.clone());
 
     let listening = Listening {
         grpc_addr,
         metrics_addr,
+        inference_http_addr,
         model_version: config.model_version.clone(),
         inference_threads: pool.workers(),
     };
@@ -127,6 +149,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             async move {
                 shutdown.requested().await;
                 health.set_not_serving::<SpamClassifierServer<Classifier>>().await;
+                health.set_not_serving::<GrpcInferenceServiceServer<OipGrpc>>().await;
             }
         };
         let grpc = tonic::transport::Server::builder()
@@ -145,6 +168,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(classifier)
+            .add_service(inference)
             .serve_with_incoming_shutdown(
                 GrpcIncoming::new(grpc_listener, limits, metrics.refusals("grpc")),
                 grpc_shutdown,
@@ -173,7 +197,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             }
         }
 
-        let (grpc, ()) = tokio::join!(grpc, metrics_server);
+        let inference_http = serve_http(
+            http_listener,
+            oip_rest::router(oip),
+            limits,
+            shutdown.clone(),
+            metrics.refusals("inference-http"),
+        );
+        let (grpc, (), ()) = tokio::join!(grpc, metrics_server, inference_http);
         for w in watchers {
             let _ = w.await;
         }
@@ -194,6 +225,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sms_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(sms_proto::inference::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
 

@@ -21,6 +21,37 @@ pub const INFERENCE_BUCKETS: &[f64] =
 /// Where |p_shadow - p_reference| falls: most pairs agree closely, a few are far apart.
 pub const PROBABILITY_GAP_BUCKETS: &[f64] = &[0.001, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0];
 
+/// How a call came in: the `protocol` label of the prediction series, bounded to these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `sms.v1.SpamClassifier/Classify`.
+    Sms,
+    /// The Open Inference Protocol over gRPC (`inference.GRPCInferenceService/ModelInfer`).
+    OipGrpc,
+    /// The Open Inference Protocol over HTTP/JSON (`POST /v2/models/sms-spam/infer`).
+    OipRest,
+}
+
+impl Protocol {
+    pub const ALL: [Self; 3] = [Self::Sms, Self::OipGrpc, Self::OipRest];
+
+    /// The label's value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Sms => "sms",
+            Self::OipGrpc => "oip-grpc",
+            Self::OipRest => "oip-rest",
+        }
+    }
+}
+
+/// The series recorded per prediction, bound once per protocol.
+struct PerProtocol {
+    spam: BoundCounter<u64>,
+    ham: BoundCounter<u64>,
+    inference_seconds: BoundHistogram<f64>,
+}
+
 /// The comparison with the reference model's answers (a shadow with REFERENCE_VERSION).
 struct Comparisons {
     agree: BoundCounter<u64>,
@@ -39,10 +70,8 @@ pub struct Metrics {
     pipeline: MetricsPipeline,
     /// `version` and `source`, the labels every series carries.
     labels: [KeyValue; 2],
-    // Recorded on every call: bound to their labels once.
-    spam: BoundCounter<u64>,
-    ham: BoundCounter<u64>,
-    inference_seconds: BoundHistogram<f64>,
+    // Recorded on every call: bound to their labels once (indexed by `Protocol`).
+    predictions: [PerProtocol; 3],
     inflight: BoundUpDownCounter<i64>,
     answered_ok: BoundCounter<u64>,
     guess_agrees: BoundCounter<u64>,
@@ -90,7 +119,7 @@ impl Metrics {
         }
         let predictions = meter
             .u64_counter("sms_model_predictions")
-            .with_description("Messages classified by the model, by result.")
+            .with_description("Messages classified by the model, by result and the protocol of the call.")
             .build();
         let requests = meter
             .u64_counter("sms_model_requests")
@@ -110,7 +139,9 @@ impl Metrics {
             .build();
         let inference_seconds = meter
             .f64_histogram("sms_model_inference_seconds")
-            .with_description("Time ONNX Runtime spent on one message.")
+            .with_description(
+                "Time ONNX Runtime spent on one message (a batch's run divided by its rows), by protocol.",
+            )
             .with_boundaries(INFERENCE_BUCKETS.to_vec())
             .build();
         let guesses = meter
@@ -149,14 +180,30 @@ impl Metrics {
             reloads.add(0, &with("outcome", outcome));
         }
         let m = Self {
-            spam: predictions.bind(&with("result", "spam")),
-            ham: predictions.bind(&with("result", "ham")),
+            predictions: Protocol::ALL.map(|p| {
+                let [version, source] = labels.clone();
+                let protocol = KeyValue::new("protocol", p.label());
+                PerProtocol {
+                    spam: predictions.bind(&[
+                        version.clone(),
+                        source.clone(),
+                        KeyValue::new("result", "spam"),
+                        protocol.clone(),
+                    ]),
+                    ham: predictions.bind(&[
+                        version.clone(),
+                        source.clone(),
+                        KeyValue::new("result", "ham"),
+                        protocol.clone(),
+                    ]),
+                    inference_seconds: inference_seconds.bind(&[version, source, protocol]),
+                }
+            }),
             answered_ok: requests.bind(&with("code", "Ok")),
             guess_agrees: guesses.bind(&with("agreement", "agree")),
             guess_disagrees: guesses.bind(&with("agreement", "disagree")),
             comparisons,
             inflight: inflight.bind(&labels),
-            inference_seconds: inference_seconds.bind(&labels),
             requests,
             reloads,
             refused_connections,
@@ -164,7 +211,11 @@ impl Metrics {
             served,
             pipeline,
         };
-        for series in [&m.spam, &m.ham, &m.answered_ok, &m.guess_agrees, &m.guess_disagrees] {
+        for p in &m.predictions {
+            p.spam.add(0);
+            p.ham.add(0);
+        }
+        for series in [&m.answered_ok, &m.guess_agrees, &m.guess_disagrees] {
             series.add(0);
         }
         // The server-side failures start at 0 too: `increase()` does not count a series'
@@ -187,10 +238,12 @@ impl Metrics {
         InFlight::new(&self.inflight)
     }
 
-    /// One prediction (`spam` unless `is_spam` is false) and the time ONNX Runtime took.
-    pub fn predicted(&self, is_spam: bool, inference_seconds: f64) {
-        if is_spam { &self.spam } else { &self.ham }.add(1);
-        self.inference_seconds.record(inference_seconds);
+    /// One prediction (`spam` unless `is_spam` is false) of a call that came in through
+    /// `protocol`, and the time ONNX Runtime took for it.
+    pub fn predicted(&self, protocol: Protocol, is_spam: bool, inference_seconds: f64) {
+        let p = &self.predictions[protocol as usize];
+        if is_spam { &p.spam } else { &p.ham }.add(1);
+        p.inference_seconds.record(inference_seconds);
     }
 
     /// A call that carried the user's guess: did this model's answer agree with it?

@@ -23,7 +23,8 @@ use sms_proto::v1::{Disagreement, Disagreements};
 
 use crate::{
     metrics::Metrics,
-    workers::{InferencePool, PoolError, Prediction},
+    model::ModelCard,
+    workers::{InferencePool, PoolError, Predictions},
 };
 
 pub struct Comparison {
@@ -127,13 +128,16 @@ impl Comparison {
         }
     }
 
-    /// Scores the text with the reference model and records agreement and the gap. A
-    /// reference that fails is logged and not counted: it says nothing about this model.
-    pub async fn compare(&self, answered: Answered, metrics: &Metrics) {
-        let Answered { text, label, spam_probability, guess, trace_id } = answered;
-        // The text is copied only for a server allowed to keep texts.
-        let kept_text = self.keep_texts.then(|| text.clone());
-        let reference = match self.reference.classify(text).await {
+    /// Scores the texts with the reference model (one call of N rows) and records
+    /// agreement and the gap for each. A reference that fails is logged and not counted:
+    /// it says nothing about this model.
+    pub async fn compare(&self, mut answered: Vec<Answered>, metrics: &Metrics) {
+        // The texts are copied only for a server allowed to keep texts.
+        let texts: Vec<String> = answered
+            .iter_mut()
+            .map(|a| if self.keep_texts { a.text.clone() } else { std::mem::take(&mut a.text) })
+            .collect();
+        let reference = match self.reference.classify_batch(texts).await {
             Ok(p) => p,
             // Under overload the comparison is skipped, not the answer: it is a sample.
             Err(PoolError::Overloaded) => return,
@@ -142,7 +146,14 @@ impl Comparison {
                 return;
             }
         };
-        let Prediction { spam_probability: reference_p, card, .. } = reference;
+        let Predictions { spam_probabilities, card, .. } = reference;
+        for (answered, reference_p) in answered.into_iter().zip(spam_probabilities) {
+            self.record(answered, reference_p, &card, metrics);
+        }
+    }
+
+    fn record(&self, answered: Answered, reference_p: f32, card: &ModelCard, metrics: &Metrics) {
+        let Answered { text, label, spam_probability, guess, trace_id } = answered;
         let reference_label = if reference_p >= card.threshold { "spam" } else { "ham" };
         let agrees = reference_label == label;
         metrics.compared(agrees, f64::from((spam_probability - reference_p).abs()));
@@ -165,7 +176,7 @@ impl Comparison {
             reference_label: reference_label.into(),
             reference_spam_probability: reference_p,
             guess: guess.unwrap_or_default().into(),
-            text: kept_text.unwrap_or_default(),
+            text: if self.keep_texts { text } else { String::new() },
         };
         let mut sample = self.sample.lock().unwrap_or_else(|e| e.into_inner());
         if sample.newest_first.len() == self.capacity {

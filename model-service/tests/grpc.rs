@@ -111,14 +111,19 @@ async fn metrics_count_predictions_with_version_and_source() {
     }
     m.client.classify(req(HAM)).await.unwrap();
     let text = m.metrics().await;
-    let labels = |result| [("version", "v2"), ("source", "shadow"), ("result", result)];
+    let labels = |result| [("version", "v2"), ("source", "shadow"), ("result", result), ("protocol", "sms")];
     assert_eq!(sample(&text, "sms_model_predictions_total", &labels("spam")), Some(3.0));
     assert_eq!(sample(&text, "sms_model_predictions_total", &labels("ham")), Some(1.0));
-    assert_eq!(sample(&text, "sms_model_inference_seconds_count", &[("source", "shadow")]), Some(4.0));
+    assert_eq!(
+        sample(&text, "sms_model_inference_seconds_count", &[("source", "shadow"), ("protocol", "sms")]),
+        Some(4.0)
+    );
     assert_eq!(sample(&text, "sms_model_inflight_requests", &[("version", "v2")]), Some(0.0));
     assert_eq!(sample(&text, "sms_model_info", &[("model_name", "sms-spam-v2")]), Some(1.0));
     // Sub-millisecond buckets exist for a sub-millisecond model.
-    assert!(text.contains("sms_model_inference_seconds_bucket{source=\"shadow\",version=\"v2\",le=\"0.00025\"}"));
+    assert!(text.contains(
+        "sms_model_inference_seconds_bucket{protocol=\"sms\",source=\"shadow\",version=\"v2\",le=\"0.00025\"}"
+    ));
     m.server.stop().await.unwrap();
 }
 

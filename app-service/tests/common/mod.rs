@@ -25,6 +25,7 @@ pub fn model_config(grpc_addr: SocketAddr) -> model_service::Config {
         model_root: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models"),
         grpc_addr,
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        inference_http_addr: "127.0.0.1:0".parse().unwrap(),
         workers: 2,
         reload_interval: None,
         ort_dylib: Some(ort),

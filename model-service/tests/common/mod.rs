@@ -29,6 +29,7 @@ pub fn test_config(version: &str) -> Config {
         model_version: version.into(),
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        inference_http_addr: "127.0.0.1:0".parse().unwrap(),
         workers: 2,
         reload_interval: None,
         ort_dylib: Some(ort_dylib()),
