@@ -469,13 +469,14 @@ class Service:
 
 
 def model(name: str = "model", *, grpc: str, metrics: str, version: str = "v1", source: str = "app",
-          model_root: Path = MODELS, **env) -> Service:
+          model_root: Path = MODELS, http: str = "127.0.0.1:0", **env) -> Service:
     """A model service. Its metrics port opens only after the model is loaded and warmed,
-    so the metrics page answering means it serves."""
+    so the metrics page answering means it serves. `http`: the Open Inference Protocol's
+    HTTP port (a free one unless given)."""
     return Service(name, "model-service", {
-        "GRPC_ADDR": grpc, "METRICS_ADDR": metrics, "MODEL_ROOT": str(model_root),
+        "GRPC_ADDR": grpc, "METRICS_ADDR": metrics, "INFERENCE_HTTP_ADDR": http, "MODEL_ROOT": str(model_root),
         "MODEL_VERSION": version, "METRICS_SOURCE": source, **env,
-    }, f"http://{metrics}/metrics", {"grpc": grpc, "metrics": f"http://{metrics}/metrics"})
+    }, f"http://{metrics}/metrics", {"grpc": grpc, "metrics": f"http://{metrics}/metrics", "inference": f"http://{http}/v2"})
 
 
 def app(name: str = "app", *, http: str, model_host: str, version: str = "v1", cache: bool = False,
@@ -586,11 +587,13 @@ def run(argv: list[str]) -> int:
     p.add_argument("--app-port", type=int, default=8080)
     p.add_argument("--model-port", type=int, default=8081)
     p.add_argument("--metrics-port", type=int, default=9464)
+    p.add_argument("--inference-port", type=int, default=8082)
     p.add_argument("--log-dir", type=Path, default=ROOT / ".cache" / "run")
     p.add_argument("--grpcurl", default="grpcurl", help="the grpcurl to show in the example command")
     a = p.parse_args(argv)
 
-    m = model(grpc=f"127.0.0.1:{a.model_port}", metrics=f"127.0.0.1:{a.metrics_port}")
+    m = model(grpc=f"127.0.0.1:{a.model_port}", metrics=f"127.0.0.1:{a.metrics_port}",
+              http=f"127.0.0.1:{a.inference_port}")
     w = app(http=f"127.0.0.1:{a.app_port}", model_host=f"http://127.0.0.1:{a.model_port}")
     state = RunState(a.log_dir, "`make run`")
     if not state.lock():
@@ -630,6 +633,8 @@ def run(argv: list[str]) -> int:
     model gRPC    {m.addresses['grpc']}   e.g.
       {a.grpcurl} -plaintext -d '{{"text":"WIN a free prize now!"}}' {m.addresses['grpc']} sms.v1.SpamClassifier/Classify
     model metrics {m.addresses['metrics']}
+    model Open Inference Protocol: gRPC inference.GRPCInferenceService on {m.addresses['grpc']}, HTTP {m.addresses['inference']}
+      curl -d '{{"inputs":[{{"name":"text","shape":[1],"datatype":"BYTES","data":["WIN a free prize now!"]}}]}}' {m.addresses['inference']}/models/sms-spam/infer
 """, sys.stdout)
         while not stopping:
             for proc in stack.procs:
