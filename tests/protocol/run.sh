@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The Open Inference Protocol (issue 28) with its users' own clients: Triton's
+# (tritonclient[grpc,http]) and KServe's Python SDK over gRPC and HTTP against the real
+# model service on 127.0.0.1 (started through scripts/stack.py, stopped by PID), and
+# grpcurl without a .proto file in two releases: 1.9 (asks reflection v1) and 1.8
+# (v1alpha). Extra arguments go to pytest.
+source "$(dirname "$0")/../../scripts/lib.sh"
+venv="$(venv_ensure protocol "$ROOT/tests/protocol/requirements.txt")"
+# grpcurl 1.9 is a Go module: built from the module proxy into .cache (pinned release).
+GRPCURL_V1_VERSION=v1.9.3
+grpcurl_v1="$ROOT/.cache/grpcurl-$GRPCURL_V1_VERSION/grpcurl"
+if [ ! -x "$grpcurl_v1" ]; then
+  command -v go >/dev/null || die "go is needed to build grpcurl $GRPCURL_V1_VERSION"
+  log "building grpcurl $GRPCURL_V1_VERSION"
+  GOBIN="$(dirname "$grpcurl_v1")" go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_V1_VERSION" >&2 \
+    || die "go install grpcurl failed"
+fi
+tools="$(venv_ensure tools "$ROOT/tests/tools/requirements.txt")"
+export GRPCURL_V1="$grpcurl_v1" GRPCURL_V1ALPHA="$tools/bin/grpcurl"
+cd "$ROOT"
+services_ensure
+mkdir -p test-output/protocol
+# tritonclient and KServe's SDK each register the `inference` protobuf package: one process each.
+rc=0
+"$venv/bin/python" -m pytest -p no:cacheprovider -q -ra tests/protocol/test_triton.py tests/protocol/test_grpcurl.py \
+  "$@" || rc=1
+"$venv/bin/python" -m pytest -p no:cacheprovider -q -ra tests/protocol/test_kserve.py \
+  tests/protocol/test_bad_input.py tests/protocol/test_shadow.py "$@" || rc=1
+exit "$rc"
