@@ -174,10 +174,15 @@ def test_model_mirror_at_25_percent(scenario):
     vs = r.get("VirtualService", "sms-app-model-vs")
     assert vs["spec"]["hosts"] == ["sms-app-model"]
     assert "gateways" not in vs["spec"]  # mesh-internal
-    (route,) = http_routes(vs)
+    http, route = http_routes(vs)
     assert route["route"] == [{"destination": {"host": "sms-app-model", "subset": "v1", "port": {"number": 8081}}}]
     assert route["mirror"] == {"host": "sms-app-model", "subset": "v2", "port": {"number": 8081}}
     assert route["mirrorPercentage"] == {"value": 25}
+    # The Open Inference Protocol's HTTP port: matched first, routed and mirrored on its own port.
+    assert (http["name"], http["match"]) == ("inference-http", [{"port": 8082}])
+    assert http["route"] == [{"destination": {"host": "sms-app-model", "subset": "v1", "port": {"number": 8082}}}]
+    assert http["mirror"] == {"host": "sms-app-model", "subset": "v2", "port": {"number": 8082}}
+    assert http["mirrorPercentage"] == {"value": 25}
     dr = r.get("DestinationRule", "sms-app-model-dr")
     assert dr["spec"]["host"] == "sms-app-model"
     assert dr["spec"]["subsets"] == [{"name": "v1", "labels": {"version": "v1"}},
@@ -187,14 +192,14 @@ def test_model_mirror_at_25_percent(scenario):
 
 def test_mirror_percentage_is_tunable_and_off_without_shadow(scenario):
     r = render(parse_set("modelService.shadow.enabled=true,modelService.shadow.mirror.percent=12.5"), tag="mirror-12.5")
-    (route,) = http_routes(r.get("VirtualService", "sms-app-model-vs"))
-    assert route["mirrorPercentage"] == {"value": 12.5}
+    for route in http_routes(r.get("VirtualService", "sms-app-model-vs")):
+        assert route["mirrorPercentage"] == {"value": 12.5}
     for name in ("defaults", "canary-weight-0"):
-        (route,) = http_routes(scenario(name).get("VirtualService", "sms-app-model-vs"))
-        assert "mirror" not in route and "mirrorPercentage" not in route
+        for route in http_routes(scenario(name).get("VirtualService", "sms-app-model-vs")):
+            assert "mirror" not in route and "mirrorPercentage" not in route
     r = render(parse_set("modelService.shadow.enabled=true,modelService.shadow.mirror.percent=0"), tag="mirror-0")
-    (route,) = http_routes(r.get("VirtualService", "sms-app-model-vs"))
-    assert "mirror" not in route
+    for route in http_routes(r.get("VirtualService", "sms-app-model-vs")):
+        assert "mirror" not in route
 
 
 def test_strict_mtls_with_the_out_of_mesh_exceptions(scenario):

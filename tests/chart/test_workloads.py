@@ -72,7 +72,8 @@ def test_model_deployments_serving_and_shadow(scenario):
         assert env["METRICS_SOURCE"] == source
         assert env["MODEL_ROOT"] == "/mnt/shared/models"
         assert c["image"] == "sms-app/model-service:0.1.0"
-        assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"grpc": 8081, "http-metrics": 9464}
+        assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
+            "grpc": 8081, "http-metrics": 9464, "http-inference": 8082}
         # Model loads are held to the container's own memory limit (a big graph is refused
         # before it is read, not OOM-killed half-way through a reload).
         (limit,) = [e for e in c["env"] if e["name"] == "MEMORY_LIMIT_MIB"]
@@ -145,12 +146,13 @@ def test_services(scenario):
     stable = r.get("Service", "sms-app-app-stable")
     assert stable["spec"]["selector"]["version"] == "v1"
     model = r.get("Service", MODEL)
-    assert [(p["name"], p["port"]) for p in model["spec"]["ports"]] == [("grpc", 8081), ("http-metrics", 9464)]
+    assert [(p["name"], p["port"]) for p in model["spec"]["ports"]] == [
+        ("grpc", 8081), ("http-metrics", 9464), ("http-inference", 8082)]
     assert "version" not in model["spec"]["selector"]
     headless = r.get("Service", "sms-app-model-headless")
     assert headless["spec"]["clusterIP"] == "None"
     assert headless["spec"]["selector"]["version"] == "v1"  # never the shadow
-    assert [(p["name"], p["port"]) for p in headless["spec"]["ports"]] == [("grpc", 8081)]
+    assert [(p["name"], p["port"]) for p in headless["spec"]["ports"]] == [("grpc", 8081), ("http-inference", 8082)]
     # Service selectors really select the pods.
     for svc in r.all("Service"):
         sel = svc["spec"]["selector"]
@@ -217,8 +219,9 @@ def test_network_policies(scenario):
     assert grpc_rule["from"] == [{"podSelector": {"matchLabels": {
         "app.kubernetes.io/name": "sms-app", "app.kubernetes.io/instance": "sms-app",
         "app.kubernetes.io/component": "app"}}}]
+    assert [p["port"] for p in grpc_rule["ports"]] == [8081, 8082]  # sms.v1 and the inference HTTP port
     open_ports = {p["port"] for rule in model["spec"]["ingress"] if "from" not in rule for p in rule["ports"]}
-    assert 8081 not in open_ports and 9464 in open_ports
+    assert 8081 not in open_ports and 8082 not in open_ports and 9464 in open_ports
     assert r.get("NetworkPolicy", APP)["spec"]["ingress"][0]["ports"][0]["port"] == 8080
 
 
@@ -253,3 +256,20 @@ def test_pods_keep_serving_until_load_balancers_have_dropped_them():
     for d in off.all("Deployment"):
         assert "lifecycle" not in pod_spec(d)["containers"][0]
         assert pod_spec(d)["terminationGracePeriodSeconds"] == 25
+
+
+def test_the_model_serves_the_open_inference_protocol_on_its_own_http_port(scenario):
+    """INFERENCE_HTTP_ADDR and MAX_BATCH_ROWS from the values, the container port named as
+    the Services' targetPort; both tunable."""
+    from conftest import parse_set, render
+
+    for r, port, rows in ((scenario("defaults"), 8082, "64"),
+                          (render(parse_set("modelService.inferenceHttpPort=9000,modelService.maxBatchRows=16"),
+                                  tag="inference-port"), 9000, "16")):
+        for d in (d for d in r.all("Deployment") if d["metadata"]["name"].startswith(MODEL)):
+            container = pod_spec(d)["containers"][0]
+            assert {"name": "http-inference", "containerPort": port, "protocol": "TCP"} in container["ports"]
+            env = container_env(container)
+            assert env["INFERENCE_HTTP_ADDR"] == f"0.0.0.0:{port}" and env["MAX_BATCH_ROWS"] == rows
+        ports = {p["name"]: p for p in r.get("Service", MODEL)["spec"]["ports"]}
+        assert ports["http-inference"]["port"] == port and ports["http-inference"]["targetPort"] == "http-inference"
