@@ -40,7 +40,7 @@ async fn grpcurl_lists_describes_and_calls_through_reflection() {
     .await
     .unwrap();
 
-    for service in ["sms.v1.SpamClassifier", "grpc.health.v1.Health"] {
+    for service in ["sms.v1.SpamClassifier", "inference.GRPCInferenceService", "grpc.health.v1.Health"] {
         assert!(list.lines().any(|l| l == service), "list: {list}");
     }
     assert!(describe.contains("rpc Classify") && describe.contains("rpc GetModelInfo"), "{describe}");
@@ -54,5 +54,48 @@ async fn grpcurl_lists_describes_and_calls_through_reflection() {
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("InvalidArgument") && stderr.contains("empty"), "{stderr}");
+    m.server.stop().await.unwrap();
+}
+
+/// Reflection v1 (what grpcurl 1.9+, grpcui and Postman ask first) and v1alpha (older
+/// clients) both list every service, the Open Inference Protocol's included.
+#[tokio::test]
+async fn reflection_v1_and_v1alpha_list_both_services() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let m = TestModel::version("v1").await;
+    let channel = common::channel(m.server.grpc_addr).await;
+
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let answer = answers.message().await.unwrap().expect("an answer");
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) = answer.message_response
+    else {
+        panic!("not a list: {answer:?}")
+    };
+    let v1_names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let answer = answers.message().await.unwrap().expect("an answer");
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answer.message_response
+    else {
+        panic!("not a list: {answer:?}")
+    };
+    let v1alpha_names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for names in [&v1_names, &v1alpha_names] {
+        for service in ["sms.v1.SpamClassifier", "inference.GRPCInferenceService", "grpc.health.v1.Health"] {
+            assert!(names.iter().any(|n| n == service), "{service} not in {names:?}");
+        }
+    }
+    assert!(v1_names.iter().any(|n| n == "grpc.reflection.v1.ServerReflection"), "{v1_names:?}");
     m.server.stop().await.unwrap();
 }
