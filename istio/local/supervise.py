@@ -56,7 +56,7 @@ from stack import Proc, RunState, http_ok, samples  # noqa: E402
 
 COMPONENT = "app.kubernetes.io/component"
 # Set per process here, whatever the render says (cluster paths and addresses).
-DROP = {"HTTP_ADDR", "MODEL_HOST", "GRPC_ADDR", "METRICS_ADDR", "MODEL_ROOT", "LOG_FORMAT"}
+DROP = {"HTTP_ADDR", "MODEL_HOST", "GRPC_ADDR", "METRICS_ADDR", "INFERENCE_HTTP_ADDR", "MODEL_ROOT", "LOG_FORMAT"}
 # The local mode's values (a --set given by the user wins): the shadow runs, and the
 # Gateway also serves `sms.localhost` (Istio wants a dotted name; browsers resolve
 # *.localhost to the loopback), so a browser reaches it at http://sms.localhost:PORT/
@@ -207,7 +207,11 @@ class LocalMesh:
                 out[w["name"]] = Workload(w["name"], svc.binary, svc.env, {"http": port}, svc.addresses["ui"],
                                           svc.addresses["metrics"], svc.ready_url)
             elif comp == "model":
-                if old and old.env == {**env, "GRPC_ADDR": old.env["GRPC_ADDR"], "METRICS_ADDR": old.env["METRICS_ADDR"]}:
+                # the addresses are this supervisor's (scripts/stack.py's model() adds its own
+                # Open Inference Protocol HTTP port): only the render's environment counts
+                local_addrs = {k: old.env[k] for k in ("GRPC_ADDR", "METRICS_ADDR", "INFERENCE_HTTP_ADDR")
+                               if old and k in old.env and k not in env}
+                if old and old.env == {**env, **local_addrs}:
                     out[w["name"]] = old
                     continue
                 grpc, metrics = self._take(self.ports.model, used), self._take(self.ports.metrics, used)
