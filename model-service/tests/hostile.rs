@@ -37,6 +37,7 @@ impl Process {
             .env("ORT_DYLIB_PATH", ort_dylib())
             .env("GRPC_ADDR", "127.0.0.1:0")
             .env("METRICS_ADDR", "127.0.0.1:0")
+            .env("INFERENCE_HTTP_ADDR", "127.0.0.1:0")
             .env("LOG_FORMAT", "text")
             .env("RUST_LOG", "warn,model_service=info,sms_runtime=info")
             .envs(env.iter().copied())
