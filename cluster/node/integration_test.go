@@ -137,13 +137,13 @@ func TestPodNetworkAndContainerInit(t *testing.T) {
 	_ = os.MkdirAll(vol, 0o755)
 	_ = os.WriteFile(filepath.Join(vol, "data"), []byte("volume-ok"), 0o644)
 	volDst := fmt.Sprintf("/var/lib/sms-node-test-%d", pid)
-	mounts, overlays, err := planMounts([]MountSpec{{Src: resolv, Dst: "/etc/resolv.conf", ReadOnly: true}, {Src: vol, Dst: volDst, ReadOnly: true}})
+	mounts, overlays, newTops, err := planMounts([]MountSpec{{Src: resolv, Dst: "/etc/resolv.conf", ReadOnly: true}, {Src: vol, Dst: volDst, ReadOnly: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	self, _ := os.Executable()
 	spec := InitSpec{NetNS: "/run/netns/" + pn.NetNS, Hostname: "test-pod", Scratch: filepath.Join(dir, "scratch"),
-		Overlays: overlays, Mounts: mounts, Argv: []string{self, "-test.run=^$"}}
+		Overlays: overlays, NewTops: newTops, Mounts: mounts, Argv: []string{self, "-test.run=^$"}}
 	_ = os.MkdirAll(spec.Scratch, 0o755)
 	b, _ := json.Marshal(spec)
 	specPath := filepath.Join(dir, "spec.json")

@@ -33,6 +33,7 @@ type InitSpec struct {
 	Hostname string      `json:"hostname"`
 	Scratch  string      `json:"scratch"` // where the overlays' tmpfs is mounted
 	Overlays []string    `json:"overlays,omitempty"`
+	NewTops  []string    `json:"newTops,omitempty"` // top-level dirs the host lacks: a new root is built
 	Mounts   []MountSpec `json:"mounts,omitempty"`
 	UID      *int        `json:"uid,omitempty"`
 	GID      *int        `json:"gid,omitempty"`
@@ -63,22 +64,43 @@ func resolveTarget(p string) (real string, exists bool, top string) {
 	return real, exists, top
 }
 
+func nearestExisting(p string) string {
+	for p != "/" {
+		if _, err := os.Lstat(p); err == nil {
+			return p
+		}
+		p = filepath.Dir(p)
+	}
+	return ""
+}
+
 // planMounts resolves the targets and lists the top-level directories that need an
-// overlay because a mount point must be created inside them. A target whose top-level
-// directory does not exist cannot be made without changing the host: an error.
-func planMounts(mounts []MountSpec) ([]MountSpec, []string, error) {
+// overlay because a mount point must be created inside them, and the top-level
+// directories the host lacks (e.g. /data): for those container-init builds a new root
+// (a tmpfs holding bind mounts of the host's top-level entries) and pivots into it.
+func planMounts(mounts []MountSpec) ([]MountSpec, []string, []string, error) {
 	out := make([]MountSpec, 0, len(mounts))
-	tops := map[string]bool{}
+	tops, newTops := map[string]bool{}, map[string]bool{}
 	for _, m := range mounts {
 		real, exists, top := resolveTarget(m.Dst)
 		if real == "/" {
-			return nil, nil, fmt.Errorf("mountPath %q: cannot mount over /", m.Dst)
+			return nil, nil, nil, fmt.Errorf("mountPath %q: cannot mount over /", m.Dst)
 		}
 		if !exists {
-			if fi, err := os.Stat(top); err != nil || !fi.IsDir() {
-				return nil, nil, fmt.Errorf("mountPath %q: %s does not exist on this node, and sms-node does not create top-level directories on the host", m.Dst, top)
+			if a := nearestExisting(real); a != "" {
+				if fi, err := os.Stat(a); err == nil && !fi.IsDir() {
+					return nil, nil, nil, fmt.Errorf("mountPath %q: %s is not a directory", m.Dst, a)
+				}
 			}
-			tops[top] = true
+			fi, err := os.Stat(top)
+			switch {
+			case err != nil:
+				newTops[top] = true
+			case !fi.IsDir():
+				return nil, nil, nil, fmt.Errorf("mountPath %q: %s is not a directory on this node", m.Dst, top)
+			case real != top:
+				tops[top] = true
+			}
 		}
 		m.Dst = real
 		out = append(out, m)
@@ -87,12 +109,80 @@ func planMounts(mounts []MountSpec) ([]MountSpec, []string, error) {
 	sort.SliceStable(out, func(i, j int) bool {
 		return strings.Count(out[i].Dst, "/") < strings.Count(out[j].Dst, "/")
 	})
-	var ov []string
+	var ov, nt []string
 	for t := range tops {
-		ov = append(ov, t)
+		if !newTops[t] {
+			ov = append(ov, t)
+		}
+	}
+	for t := range newTops {
+		nt = append(nt, t)
 	}
 	sort.Strings(ov)
-	return out, ov, nil
+	sort.Strings(nt)
+	return out, ov, nt, nil
+}
+
+// newRoot builds a root with every top-level entry of the host (bind mounts, symlinks
+// as symlinks) plus the missing top-level directories, and pivots into it, so the
+// mount namespace's root is the new one (exec through nsenter sees the same).
+func newRoot(root string, tops []string) error {
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount(root, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind new root: %w", err)
+	}
+	entries, err := os.ReadDir("/")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		src, dst := "/"+e.Name(), filepath.Join(root, e.Name())
+		fi, err := os.Lstat(src)
+		if err != nil {
+			continue
+		}
+		switch {
+		case fi.Mode()&os.ModeSymlink != 0:
+			t, err := os.Readlink(src)
+			if err == nil {
+				err = os.Symlink(t, dst)
+			}
+			if err != nil {
+				return err
+			}
+			continue
+		case fi.IsDir():
+			if err := os.Mkdir(dst, fi.Mode().Perm()); err != nil {
+				return err
+			}
+		default:
+			f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o644)
+			if err != nil {
+				return err
+			}
+			f.Close()
+		}
+		if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s: %w", src, err)
+		}
+	}
+	for _, t := range tops {
+		if err := os.MkdirAll(filepath.Join(root, t), 0o755); err != nil {
+			return err
+		}
+	}
+	if err := unix.Chdir(root); err != nil {
+		return err
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach the old root: %w", err)
+	}
+	return unix.Chdir("/")
 }
 
 // containerInit runs as the first program of a new container (pid 1 of its own PID
@@ -130,6 +220,26 @@ func containerInit(specPath string) {
 			fail("open %s: %v", spec.NetNS, err)
 		}
 	}
+	if len(spec.Overlays) > 0 || len(spec.NewTops) > 0 {
+		if err := unix.Mount("tmpfs", spec.Scratch, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=256m,mode=0755"); err != nil {
+			fail("tmpfs on %s: %v", spec.Scratch, err)
+		}
+		for i := range spec.Overlays {
+			base := filepath.Join(spec.Scratch, fmt.Sprint(i))
+			for _, d := range []string{"upper", "work"} {
+				if err := os.MkdirAll(filepath.Join(base, d), 0o755); err != nil {
+					fail("%v", err)
+				}
+			}
+		}
+		if len(spec.NewTops) > 0 {
+			// The host's paths (state dir, scratch tmpfs) stay reachable in the new root.
+			if err := newRoot(filepath.Join(spec.Scratch, "root"), spec.NewTops); err != nil {
+				fail("new root: %v", err)
+			}
+		}
+	}
+	// Sources are opened now, before any overlay or volume hides their paths.
 	srcFds := make([]int, len(spec.Mounts))
 	for i, m := range spec.Mounts {
 		if srcFds[i], err = unix.Open(m.Src, unix.O_PATH|unix.O_CLOEXEC, 0); err != nil {
@@ -137,20 +247,11 @@ func containerInit(specPath string) {
 		}
 	}
 	if len(spec.Overlays) > 0 {
-		if err := unix.Mount("tmpfs", spec.Scratch, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=256m,mode=0755"); err != nil {
-			fail("tmpfs on %s: %v", spec.Scratch, err)
-		}
 		scratchFd, err := unix.Open(spec.Scratch, unix.O_PATH|unix.O_CLOEXEC, 0)
 		if err != nil {
 			fail("open %s: %v", spec.Scratch, err)
 		}
 		for i, top := range spec.Overlays {
-			base := filepath.Join(spec.Scratch, fmt.Sprint(i))
-			for _, d := range []string{"upper", "work"} {
-				if err := os.MkdirAll(filepath.Join(base, d), 0o755); err != nil {
-					fail("%v", err)
-				}
-			}
 			fdBase := fmt.Sprintf("/proc/self/fd/%d/%d", scratchFd, i)
 			opts := fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work", top, fdBase, fdBase)
 			if err := unix.Mount("overlay", top, "overlay", 0, opts); err != nil {

@@ -376,7 +376,7 @@ func (r *podRT) startContainer(c *containerRT) (*proc, error) {
 			mounts = append(mounts, MountSpec{Src: filepath.Join(r.dir, "etc", f), Dst: "/etc/" + f, ReadOnly: true})
 		}
 	}
-	mounts, overlays, err := planMounts(mounts)
+	mounts, overlays, newTops, err := planMounts(mounts)
 	if err != nil {
 		return nil, err
 	}
@@ -388,7 +388,7 @@ func (r *podRT) startContainer(c *containerRT) (*proc, error) {
 	if err := os.MkdirAll(scratch, 0o755); err != nil {
 		return nil, err
 	}
-	spec := InitSpec{NetNS: netns, Hostname: hostname, Scratch: scratch, Overlays: overlays, Mounts: mounts,
+	spec := InitSpec{NetNS: netns, Hostname: hostname, Scratch: scratch, Overlays: overlays, NewTops: newTops, Mounts: mounts,
 		UID: uid, GID: gid, Groups: groups, WorkDir: c.spec.WorkingDir, Argv: argv}
 	specPath := filepath.Join(r.dir, "specs", c.spec.Name+".json")
 	_ = os.MkdirAll(filepath.Dir(specPath), 0o755)
@@ -811,7 +811,8 @@ func (r *podRT) execInContainer(ctx context.Context, c *containerRT, command []s
 	if wd == "" {
 		wd = "/"
 	}
-	args := []string{"--target", strconv.Itoa(pr.pid), "--mount", "--net", "--pid", "--uts", "--wd=" + wd}
+	// --root: the target's root, which differs from its namespace's when it pivoted.
+	args := []string{"--target", strconv.Itoa(pr.pid), "--mount", "--net", "--pid", "--uts", "--root", "--wd=" + wd}
 	if pr.uid != nil {
 		args = append(args, "--setuid", strconv.Itoa(*pr.uid), "--setgid", strconv.Itoa(*pr.gid))
 	}

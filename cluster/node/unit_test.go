@@ -314,13 +314,17 @@ func TestSelectLogLines(t *testing.T) {
 }
 
 func TestPlanMounts(t *testing.T) {
-	mounts, overlays, err := planMounts([]MountSpec{
+	mounts, overlays, newTops, err := planMounts([]MountSpec{
 		{Src: "/s2", Dst: "/etc/sms-node-test-missing/sub"},
 		{Src: "/s1", Dst: "/etc/resolv.conf"},
 		{Src: "/s3", Dst: "/tmp"},
+		{Src: "/s4", Dst: "/sms-node-no-such-top/x"},
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(newTops, []string{"/sms-node-no-such-top"}) {
+		t.Errorf("new tops %v", newTops)
 	}
 	if !reflect.DeepEqual(overlays, []string{"/etc"}) {
 		t.Errorf("overlays %v", overlays)
@@ -328,7 +332,7 @@ func TestPlanMounts(t *testing.T) {
 	if mounts[0].Dst != "/tmp" {
 		t.Errorf("order %v", mounts)
 	}
-	if _, _, err := planMounts([]MountSpec{{Src: "/s", Dst: "/sms-node-no-such-top/x"}}); err == nil {
-		t.Error("missing top-level directory accepted")
+	if _, _, _, err := planMounts([]MountSpec{{Src: "/s", Dst: "/etc/hostname/x"}}); err == nil {
+		t.Error("a mount below a file accepted")
 	}
 }
