@@ -76,6 +76,12 @@ func TestPodLifecycle(t *testing.T) {
 	if err := p.CreatePod(context.Background(), pod); err != nil {
 		t.Fatal(err)
 	}
+	// On failure, stop what the pod started and remove its network too.
+	defer func() {
+		if r := p.get("sms", "lc"); r != nil {
+			r.terminate(time.Second, false)
+		}
+	}()
 	var got *corev1.Pod
 	ok := false
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
