@@ -7,6 +7,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/virtual-kubelet/virtual-kubelet/log"
+	vkslog "github.com/virtual-kubelet/virtual-kubelet/log/slog"
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	corev1 "k8s.io/api/core/v1"
@@ -116,6 +118,8 @@ func run() error {
 		return err
 	}
 
+	// virtual-kubelet logs nothing until given a logger.
+	log.L = vkslog.FromSlog(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	logger := log.G(ctx)
@@ -174,6 +178,7 @@ func run() error {
 			c.HTTPListenAddr = *listen
 			c.Handler = mux // the verified client certificate is the authentication
 			c.NumWorkers = 4
+			c.SkipDownwardAPIResolution = true // see env.go
 			return nil
 		},
 	)

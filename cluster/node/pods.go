@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -133,6 +132,9 @@ func (r *podRT) snapshotPod() *corev1.Pod {
 	st := buildPodStatus(s)
 	if r.finalPhase != "" {
 		st.Phase = r.finalPhase
+	}
+	if r.pod.Status.QOSClass != "" { // set by the API server and immutable
+		st.QOSClass = r.pod.Status.QOSClass
 	}
 	// Transition times move only when a condition's status changes.
 	for i, c := range st.Conditions {
@@ -284,43 +286,6 @@ func (r *podRT) refreshVolumes(at time.Time) {
 	}
 }
 
-// envFor is the container's environment: virtual-kubelet resolved env and envFrom
-// before CreatePod, but it leaves out resourceFieldRef and it saw no pod IP yet.
-func (r *podRT) envFor(c *containerRT) map[string]string {
-	m := map[string]string{}
-	for _, e := range c.spec.Env {
-		m[e.Name] = e.Value
-	}
-	if r.orig == nil {
-		return m
-	}
-	list := r.orig.Spec.Containers
-	if c.init {
-		list = r.orig.Spec.InitContainers
-	}
-	for _, oc := range list {
-		if oc.Name != c.spec.Name {
-			continue
-		}
-		for _, e := range oc.Env {
-			if e.ValueFrom == nil {
-				continue
-			}
-			if rf := e.ValueFrom.ResourceFieldRef; rf != nil {
-				if v, err := r.resourceValue(rf, c.spec.Name); err == nil {
-					m[e.Name] = v
-				}
-			}
-			if fr := e.ValueFrom.FieldRef; fr != nil && strings.HasPrefix(fr.FieldPath, "status.") {
-				if v, err := r.fieldValue(fr.FieldPath); err == nil {
-					m[e.Name] = v
-				}
-			}
-		}
-	}
-	return m
-}
-
 type imageError struct{ msg string }
 
 func (e imageError) Error() string { return e.msg }
@@ -344,7 +309,11 @@ func (r *podRT) startContainer(c *containerRT) (*proc, error) {
 	if uid != nil {
 		euid = *uid
 	}
-	env := containerEnv(entry, r.envFor(c), r.pod.Name, euid)
+	podEnv, err := r.resolveEnv(r.ctx, &c.spec)
+	if err != nil {
+		return nil, err
+	}
+	env := containerEnv(entry, podEnv, r.pod.Name, euid)
 
 	r.mu.Lock()
 	vols := r.volumes

@@ -336,3 +336,12 @@ func TestPlanMounts(t *testing.T) {
 		t.Error("a mount below a file accepted")
 	}
 }
+
+func TestExpandEnv(t *testing.T) {
+	vars := map[string]string{"A": "x", "B": "y"}
+	for in, want := range map[string]string{"$(A)-$(B)": "x-y", "$$(A)": "$(A)", "$(C)": "$(C)", "a$": "a$", "$(A": "$(A"} {
+		if got := expandEnv(in, vars); got != want {
+			t.Errorf("expandEnv(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
