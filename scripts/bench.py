@@ -18,7 +18,7 @@ throughput, issue 15's shadow cost, issue 10's per-call metrics cost):
      FastAPI + onnxruntime (uvicorn, 2 workers, uvloop, httptools) on the same artifacts
      over HTTP at c16 (wrk); the app end to end at c16 (v1 cache off, v2 cache on); the
      shipped reliability limits against the limits raised out of the way, at c16; and the
-     model at the chart's log level (info, json: a line per call), the others log at warn.
+     model at warn against the chart's logging (info, json), which every other model run uses.
      gRPC answers are checked on the model's own `sms_model_requests_total{code}`
      (h2load sees HTTP 200 whatever the gRPC status), HTTP answers on wrk's count and the
      app's `sms_requests_total{status}`; RSS of each server at the end of its load.
@@ -39,7 +39,13 @@ It prints a table and each target as met / NOT met, and writes JSON (--json). Mi
 targets are reported, not failed on; errors fail it: a crash, a gRPC code or HTTP status
 that should not be there, a service unhealthy after overload, a comparison that did not run.
 
-  python3 scripts/bench.py [--duration 5] [--only ort,ready,throughput,shadow,overload]
+  6. The Open Inference Protocol (issue 28), on one load generator (h2load, prebuilt
+     frames), at c16: ModelInfer with 1 row against Classify on the same server; ModelInfer
+     with 64 rows (rows/s); and Seldon's MLServer (bench/mlserver: the same model.onnx
+     through a minimal onnxruntime runtime, its own venv) answering the same ModelInfer
+     call, throughput, p99 and RSS (process tree) for both.
+
+  python3 scripts/bench.py [--duration 5] [--only ort,ready,throughput,shadow,overload,oip]
 """
 
 from __future__ import annotations
@@ -73,9 +79,14 @@ CLASSIFY = "/sms.v1.SpamClassifier/Classify"
 # Calls one HTTP/2 connection carries at once (MAX_STREAMS_PER_CONNECTION in
 # model-service/src/lib.rs): streams a client opens beyond it are refused.
 MODEL_STREAMS_PER_CONNECTION = 32
-SECTIONS = ("ort", "ready", "throughput", "shadow", "overload")
+SECTIONS = ("ort", "ready", "throughput", "shadow", "overload", "oip")
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+MLSERVER_DIR = ROOT / "bench" / "mlserver"
 # Chart limits (helm/values.yaml resources.limits.memory), read at start-up.
 MIB = 1024 * 1024
+# The model's logging as the chart sets it, and the quietest, for the logging's cost.
+CHART_MODEL_LOGGING = {"RUST_LOG": "info", "LOG_FORMAT": "json"}
+AT_WARN = {"RUST_LOG": "warn", "LOG_FORMAT": "text"}
 
 
 class BenchError(AssertionError):
@@ -94,6 +105,30 @@ def grpc_frame(text: str) -> bytes:
         if not n:
             break
     message = b"\x0a" + bytes(varint) + data  # field 1 (text), wire type 2
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def pb_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def pb_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (strings, bytes, messages, packed numbers)."""
+    return pb_varint(number << 3 | 2) + pb_varint(len(payload)) + payload
+
+
+def model_infer_frame(texts: list[str], model: str = "sms-spam") -> bytes:
+    """One gRPC message holding the Open Inference Protocol's ModelInferRequest: model
+    `model`, input `text` BYTES [N] in raw_input_contents (as tritonclient sends it)."""
+    shape = pb_varint(len(texts))
+    tensor = pb_field(1, b"text") + pb_field(2, b"BYTES") + pb_field(3, shape)
+    raw = b"".join(len(t.encode()).to_bytes(4, "little") + t.encode() for t in texts)
+    message = pb_field(1, model.encode()) + pb_field(5, tensor) + pb_field(7, raw)
     return b"\x00" + len(message).to_bytes(4, "big") + message
 
 
@@ -336,9 +371,10 @@ class H2load:
     """gRPC Classify load with h2load: one prebuilt request frame, HTTP/2, closed loop
     (`streams` calls in flight per connection) or a fixed rate per connection."""
 
-    def __init__(self, work: Path):
-        self.frame = work / "classify.grpc"
-        self.frame.write_bytes(grpc_frame(MESSAGE))
+    def __init__(self, work: Path, frame: bytes | None = None, path: str = CLASSIFY, name: str = "classify"):
+        self.frame = work / f"{name}.grpc"
+        self.frame.write_bytes(frame if frame is not None else grpc_frame(MESSAGE))
+        self.path = path
         self.work = work
         self.runs = 0
 
@@ -356,7 +392,7 @@ class H2load:
             cmd.append(f"--rps={rate}")
         if log:
             cmd.append(f"--log-file={log}")
-        return cmd + [f"http://{grpc}{CLASSIFY}"]
+        return cmd + [f"http://{grpc}{self.path}"]
 
     def start(self, grpc: str, **kw) -> tuple[subprocess.Popen, Path]:
         self.runs += 1
@@ -433,6 +469,8 @@ class Bench:
         self.work.mkdir(parents=True, exist_ok=True)
         self.stack = local.Stack(self.work, profile="release")
         self.h2 = H2load(self.work)
+        self.h2_infer = H2load(self.work, model_infer_frame([MESSAGE]), MODEL_INFER, "infer-1")
+        self.h2_infer64 = H2load(self.work, model_infer_frame([MESSAGE] * 64), MODEL_INFER, "infer-64")
         self.rows: list[dict] = []
         self.result: dict = {"runs": self.rows}
         self.started = time.monotonic()
@@ -441,7 +479,10 @@ class Bench:
 
     def model(self, name: str, version: str = "v1", root: Path = local.MODELS, **env) -> tuple[local.Service, local.Proc]:
         svc = local.model(name, grpc=f"127.0.0.1:{local.free_port()}", metrics=f"127.0.0.1:{local.free_port()}",
-                          version=version, model_root=root, **{"MODEL_RELOAD_SECS": "0", "RUST_LOG": "warn", **env})
+                          version=version, model_root=root,
+                          # The chart's logging (helm/values.yaml modelService.logLevel/logFormat):
+                          # the headline figures are the model as the chart runs it.
+                          **{"MODEL_RELOAD_SECS": "0", **CHART_MODEL_LOGGING, **env})
         return svc, self.stack.up(svc, timeout=60)
 
     def app(self, name: str, model: local.Service, version: str = "v1", cache: bool = False, **env):
@@ -577,8 +618,7 @@ class Bench:
         m2, p2 = self.model("model-v2", "v2")
         md, pd = self.model("model-v1-dense", root=dense_root)
         mr, pr = self.model("model-v1-raised", **raised_model)
-        chart_logging = {"RUST_LOG": "info", "LOG_FORMAT": "json"}  # every call logged, as the chart runs it
-        ml, pl = self.model("model-v1-chart-logging", **chart_logging)
+        ml, pl = self.model("model-v1-at-warn", **AT_WARN)
         a1, q1 = self.app("app-v1", m1)
         a2, q2 = self.app("app-v2-cache", m1, version="v2", cache=True)
         ar, qr = self.app("app-v1-raised", mr, **raised_app)
@@ -605,8 +645,7 @@ class Bench:
             else:
                 self.grpc_load(f"model v1 gRPC c16, shipped limits ({when})", "limits-shipped", m1, p1, 16,
                                version="v1")
-        self.grpc_load("model v1 gRPC c16, chart's logging (info, json)", "logging", ml, pl, 16, version="v1",
-                       env=chart_logging)
+        self.grpc_load("model v1 gRPC c16, logging at warn", "logging", ml, pl, 16, version="v1", env=AT_WARN)
         for when in ("before", "raised", "after"):
             if when == "raised":
                 self.http_load("app v1 -> model v1, HTTP c16, limits raised", "app-limits-raised",
@@ -615,6 +654,83 @@ class Bench:
             else:
                 self.http_load(f"app v1 -> model v1, HTTP c16, shipped limits ({when})", "app-limits-shipped",
                                a1.addresses["url"], q1, app_metrics=a1.addresses["metrics"], version="v1")
+        self.stack.stop_all()
+
+    def oip_load(self, name: str, h2: H2load, grpc: str, pid: int, rows: int, metrics: str | None = None,
+                 connections: int = 16) -> dict:
+        """One ModelInfer load; on the model service every row is checked as counted."""
+        h2.run(grpc, connections=connections, duration=self.a.warmup)
+        before = sum(by_label(scrape(metrics), "sms_model_predictions_total", "protocol").values()) if metrics else 0
+        with OtherCpu() as others:
+            load = h2.run(grpc, connections=connections, duration=self.a.duration)
+        rss = sum(rss_mib(p) for p in descendants(pid))
+        if load["failed_http"]:
+            raise BenchError(f"{name}: {load['failed_http']} calls failed")
+        # h2load sees HTTP 200 whatever the gRPC status: the rows the model scored are its own count.
+        answered = load["requests"]
+        if metrics:
+            counted = sum(by_label(scrape(metrics), "sms_model_predictions_total", "protocol").values()) - before
+            answered = min(answered, int(counted // rows))
+            if rows == 1 and counted < load["requests"]:
+                raise BenchError(f"{name}: h2load finished {load['requests']} calls, the model counted {counted:.0f}")
+        rps = load["rps"] * answered / max(load["requests"], 1)
+        row = {"name": name, "group": "oip", "protocol": "gRPC", "tool": "h2load", "connections": connections,
+               "rows": rows, "rps": rps, "rows_per_s": rps * rows, "refused": load["requests"] - answered,
+               "p50_ms": load["p50_ms"],
+               "p99_ms": load["p99_ms"], "rss_mib": rss, "requests": load["requests"], "other_cores": others.cores}
+        self.add(row)
+        return row
+
+    def mlserver(self) -> tuple[str, local.Proc]:
+        venv = Path(self.a.mlserver_venv)
+        grpc_port, http_port, metrics_port = local.free_port(), local.free_port(), local.free_port()
+        models = self.work / "mlserver-models"
+        (models / "sms-spam").mkdir(parents=True, exist_ok=True)
+        (models / "settings.json").write_text(json.dumps({
+            "http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port, "host": "127.0.0.1",
+            "debug": False, "logging_level": "WARNING",
+            # Inference in the server's own process: MLServer 1.7.1's separate worker
+            # processes die at start on Python 3.11 ("There is no current event loop").
+            "parallel_workers": 0}))
+        (models / "sms-spam" / "model-settings.json").write_text(json.dumps({
+            "name": "sms-spam", "implementation": "sms_onnx.SmsOnnx",
+            "parameters": {"uri": str(local.MODELS / "v1" / "model.onnx")}}))
+        proc = self.stack.start("mlserver", [venv / "bin" / "mlserver", "start", str(models)],
+                                env={"PYTHONPATH": str(MLSERVER_DIR)})
+        url = f"http://127.0.0.1:{http_port}/v2/models/sms-spam/ready"
+
+        def ready():
+            proc.check_alive()
+            return local.http_ok(url)
+        local.poll(ready, 120, what="MLServer ready")
+        return f"127.0.0.1:{grpc_port}", proc
+
+    def oip(self):
+        print(f"\n== the Open Inference Protocol: ModelInfer against Classify, 64 rows, and Seldon's MLServer "
+              f"({self.a.warmup:g} s warm-up + {self.a.duration:g} s each, c16, h2load)", flush=True)
+        m, p = self.model("oip-model-v1")
+        grpc, metrics = m.addresses["grpc"], m.addresses["metrics"]
+        print(f"  {'':<52} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MiB':>8} {'others':>7}")
+        out = {}
+        # Classify, ModelInfer, ModelInfer, Classify: a drift of the shared machine during the
+        # four runs weighs on both alike.
+        for when, call in (("1", "classify"), ("1", "infer1"), ("2", "infer1"), ("2", "classify")):
+            if call == "classify":
+                out[f"classify-{when}"] = self.grpc_load(f"oip: Classify c16 ({when})", "oip", m, p, 16, version="v1")
+            else:
+                out[f"infer1-{when}"] = self.oip_load(f"oip: ModelInfer 1 row c16 ({when})", self.h2_infer, grpc,
+                                                      p.pid, 1, metrics)
+        if self.a.mlserver_venv:
+            mls, mp = self.mlserver()
+            out["mlserver"] = self.oip_load("oip: MLServer ModelInfer 1 row c16", self.h2_infer, mls, mp.pid, 1)
+            out["ours-again"] = self.oip_load("oip: ModelInfer 1 row c16 (after MLServer)", self.h2_infer, grpc,
+                                              p.pid, 1, metrics)
+        # One call of 64 rows at a time: a 64-row call holds all of a worker's 64 places in
+        # the queue while it waits, so a second one waiting beside it is refused whole (the
+        # queue bounds rows, not calls). Last: ONNX Runtime keeps the batch's buffers.
+        out["infer64"] = self.oip_load("oip: ModelInfer 64 rows c1", self.h2_infer64, grpc, p.pid, 64, metrics,
+                                       connections=1)
+        self.result["oip"] = out
         self.stack.stop_all()
 
     def shadow(self):
@@ -875,7 +991,7 @@ def targets(r: dict) -> list[dict]:
     if "v1" in ort and "v1-dense" in ort:
         add(13, "ONNX Runtime alone: dense v1 / lean v1 (x)", ort["v1-dense"]["median_us"] / ort["v1"]["median_us"],
             "(information)", True)
-    if rows:
+    if "model v1 gRPC c16" in rows:
         m1, m2 = rows["model v1 gRPC c16"], rows["model v2 gRPC c16"]
         f1, f2 = rows["FastAPI+onnxruntime v1 HTTP c16"], rows["FastAPI+onnxruntime v2 HTTP c16"]
         dense = rows["model v1 dense (pre-lean) artifact gRPC c16"]
@@ -907,9 +1023,28 @@ def targets(r: dict) -> list[dict]:
             ratio = 100 * ship / rows[raised]["rps"]
             add(11, f"{who} c16 req/s, shipped limits (mean of the runs around) / raised (%)", ratio,
                 ">= 95 (no lower; 5 % for noise)", ratio >= 95)
-        logging = rows["model v1 gRPC c16, chart's logging (info, json)"]["rps"]
-        add(13, "model v1 c16 req/s at the chart's logging / at warn, run before (%)",
-            100 * logging / rows["model v1 gRPC c16, shipped limits (after)"]["rps"], "(information)", True)
+        at_warn = rows["model v1 gRPC c16, logging at warn"]["rps"]
+        chart = statistics.mean(rows[f"model v1 gRPC c16, shipped limits ({w})"]["rps"] for w in ("before", "after"))
+        add(28, "model v1 c16 req/s at the chart's logging (info, json) / at warn (%)", 100 * chart / at_warn,
+            ">= 95", chart >= 0.95 * at_warn)
+    if "oip" in r:
+        o = r["oip"]
+        classify = statistics.mean(o[f"classify-{w}"]["rps"] for w in ("1", "2"))
+        infer = statistics.mean(o[f"infer1-{w}"]["rps"] for w in ("1", "2"))
+        add(28, "ModelInfer 1 row / Classify, c16, same server (%)", 100 * infer / classify, ">= 90",
+            infer >= 0.9 * classify)
+        add(28, "ModelInfer 64 rows c1 (rows/s)", o["infer64"]["rows_per_s"], "(information)", True)
+        add(28, "rows/s at 64 rows c1 / calls/s at 1 row c16 (x)", o["infer64"]["rows_per_s"] / infer, "(information)", True)
+        if "mlserver" in o:
+            ours = statistics.mean(o[k]["rps"] for k in ("infer1-1", "infer1-2", "ours-again"))
+            theirs = o["mlserver"]
+            add(28, "ModelInfer c16 req/s, ours / MLServer's (x)", ours / theirs["rps"], ">= 3",
+                ours >= 3 * theirs["rps"])
+            rss = o["ours-again"]["rss_mib"]
+            add(28, "RSS after ModelInfer c16, ours / MLServer's process tree", rss / theirs["rss_mib"], "<= 0.25",
+                rss <= 0.25 * theirs["rss_mib"])
+            add(28, "ModelInfer c16 p99 (ms), ours / MLServer's",
+                f"{o['ours-again']['p99_ms']:.2f} / {theirs['p99_ms']:.2f}", "(information)", True)
     for v, ready in r.get("ready", {}).items():
         add(13, f"model {v} time to ready, slowest of 3 (s)", ready["max_s"], "<= 0.5", ready["max_s"] <= 0.5)
     if "shadow" in r:
@@ -966,6 +1101,8 @@ def main(argv: list[str]) -> int:
                    "the history)")
     p.add_argument("--json", type=Path, default=ROOT / "test-output" / "bench" / "bench.json")
     p.add_argument("--log-dir", type=Path, default=ROOT / ".cache" / "bench")
+    p.add_argument("--mlserver-venv", default=os.environ.get("BENCH_MLSERVER_VENV"),
+                   help="the virtualenv with bench/mlserver/requirements.txt (scripts/bench.sh makes it)")
     p.add_argument("--venv", default=os.environ.get("BENCH_VENV"),
                    help="the virtualenv with bench/requirements.txt (scripts/bench.sh makes it)")
     a = p.parse_args(argv)
@@ -989,7 +1126,7 @@ def main(argv: list[str]) -> int:
                                              text=True).stdout.strip() or None}
     r["settings"] = {"duration_s": a.duration, "warmup_s": a.warmup, "overload_s": a.overload_duration,
                      "message_chars": len(MESSAGE), "h2load_threads": 1, "wrk_threads": 1,
-                     "server_log_level": "warn", "sections": only}
+                     "server_log_level": "model: the chart's (info, json); app: warn", "sections": only}
     print(f"make bench: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start "
           "(figures move with whatever else runs on these cores)", flush=True)
     failed = None
@@ -1008,6 +1145,8 @@ def main(argv: list[str]) -> int:
             bench.throughput(dense_root)
         if "shadow" in only:
             bench.shadow()
+        if "oip" in only:
+            bench.oip()
         if "overload" in only:
             r["chart_memory_limits_mib"] = chart_memory_limits()
             bench.overload(r["chart_memory_limits_mib"])

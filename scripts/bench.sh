@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make bench`: installs what the bench needs when it is missing (h2load from
-# nghttp2-client, wrk, the FastAPI comparison's pinned virtualenv, ONNX Runtime), builds the
+# nghttp2-client, wrk, the FastAPI and MLServer comparisons' pinned virtualenvs, ONNX Runtime), builds the
 # release binaries and the in-process benches, then runs scripts/bench.py, which starts every
 # service through scripts/stack.py, measures, prints the targets met or not and writes
 # test-output/bench/bench.json. Arguments go to scripts/bench.py (e.g. --duration 2 --only ready).
@@ -8,8 +8,10 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 apt_ensure nghttp2-client wrk curl
 BENCH_VENV="$(venv_ensure bench "$ROOT/bench/requirements.txt")"
+# Seldon's MLServer for the Open Inference Protocol comparison, in a venv of its own.
+BENCH_MLSERVER_VENV="$(venv_ensure bench-mlserver "$ROOT/bench/mlserver/requirements.txt")"
 ORT_DYLIB_PATH="$(scripts/ensure-ort.sh)"
-export ORT_DYLIB_PATH BENCH_VENV
+export ORT_DYLIB_PATH BENCH_VENV BENCH_MLSERVER_VENV
 log "cargo build --release (model-service, app-service) and the benches"
 cargo build --release --locked -q -p model-service -p app-service
 cargo bench --locked -q -p model-service --no-run

@@ -192,6 +192,12 @@ impl Model {
             }
             singles = singles.min(started.elapsed());
         }
+        tracing::info!(
+            model_version = %self.card.version, batch_us = batch.as_micros() as u64, singles_us = singles.as_micros() as u64,
+            "{PROBE_BATCH} rows: {} us in one ONNX Runtime run, {} us in {PROBE_BATCH} runs: {}",
+            batch.as_micros(), singles.as_micros(),
+            if batch < singles { "a call's rows run as one batch" } else { "a call's rows run one by one on the pool" }
+        );
         Ok(batch < singles)
     }
 }
