@@ -192,7 +192,8 @@ impl Model {
             }
             singles = singles.min(started.elapsed());
         }
-        tracing::info!(
+        // A debug line: a start-up that fails says why in its one line, and nothing else.
+        tracing::debug!(
             model_version = %self.card.version, batch_us = batch.as_micros() as u64, singles_us = singles.as_micros() as u64,
             "{PROBE_BATCH} rows: {} us in one ONNX Runtime run, {} us in {PROBE_BATCH} runs: {}",
             batch.as_micros(), singles.as_micros(),
