@@ -34,16 +34,16 @@ throughput, issue 15's shadow cost, issue 10's per-call metrics cost):
      connection (curl; h2load -n1), which sees how fast the server answers or refuses,
      where the flood's own latency is its calls in flight over the throughput. The
      kernel's dropped connection attempts (listen queue full) are counted.
+  6. The Open Inference Protocol (issue 28), on one load generator (h2load, prebuilt
+     frames), at c16: ModelInfer with 1 row against Classify on the same server; the
+     model at the chart's logging against warn, in turn; Seldon's MLServer (bench/mlserver:
+     the same model.onnx through a minimal onnxruntime runtime, its own venv) answering the
+     same ModelInfer call, throughput, p99 and RSS (process tree) for both; ModelInfer with
+     64 rows (rows/s, one call at a time).
 
 It prints a table and each target as met / NOT met, and writes JSON (--json). Missed
 targets are reported, not failed on; errors fail it: a crash, a gRPC code or HTTP status
 that should not be there, a service unhealthy after overload, a comparison that did not run.
-
-  6. The Open Inference Protocol (issue 28), on one load generator (h2load, prebuilt
-     frames), at c16: ModelInfer with 1 row against Classify on the same server; ModelInfer
-     with 64 rows (rows/s); and Seldon's MLServer (bench/mlserver: the same model.onnx
-     through a minimal onnxruntime runtime, its own venv) answering the same ModelInfer
-     call, throughput, p99 and RSS (process tree) for both.
 
   python3 scripts/bench.py [--duration 5] [--only ort,ready,throughput,shadow,overload,oip]
 """
@@ -709,6 +709,7 @@ class Bench:
         print(f"\n== the Open Inference Protocol: ModelInfer against Classify, 64 rows, and Seldon's MLServer "
               f"({self.a.warmup:g} s warm-up + {self.a.duration:g} s each, c16, h2load)", flush=True)
         m, p = self.model("oip-model-v1")
+        mw, pw = self.model("oip-model-v1-at-warn", **AT_WARN)
         grpc, metrics = m.addresses["grpc"], m.addresses["metrics"]
         print(f"  {'':<52} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MiB':>8} {'others':>7}")
         out = {}
@@ -720,6 +721,12 @@ class Bench:
             else:
                 out[f"infer1-{when}"] = self.oip_load(f"oip: ModelInfer 1 row c16 ({when})", self.h2_infer, grpc,
                                                       p.pid, 1, metrics)
+        # The logging's cost: the same calls at the chart's logging and at warn, in turn.
+        for when, at in (("1", "warn"), ("2", "warn")):
+            out[f"warn-{when}"] = self.grpc_load(f"oip: Classify c16 at warn ({when})", "oip-logging", mw, pw, 16,
+                                                 version="v1", env=AT_WARN)
+            out[f"chart-{when}"] = self.grpc_load(f"oip: Classify c16 at the chart's logging ({when})",
+                                                  "oip-logging", m, p, 16, version="v1", env=CHART_MODEL_LOGGING)
         if self.a.mlserver_venv:
             mls, mp = self.mlserver()
             out["mlserver"] = self.oip_load("oip: MLServer ModelInfer 1 row c16", self.h2_infer, mls, mp.pid, 1)
@@ -1033,6 +1040,10 @@ def targets(r: dict) -> list[dict]:
         infer = statistics.mean(o[f"infer1-{w}"]["rps"] for w in ("1", "2"))
         add(28, "ModelInfer 1 row / Classify, c16, same server (%)", 100 * infer / classify, ">= 90",
             infer >= 0.9 * classify)
+        chart = statistics.mean(o[f"chart-{w}"]["rps"] for w in ("1", "2"))
+        warn = statistics.mean(o[f"warn-{w}"]["rps"] for w in ("1", "2"))
+        add(28, "Classify c16 at the chart's logging / at warn, in turn (%)", 100 * chart / warn, ">= 95",
+            chart >= 0.95 * warn)
         add(28, "ModelInfer 64 rows c1 (rows/s)", o["infer64"]["rows_per_s"], "(information)", True)
         add(28, "rows/s at 64 rows c1 / calls/s at 1 row c16 (x)", o["infer64"]["rows_per_s"] / infer, "(information)", True)
         if "mlserver" in o:
