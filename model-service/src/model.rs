@@ -58,8 +58,11 @@ pub struct Model {
     pub batch_is_cheaper: bool,
 }
 
-/// Rows of the batch the load times against as many single runs.
-const PROBE_BATCH: usize = 16;
+/// Rows of the batch the load times against as many single runs, and the most rows one
+/// run takes: a run's intermediate tensors grow with its rows (the graphs' TF-IDF is a row
+/// of the vocabulary per message) and ONNX Runtime's arena keeps the largest run's for
+/// good, so a 64-row call runs as 4 runs of 16 (one run of 64 kept ~30 MiB more).
+pub const BATCH_ROWS: usize = 16;
 
 impl Model {
     /// Loads one model from `dir` (see `load_sessions`), with no memory budget.
@@ -114,16 +117,25 @@ impl Model {
             reason: "`classes` has no \"spam\"".into(),
         })?;
         let card = Arc::new(card);
-        let mut models = Vec::with_capacity(sessions);
-        for _ in 0..sessions {
-            let session = Session::builder(env)
+        let new_session = || {
+            Session::builder(env)
                 .and_then(|b| Ok(b.with_intra_threads(1)?))
                 .and_then(|mut b| b.commit_from_memory(&graph))
-                .map_err(|e| onnx_err(format!("cannot be loaded by ONNX Runtime: {e}")))?;
+                .map_err(|e| onnx_err(format!("cannot be loaded by ONNX Runtime: {e}")))
+        };
+        // Whether a batch is cheaper is timed on a session of its own, dropped before the
+        // serving sessions load: the timing's batch would stay in a serving session's arena.
+        let batch_is_cheaper = {
+            let mut probe = Self { session: new_session()?, spam_index, card: card.clone(), batch_is_cheaper: true };
+            probe.measure_batches().map_err(|e| onnx_err(format!("warm-up failed: {e}")))?
+        };
+        let mut models = Vec::with_capacity(sessions);
+        for _ in 0..sessions {
+            let session = new_session()?;
             if models.is_empty() {
                 check_metadata(&session, &card).map_err(onnx_err)?;
             }
-            let mut model = Self { session, spam_index, card: card.clone(), batch_is_cheaper: true };
+            let mut model = Self { session, spam_index, card: card.clone(), batch_is_cheaper };
             for probe in ["WINNER!! Claim your free prize now, call 09061701461", "see you at lunch?"] {
                 let p = model.spam_probability(probe).map_err(|e| onnx_err(format!("warm-up failed: {e}")))?;
                 if !(0.0..=1.0).contains(&p) {
@@ -131,12 +143,6 @@ impl Model {
                 }
             }
             models.push(model);
-        }
-        if let Some(first) = models.first_mut() {
-            let cheaper = first.measure_batches().map_err(|e| onnx_err(format!("warm-up failed: {e}")))?;
-            for m in &mut models {
-                m.batch_is_cheaper = cheaper;
-            }
         }
         Ok(models)
     }
@@ -146,13 +152,18 @@ impl Model {
         Ok(self.spam_probabilities(&[text.to_owned()])?[0])
     }
 
-    /// Spam probabilities of N normalized texts, in one run when that is cheaper per row
-    /// for this graph, else one run each.
+    /// Spam probabilities of N normalized texts: in runs of up to `BATCH_ROWS` rows when
+    /// that is cheaper per row for this graph, else one run each.
     pub fn spam_probabilities(&mut self, texts: &[String]) -> Result<Vec<f32>, ModelError> {
-        if texts.len() > 1 && !self.batch_is_cheaper {
-            return texts.iter().map(|t| Ok(self.run(std::slice::from_ref(t))?[0])).collect();
+        let rows = if self.batch_is_cheaper { BATCH_ROWS } else { 1 };
+        if texts.len() <= rows {
+            return self.run(texts);
         }
-        self.run(texts)
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(rows) {
+            out.extend(self.run(chunk)?);
+        }
+        Ok(out)
     }
 
     /// One ONNX Runtime run over `texts` as a [N, 1] string tensor.
@@ -175,10 +186,10 @@ impl Model {
         Ok(probs.chunks_exact(classes).map(|row| row[self.spam_index]).collect())
     }
 
-    /// Times `PROBE_BATCH` rows in one run against as many single runs (the best of three
+    /// Times `BATCH_ROWS` rows in one run against as many single runs (the best of three
     /// of each): is a batch cheaper per row on this graph?
     fn measure_batches(&mut self) -> Result<bool, ModelError> {
-        let rows: Vec<String> = (0..PROBE_BATCH)
+        let rows: Vec<String> = (0..BATCH_ROWS)
             .map(|i| format!("probe message {i}: call now to claim your prize, or see you at lunch"))
             .collect();
         let (mut batch, mut singles) = (std::time::Duration::MAX, std::time::Duration::MAX);
@@ -195,7 +206,7 @@ impl Model {
         // A debug line: a start-up that fails says why in its one line, and nothing else.
         tracing::debug!(
             model_version = %self.card.version, batch_us = batch.as_micros() as u64, singles_us = singles.as_micros() as u64,
-            "{PROBE_BATCH} rows: {} us in one ONNX Runtime run, {} us in {PROBE_BATCH} runs: {}",
+            "{BATCH_ROWS} rows: {} us in one ONNX Runtime run, {} us in {BATCH_ROWS} runs: {}",
             batch.as_micros(), singles.as_micros(),
             if batch < singles { "a call's rows run as one batch" } else { "a call's rows run one by one on the pool" }
         );
