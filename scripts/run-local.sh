@@ -4,7 +4,8 @@
 # and watched by scripts/stack.py (the one description of the local stack). Ctrl-C, SIGTERM
 # or closing the terminal (SIGHUP) stops everything it started, by PID; its processes die
 # with it even when it is killed (kill -9), and the next start cleans up after such a run
-# and says so. Ports: APP_PORT, MODEL_PORT, MODEL_METRICS_PORT; RUN_DIR (.cache/run: logs,
+# and says so. Ports: APP_PORT, MODEL_PORT, MODEL_METRICS_PORT, MODEL_INFERENCE_PORT (the
+# Open Inference Protocol over HTTP, 8082); RUN_DIR (.cache/run: logs,
 # lock, process list); RUN_PROFILE=debug runs debug builds.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -19,5 +20,6 @@ case "${RUN_PROFILE:-release}" in
   *) die "RUN_PROFILE must be release or debug" ;;
 esac
 exec python3 scripts/stack.py run --profile "${RUN_PROFILE:-release}" --app-port "${APP_PORT:-8080}" \
-  --model-port "${MODEL_PORT:-8081}" --metrics-port "${MODEL_METRICS_PORT:-9464}" --log-dir "${RUN_DIR:-.cache/run}" \
+  --model-port "${MODEL_PORT:-8081}" --metrics-port "${MODEL_METRICS_PORT:-9464}" \
+  --inference-port "${MODEL_INFERENCE_PORT:-8082}" --log-dir "${RUN_DIR:-.cache/run}" \
   --grpcurl "${tools#"$ROOT"/}/bin/grpcurl"

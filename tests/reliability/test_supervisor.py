@@ -69,7 +69,8 @@ def gone_within(pids, ports: set, seconds: float = 5) -> float:
 def test_make_run_leaves_nothing_behind_when_its_terminal_closes_or_it_is_killed():
     run_dir = OUT / "make-run"
     shutil.rmtree(run_dir, ignore_errors=True)
-    ports = {"APP_PORT": local.free_port(), "MODEL_PORT": local.free_port(), "MODEL_METRICS_PORT": local.free_port()}
+    ports = {"APP_PORT": local.free_port(), "MODEL_PORT": local.free_port(), "MODEL_METRICS_PORT": local.free_port(),
+             "MODEL_INFERENCE_PORT": local.free_port()}
     procs = []
     try:
         # the terminal closes: SIGHUP to the whole foreground group, as the kernel sends it
