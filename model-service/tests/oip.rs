@@ -560,8 +560,42 @@ async fn a_batch_holds_queue_places_per_row_and_cannot_jump_the_bound() {
     }
     println!("24 batches of 16 at once, 1 worker, 16 places: {ok} answered, {refused} refused");
     assert!(ok >= 1 && refused >= 1, "{ok} answered, {refused} refused");
-    // And over HTTP the refusal is a 503 with Retry-After... (checked by the Python suite
-    // under load); a single call still goes through afterwards.
+    // Over HTTP the same refusal is a 503 with Retry-After and the protocol's error body.
+    let body = serde_json::json!({"inputs": [{"name": "text", "shape": [16], "datatype": "BYTES", "data": texts(16)}]})
+        .to_string();
+    let addr = m.server.inference_http_addr;
+    let calls: Vec<_> = (0..24)
+        .map(|_| {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let head = format!(
+                    "POST /v2/models/sms-spam/infer HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                stream.write_all(head.as_bytes()).await.unwrap();
+                stream.write_all(body.as_bytes()).await.unwrap();
+                let mut answer = String::new();
+                stream.read_to_string(&mut answer).await.unwrap();
+                answer
+            })
+        })
+        .collect();
+    let (mut ok, mut refused) = (0, 0);
+    for c in calls {
+        let answer = c.await.unwrap();
+        if answer.starts_with("HTTP/1.1 200") {
+            ok += 1;
+        } else {
+            assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+            assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");
+            assert!(answer.contains(r#"{"error":"the model service is overloaded; retry in a moment"}"#), "{answer}");
+            refused += 1;
+        }
+    }
+    println!("24 HTTP batches of 16 at once: {ok} answered, {refused} refused with 503");
+    assert!(ok >= 1 && refused >= 1, "{ok} answered, {refused} refused");
+    // A single call still goes through afterwards.
     oip.model_infer(typed(&[SPAM])).await.unwrap();
     m.server.stop().await.unwrap();
 }
