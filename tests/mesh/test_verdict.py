@@ -51,11 +51,12 @@ def report(line: str = "") -> None:
 
 @pytest.fixture(scope="module")
 def exp():
-    """A mesh of its own with Prometheus; JSON logs at info level (one line per model call)."""
+    """A mesh of its own with Prometheus; JSON logs at info level, the model's line per call
+    (a debug line) included."""
     assert EXPERIMENT.is_file(), f"{EXPERIMENT} missing: tests/mesh/run.sh builds it (cargo build -p sms-experiment)"
     split = Path(os.environ.get("MESH_TEST_SPLIT", ROOT / ".cache" / "data" / "test-split.jsonl"))
     assert split.is_file(), f"{split} missing: tests/mesh/run.sh writes it (scripts/ensure-test-split.sh)"
-    s = Stack(OUT / "verdict", prometheus=True, extra_env={"RUST_LOG": "info", "LOG_FORMAT": "json"})
+    s = Stack(OUT / "verdict", prometheus=True, extra_env={"RUST_LOG": "info,model_service=debug", "LOG_FORMAT": "json"})
     try:
         s.use(*SETS)
         poll(s.scraped, 60, "Prometheus scraping every process of the mesh")

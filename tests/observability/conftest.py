@@ -130,7 +130,9 @@ class Stack:
             reference = {"REFERENCE_VERSION": "v1"} if source == "shadow" else {}
             proc = group.launch(local.model(name, grpc=grpc_addr, metrics=metrics_addr, version=version,
                                             source=source, INFERENCE_WORKERS="1", MODEL_RELOAD_SECS="0",
-                                            LOG_FORMAT=LOG_FORMATS[name], RUST_LOG="info", **reference))
+                                            LOG_FORMAT=LOG_FORMATS[name],
+                                            # The model's line per answer is a debug line.
+                                            RUST_LOG="info,model_service=debug", **reference))
             self.models[source] = {"proc": proc, "grpc": grpc_addr, "metrics": metrics_addr,
                                    "pod": pod, "version": version}
         for m in self.models.values():
