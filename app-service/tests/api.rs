@@ -208,7 +208,7 @@ async fn cache_on_answers_repeats_without_calling_the_model() {
     let (_, body) = t.post_json(json!({"sms": format!("  {SPAM}\n")})).await;
     assert_eq!(body["cached"], true);
     let model = t.model_metrics().await;
-    assert_eq!(sample(&model, "sms_model_predictions_total", &[("result", "spam")]), Some(1.0));
+    assert_eq!(sample(&model, "sms_model_predictions_total", &[("result", "spam"), ("protocol", "sms")]), Some(1.0));
     let m = t.metrics().await;
     assert_eq!(sample(&m, "sms_cache_hits_total", &[("version", "v2")]), Some(5.0));
     assert_eq!(sample(&m, "sms_cache_misses_total", &[("version", "v2")]), Some(1.0));
@@ -225,7 +225,7 @@ async fn cache_off_sends_every_request_to_the_model() {
         assert_eq!(body["cached"], false);
     }
     let model = t.model_metrics().await;
-    assert_eq!(sample(&model, "sms_model_predictions_total", &[("result", "spam")]), Some(5.0));
+    assert_eq!(sample(&model, "sms_model_predictions_total", &[("result", "spam"), ("protocol", "sms")]), Some(5.0));
     let m = t.metrics().await;
     assert_eq!(sample(&m, "sms_cache_hits_total", &[("version", "v1")]), Some(0.0));
     t.stop().await;

@@ -46,8 +46,8 @@ def contract_metrics() -> dict:
 def test_contract_parser_reads_the_metrics():
     m = contract_metrics()
     # known answers, so that a parser that reads nothing cannot pass the tests below
-    assert m["sms_model_predictions_total"] == {"version", "source", "result"}
-    assert m["sms_model_inference_seconds_bucket"] == {"version", "source", "le"}
+    assert m["sms_model_predictions_total"] == {"version", "source", "result", "protocol"}
+    assert m["sms_model_inference_seconds_bucket"] == {"version", "source", "protocol", "le"}
     assert m["sms_cache_misses_total"] == {"version"}
     assert m["sms_requests_total"] == {"version", "method", "route", "status"}
     assert len(m) >= 16

@@ -97,7 +97,7 @@ pub async fn start_app_over_replicas(addresses: Arc<Mutex<Vec<SocketAddr>>>, res
 /// The spam predictions a model service made, from its metrics page.
 pub async fn spam_predictions(http: &reqwest::Client, metrics_addr: SocketAddr) -> f64 {
     let m = http.get(format!("http://{metrics_addr}/metrics")).send().await.unwrap().text().await.unwrap();
-    sample(&m, "sms_model_predictions_total", &[("result", "spam")]).unwrap()
+    sample(&m, "sms_model_predictions_total", &[("result", "spam"), ("protocol", "sms")]).unwrap()
 }
 
 pub fn app_config(model_addr: SocketAddr, cache: bool) -> Config {
