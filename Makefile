@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 
-.PHONY: help run mesh mesh-traffic test test-rust models bench ort experiment
+.PHONY: help run mesh cluster mesh-traffic test test-rust models bench ort experiment
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -15,6 +15,9 @@ run: ## run the whole system on this machine (bundled models, no cluster)
 
 mesh: ## the experiment on one machine, Envoys programmed by Istio's own code, and a Prometheus (ARGS='--set K=V ...'; live: scripts/mesh.sh upgrade)
 	@scripts/mesh.sh $(ARGS)
+
+cluster: ## a real Kubernetes on this machine with the chart installed by the real helm (root; ARGS='--set K=V ...'; docs/local-cluster.md)
+	@scripts/cluster.sh $(ARGS)
 
 mesh-traffic: ## labelled test-split messages through the running mesh as many visitors with guesses (ARGS='--duration 60 --concurrency 8')
 	@scripts/mesh-traffic.sh $(ARGS)

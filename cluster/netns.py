@@ -36,14 +36,17 @@ def exists(name: str) -> bool:
     return Path("/run/netns", name).exists()
 
 
-def create(name: str, bridge: str, bridge_cidr: str) -> None:
+def create(name: str, bridge: str, bridge_cidr: str, service_cidr: str) -> None:
     """The namespace with its loopback up, forwarding on (pods reach Services through
-    kube-proxy's rules here) and the pods' bridge at `bridge_cidr` (e.g. 198.18.0.1/24)."""
+    kube-proxy's rules here), the pods' bridge at `bridge_cidr` (e.g. 198.18.0.1/24) and a
+    route for the Services' range, so connections made here (the relays) are routed at all
+    before kube-proxy's rules translate them."""
     ip("netns", "add", name)
     ip("-n", name, "link", "set", "lo", "up")
     ip("-n", name, "link", "add", bridge, "type", "bridge")
     ip("-n", name, "addr", "add", bridge_cidr, "dev", bridge)
     ip("-n", name, "link", "set", bridge, "up")
+    ip("-n", name, "route", "add", service_cidr, "dev", bridge)
     for key in ("net/ipv4/ip_forward", "net/ipv4/conf/all/route_localnet"):
         subprocess.run(["ip", "netns", "exec", name, "sh", "-c", f"echo 1 > /proc/sys/{key}"], check=True)
 

@@ -41,7 +41,7 @@ def identities(service_ip: str, node: str, bridge_ip: str) -> list[Identity]:
         Identity("kube-proxy", "system:kube-proxy"),
         Identity("coredns", "system:coredns"),
         Identity("node", f"system:node:{node}", "system:nodes"),
-        Identity("kubelet", node, sans=("IP:127.0.0.1", f"DNS:{node}"), server=True),
+        Identity("kubelet", node, sans=("IP:127.0.0.1", f"IP:{bridge_ip}", f"DNS:{node}"), server=True),
         Identity("istiod", "istiod", sans=("DNS:istiod.istio-system.svc", "IP:127.0.0.1", f"IP:{bridge_ip}"),
                  server=True),
         Identity("istiod-client", "istiod", "system:masters"),
@@ -62,7 +62,8 @@ def ensure(pki: Path, ids: list[Identity]) -> list[str]:
             (pki / f"{i.name}.crt").unlink(missing_ok=True)
         made.append("CA")
     for i in ids:
-        if (pki / f"{i.name}.crt").exists():
+        spec = pki / f"{i.name}.spec"  # what the certificate says: made anew when that changes
+        if (pki / f"{i.name}.crt").exists() and spec.exists() and spec.read_text() == repr(i):
             continue
         subj = f"/CN={i.cn}" + (f"/O={i.org}" if i.org else "")
         _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
@@ -77,6 +78,7 @@ def ensure(pki: Path, ids: list[Identity]) -> list[str]:
                  "-out", f"{i.name}.crt", "-days", str(DAYS), "-extfile", ext.name, cwd=pki)
         (pki / f"{i.name}.csr").unlink()
         ext.unlink()
+        spec.write_text(repr(i))
         made.append(i.name)
     if not (pki / "sa.key").exists():
         _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key", cwd=pki)

@@ -90,6 +90,26 @@ roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: system:
 subjects:
   - {{apiGroup: rbac.authorization.k8s.io, kind: User, name: system:coredns}}
 """
+# The node (a virtual-kubelet) watches ConfigMaps, Secrets and Services in every
+# namespace, which the Node authorizer does not grant: a read-only grant to the nodes' group.
+NODE_RBAC = """
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: sms-node:watch
+rules:
+  - apiGroups: [""]
+    resources: [configmaps, secrets, services]
+    verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: sms-node:watch
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: sms-node:watch}
+subjects:
+  - {apiGroup: rbac.authorization.k8s.io, kind: Group, name: system:nodes}
+"""
 # Cluster names only: nothing is forwarded off the machine.
 COREFILE = """.:53 {{
     bind {bridge_ip}
@@ -182,7 +202,7 @@ class Cluster:
             pki.kubeconfig(self.s.state / f"{user}.kubeconfig", server, self.pki, user)
         # The user's: the same API, through the relay on this machine's loopback.
         pki.kubeconfig(self.kubeconfig, f"https://127.0.0.1:{self.s.api_port}", self.pki, "admin")
-        netns.create(self.s.namespace, BRIDGE, f"{self.s.bridge_ip}/24")
+        netns.create(self.s.namespace, BRIDGE, f"{self.s.bridge_ip}/24", self.s.service_cidr)
 
     def control_plane(self) -> None:
         s, p = self.s, self.pki
@@ -239,6 +259,7 @@ class Cluster:
 
     def node(self) -> None:
         s, p = self.s, self.pki
+        self.kubectl("apply", "-f", "-", input=NODE_RBAC)
         self.start("sms-node", [
             self.tool("sms-node"), f"--kubeconfig={s.state / 'node.kubeconfig'}", f"--name={NODE}",
             f"--node-ip={s.bridge_ip}", f"--listen={s.bridge_ip}:10250",
@@ -351,11 +372,30 @@ class Cluster:
     def stop(self) -> None:
         for r in self.relays:
             r.stop()
-        for p in reversed(self.procs.procs):
+        # The node first, while the API server is there: it stops its pods as the kubelet
+        # does on shutdown (preStop, SIGTERM, the grace period; 30 s at most in all).
+        nodes = [p for p in self.procs.procs if p.name == "sms-node"]
+        for p in nodes:
+            p.stop(timeout=45)
+        rest = [p for p in reversed(self.procs.procs) if p not in nodes]
+        for p in rest:
             p.terminate()
-        for p in reversed(self.procs.procs):
+        for p in rest:
             p.stop(timeout=10)
+        left = self.pod_networks()
+        for name in left:
+            netns.delete(name)
+        if left:
+            say(f"removed {len(left)} pod network namespaces the node left: {', '.join(sorted(left))}")
         netns.delete(self.s.namespace)
+
+    def pod_networks(self) -> list[str]:
+        """The pods' network namespaces the node's state file lists that still exist."""
+        try:
+            pods = json.loads((self.s.state / "node" / "state.json").read_text()).get("pods") or {}
+        except (OSError, ValueError):
+            return []
+        return [p["netns"] for p in pods.values() if p.get("netns") and netns.exists(p["netns"])]
 
 
 def cmd_run(args: list[str]) -> int:
@@ -384,7 +424,6 @@ def cmd_run(args: list[str]) -> int:
         say(f"cluster ready in {time.monotonic() - c.started:.0f} s: release {s.release} in namespace "
             f"{s.release_namespace}, every pod Running and Ready")
         say(f"export KUBECONFIG={c.kubeconfig} PATH={s.bin}:$PATH   # kubectl, helm")
-        say(f"export KUBECONFIG={c.kubeconfig}")
         while not stopping.wait(1):
             for p in c.procs.procs:
                 if not p.alive() and not p.expected_exit:

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Builds what `make cluster` runs, when missing or stale, and prints the directory that
 # holds the binaries: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# kube-proxy and kubectl (k8s.io/kubernetes), helm, CoreDNS, Istio's pilot-discovery (istiod) and
-# pilot-agent (the Istio version istio/local/xds pins), and the project's own node
-# (cluster/node: a virtual-kubelet whose pods are processes in network namespaces).
+# kube-proxy and kubectl (k8s.io/kubernetes), helm, CoreDNS, and the project's own node
+# (cluster/node: a virtual-kubelet whose pods are processes in network namespaces); on
+# request also Istio's pilot-discovery (istiod) and pilot-agent, from the Istio version
+# istio/local/xds pins.
 # Each comes from the wrapper module under cluster/build/ (or its own folder) that pins
 # its version; Go's module and build caches are shared by every clone on the machine, so
 # only the first build is long (the API server alone ~10 min on 2 cores). One Go build at
 # a time; the package count shows progress.
 #
-#   scripts/ensure-cluster-tools.sh [tool...]    (default: all)
+#   scripts/ensure-cluster-tools.sh [tool...]    (default: what make cluster runs)
 source "$(dirname "$0")/lib.sh"
 
 GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
@@ -43,7 +44,9 @@ declare -A TOOLS=(
   [pilot-agent]="istio/local/xds|istio.io/istio/pilot/cmd/pilot-agent|-s -w"
   [sms-node]="cluster/node|.|-s -w"
 )
-ORDER=(etcd helm kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl coredns pilot-discovery pilot-agent sms-node)
+# What `make cluster` runs today; Istio's two (built on request) join when istiod and the
+# proxies run on the cluster.
+ORDER=(etcd helm kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl coredns sms-node)
 
 # -v names each package as it is compiled: print a count every 100 so progress shows
 progress() { awk -v what="$1" '{ n++ } n % 100 == 0 { printf "==>   %s: %d packages compiled\n", what, n > "/dev/stderr"; fflush() } END { if (n) printf "==>   %s: %d packages compiled\n", what, n > "/dev/stderr" }'; }

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The chart on a real Kubernetes on this machine (`make cluster`): the control plane and
+# helm built from their Go modules, the project's node running the pods as processes in
+# network namespaces; helm install/upgrade/rollback, the API server's own validation, pods
+# recreated, and nothing left behind when the cluster is stopped or killed. Needs root
+# (network namespaces). Extra arguments go to pytest.
+source "$(dirname "$0")/../../scripts/lib.sh"
+cd "$ROOT"
+[ "$(id -u)" -eq 0 ] || die "the cluster tests need root: the cluster makes network namespaces and veth pairs"
+apt_ensure iproute2 openssl nftables
+scripts/ensure-cluster-tools.sh >/dev/null || die "building the cluster's tools failed"
+services_ensure  # the pods run the debug builds (CLUSTER_PROFILE=debug)
+venv="$(venv_ensure cluster "$ROOT/tests/cluster/requirements.txt")"
+mkdir -p test-output/cluster
+exec "$venv/bin/python" -m pytest -p no:cacheprovider -q -ra --junitxml=test-output/cluster/junit.xml tests/cluster "$@"
