@@ -10,6 +10,9 @@ cd "$ROOT"
 apt_ensure iproute2 openssl nftables
 scripts/ensure-cluster-tools.sh >/dev/null || die "building the cluster's tools failed"
 services_ensure  # the pods run the debug builds (CLUSTER_PROFILE=debug)
+# The node's own tests first: real network namespaces, processes and a pod lifecycle.
+log "go test ./... in cluster/node"
+(cd cluster/node && GOTOOLCHAIN=local GOFLAGS=-mod=readonly go test -count=1 ./...) || die "cluster/node's tests failed"
 venv="$(venv_ensure cluster "$ROOT/tests/cluster/requirements.txt")"
 mkdir -p test-output/cluster
 exec "$venv/bin/python" -m pytest -p no:cacheprovider -q -ra --junitxml=test-output/cluster/junit.xml tests/cluster "$@"
