@@ -215,9 +215,11 @@ class LocalMesh:
                     out[w["name"]] = old
                     continue
                 grpc, metrics = self._take(self.ports.model, used), self._take(self.ports.metrics, used)
+                http = self._take(self.ports.model, used)  # the Open Inference Protocol's HTTP port
                 svc = local.model(w["name"], grpc=f"127.0.0.1:{grpc}", metrics=f"127.0.0.1:{metrics}",
-                                  model_root=Path(env.pop("MODEL_ROOT")), **env)
-                out[w["name"]] = Workload(w["name"], svc.binary, svc.env, {"grpc": grpc, "http-metrics": metrics},
+                                  http=f"127.0.0.1:{http}", model_root=Path(env.pop("MODEL_ROOT")), **env)
+                out[w["name"]] = Workload(w["name"], svc.binary, svc.env,
+                                          {"grpc": grpc, "http-metrics": metrics, "http-inference": http},
                                           f"grpc://{svc.addresses['grpc']}", svc.addresses["metrics"], svc.ready_url)
             else:
                 raise RuntimeError(f"Deployment {w['name']} has no {COMPONENT} app|model label")
