@@ -926,6 +926,22 @@ class Bench:
 
 # --------------------------------------------------------------------------- today's artifact
 
+def metadata_props(props: dict[str, str]) -> bytes:
+    """ONNX ModelProto `metadata_props` entries (field 14: StringStringEntryProto, key 1,
+    value 2), encoded to append to a serialized model: protobuf merges repeated fields."""
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+            n >>= 7
+            if not n:
+                return bytes(out)
+
+    def field(tag: int, data: bytes) -> bytes:
+        return varint(tag << 3 | 2) + varint(len(data)) + data
+    return b"".join(field(14, field(1, k.encode()) + field(2, v.encode())) for k, v in props.items())
+
+
 def dense_artifact(work: Path, rev: str | None) -> tuple[Path, str]:
     """models/v1 as it was before the lean graphs (the newest committed models/v1/model.onnx
     with a dense `Normalizer` node, unless `rev` names one), with a card copy whose
@@ -946,6 +962,10 @@ def dense_artifact(work: Path, rev: str | None) -> tuple[Path, str]:
         # A NodeProto whose op_type (field 4) is exactly "Normalizer" (not StringNormalizer).
         if rev or b"\x22\x0aNormalizer" in graph:
             card = json.loads(git("show", f"{commit}:models/v1/model.json"))
+            # The model service checks the card against the graph's own name and threshold,
+            # which graphs of that time did not carry: added as training adds them now
+            # (metadata only; the graph's work is unchanged).
+            graph += metadata_props({"name": card["name"], "threshold": repr(float(card["threshold"]))})
             card["onnx_sha256"] = hashlib.sha256(graph).hexdigest()
             root = work / "dense-model-root"
             (root / "v1").mkdir(parents=True, exist_ok=True)
