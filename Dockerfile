@@ -41,9 +41,10 @@ ENV ORT_DYLIB_PATH=/usr/lib/onnxruntime/libonnxruntime.so \
     MODEL_ROOT=/mnt/shared/models \
     GRPC_ADDR=0.0.0.0:8081 \
     METRICS_ADDR=0.0.0.0:9464 \
+    INFERENCE_HTTP_ADDR=0.0.0.0:8082 \
     LOG_FORMAT=json
 USER 65532:65532
-EXPOSE 8081 9464
+EXPOSE 8081 8082 9464
 ENTRYPOINT ["/usr/local/bin/model-service"]
 
 FROM gcr.io/distroless/cc-debian13:nonroot AS app-service
