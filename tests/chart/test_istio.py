@@ -221,7 +221,7 @@ def test_only_the_app_identity_calls_the_model(scenario):
     grpc_rule, metrics_rule = ap["spec"]["rules"]
     assert grpc_rule["from"] == [{"source": {"principals": ["cluster.local/ns/sms-app/sa/sms-app-app"]}}]
     # ListDisagreements can return message texts: not for the app's identity.
-    assert grpc_rule["to"] == [{"operation": {"ports": ["8081"],
+    assert grpc_rule["to"] == [{"operation": {"ports": ["8081", "8082"],
                                               "notPaths": ["/sms.v1.SpamClassifier/ListDisagreements"]}}]
     assert "from" not in metrics_rule and metrics_rule["to"] == [{"operation": {"ports": ["9464"]}}]
     # The principal is the app pods' service account.
