@@ -29,6 +29,10 @@ export MESH_TEST_SPLIT
 ORT_DYLIB_PATH="$(scripts/ensure-ort.sh)" || die "scripts/ensure-ort.sh failed: the model service cannot start"
 ISTIO_XDS_DIR="$(scripts/ensure-istio-xds.sh)" || die "scripts/ensure-istio-xds.sh failed: Istio's control plane is missing"
 export ORT_DYLIB_PATH ISTIO_XDS_DIR
+# grpcurl: Open Inference Protocol calls through the sidecar (reflection, no .proto).
+tools="$(venv_ensure tools "$ROOT/tests/tools/requirements.txt")"
+export GRPCURL="$tools/bin/grpcurl"
+[ -x "$GRPCURL" ] || die "grpcurl is missing from .venv/tools"
 
 export MESH_TEST_OUT="$ROOT/test-output/mesh"
 rm -rf "$MESH_TEST_OUT"

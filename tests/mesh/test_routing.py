@@ -7,6 +7,10 @@ test-output/mesh/figures.txt)."""
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import subprocess
 import time
 from collections import Counter
 
@@ -168,6 +172,38 @@ def settled(read, what: str) -> float:
 
     poll(stable, 20, f"{what} to settle")
     return last[0]
+
+
+def oip_count(stack, version: str, source: str) -> float:
+    return metric(stack.model_metrics(version), "sms_model_predictions_total", source=source, protocol="oip-grpc")
+
+
+def test_the_shadow_gets_its_share_of_open_inference_protocol_calls(mesh):
+    """ModelInfer calls sent to the model Service through the sidecar are mirrored as
+    Classify calls are, and the shadow scores (and compares) them."""
+    st = mesh(*SHADOW_25)
+    text = "WINNER!! Claim your free prize now, call 09061701461"
+    body = json.dumps({"model_name": "sms-spam", "inputs": [{
+        "name": "text", "datatype": "BYTES", "shape": [1],
+        "contents": {"bytes_contents": [base64.b64encode(text.encode()).decode()]}}]})
+    target = f"{st.ports.vip}:8081"  # the model Service's address: the sidecar's listener
+    shadow0 = settled(lambda: oip_count(st, "v2", "shadow"), "shadow")
+    serving0 = oip_count(st, "v1", "app")
+    compared0 = metric(st.model_metrics("v2"), "sms_shadow_comparisons_total")
+    n = 200
+    for _ in range(n):
+        out = subprocess.run([os.environ["GRPCURL"], "-plaintext", "-max-time", "5", "-d", body, target,
+                              "inference.GRPCInferenceService/ModelInfer"], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert '"outputs"' in out.stdout and '"label"' in out.stdout, out.stdout
+    served = oip_count(st, "v1", "app") - serving0
+    mirrored = settled(lambda: oip_count(st, "v2", "shadow"), "shadow") - shadow0
+    compared = metric(st.model_metrics("v2"), "sms_shadow_comparisons_total") - compared0
+    report(f"Open Inference Protocol through the sidecar: {n} ModelInfer calls -> {served:.0f} on model v1, "
+           f"{mirrored:.0f} mirrored to the shadow ({100 * mirrored / n:.1f} %), {compared:.0f} compared")
+    assert served == n
+    assert 0.15 * n <= mirrored <= 0.35 * n
+    assert compared >= mirrored
 
 
 def test_shadow_gets_its_share_users_get_v1_and_its_loss_is_invisible(mesh, client):
