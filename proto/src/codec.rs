@@ -43,38 +43,42 @@ where
     }
 }
 
-/// The server's codec: `SmallBufferCodec`, with requests that do not decode refused as
-/// INVALID_ARGUMENT.
-#[derive(Debug, Clone, Default)]
-pub struct RequestValidatingCodec<T, U>(SmallBufferCodec<T, U>);
-
-impl<T, U> Codec for RequestValidatingCodec<T, U>
-where
-    T: Message + Send + 'static,
-    U: Message + Default + Send + 'static,
-{
-    type Encode = T;
-    type Decode = U;
-    type Encoder = ProstEncoder<T>;
-    type Decoder = RequestDecoder<U>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        self.0.encoder()
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RequestDecoder(self.0.decoder(), "sms.v1")
-    }
+/// The protocol a server's codec names in its refusals.
+pub trait Protocol: Send + 'static {
+    const NAME: &'static str;
 }
 
-/// `RequestValidatingCodec` for the Open Inference Protocol's server.
-#[derive(Debug, Clone, Default)]
-pub struct InferenceRequestCodec<T, U>(SmallBufferCodec<T, U>);
+/// `sms.v1`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SmsV1;
 
-impl<T, U> Codec for InferenceRequestCodec<T, U>
+impl Protocol for SmsV1 {
+    const NAME: &'static str = "sms.v1";
+}
+
+/// The Open Inference Protocol (`inference.GRPCInferenceService`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inference;
+
+impl Protocol for Inference {
+    const NAME: &'static str = "inference";
+}
+
+/// A server's codec: `SmallBufferCodec`, with requests that do not decode refused as
+/// INVALID_ARGUMENT naming the protocol `P`.
+#[derive(Debug, Clone, Default)]
+pub struct ServerCodec<T, U, P>(SmallBufferCodec<T, U>, std::marker::PhantomData<P>);
+
+/// The `sms.v1` server's codec.
+pub type RequestValidatingCodec<T, U> = ServerCodec<T, U, SmsV1>;
+/// The Open Inference Protocol server's codec.
+pub type InferenceRequestCodec<T, U> = ServerCodec<T, U, Inference>;
+
+impl<T, U, P> Codec for ServerCodec<T, U, P>
 where
     T: Message + Send + 'static,
     U: Message + Default + Send + 'static,
+    P: Protocol,
 {
     type Encode = T;
     type Decode = U;
@@ -86,7 +90,7 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        RequestDecoder(self.0.decoder(), "inference")
+        RequestDecoder(self.0.decoder(), P::NAME)
     }
 }
 
