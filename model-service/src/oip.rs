@@ -265,28 +265,36 @@ fn guess_of(request: &Request<ModelInferRequest>) -> Option<&'static str> {
     parse_guess(parameter).or_else(|| guess_in(request.metadata()))
 }
 
+/// The refusal of a request whose input count is not one (both transports).
+pub(crate) fn one_input_expected(count: usize) -> Status {
+    Status::invalid_argument(format!(
+        "the request has {count} inputs: model {MODEL_NAME} takes one, `{INPUT}` (BYTES, shape [N] or [N, 1])"
+    ))
+}
+
+/// The one input's name and datatype checked, and its row count from its shape (both
+/// transports).
+pub(crate) fn check_input(oip: &Oip, name: &str, datatype: &str, shape: &[i64]) -> Result<usize, Status> {
+    if name != INPUT {
+        return Err(Status::invalid_argument(format!(
+            "unknown input {name:?}: model {MODEL_NAME} takes one input, `{INPUT}` (BYTES, shape [N] or [N, 1])"
+        )));
+    }
+    if datatype != "BYTES" {
+        return Err(Status::invalid_argument(format!(
+            "input `{INPUT}` has datatype {datatype:?}; it must be BYTES (one UTF-8 text per row)"
+        )));
+    }
+    oip.rows_in(shape)
+}
+
 /// A gRPC request's rows, validated, and whether it sent them raw.
 fn texts_of(oip: &Oip, request: &ModelInferRequest) -> Result<(Vec<String>, bool), Status> {
     oip.check_model(&request.model_name, &request.model_version)?;
     let [input] = &request.inputs[..] else {
-        return Err(Status::invalid_argument(format!(
-            "the request has {} inputs: model {MODEL_NAME} takes one, `{INPUT}` (BYTES, shape [N] or [N, 1])",
-            request.inputs.len()
-        )));
+        return Err(one_input_expected(request.inputs.len()));
     };
-    if input.name != INPUT {
-        return Err(Status::invalid_argument(format!(
-            "unknown input {:?}: model {MODEL_NAME} takes one input, `{INPUT}` (BYTES, shape [N] or [N, 1])",
-            input.name
-        )));
-    }
-    if input.datatype != "BYTES" {
-        return Err(Status::invalid_argument(format!(
-            "input `{INPUT}` has datatype {:?}; it must be BYTES (one UTF-8 text per row)",
-            input.datatype
-        )));
-    }
-    let n = oip.rows_in(&input.shape)?;
+    let n = check_input(oip, &input.name, &input.datatype, &input.shape)?;
     let raw = !request.raw_input_contents.is_empty();
     let rows: Vec<&[u8]> = if raw {
         if input.contents.is_some() {

@@ -24,7 +24,10 @@ use tonic::{Code, Status};
 
 use crate::{
     metrics::Protocol,
-    oip::{GUESS_PARAMETER, INPUT, MAX_REQUEST_BYTES, MODEL_NAME, Oip, Output, split_raw_bytes, text_of_row},
+    oip::{
+        GUESS_PARAMETER, INPUT, MAX_REQUEST_BYTES, MODEL_NAME, Oip, Output, check_input, one_input_expected,
+        split_raw_bytes, text_of_row,
+    },
     service::{Answers, parse_guess},
 };
 
@@ -224,24 +227,9 @@ fn decode(
     let request: InferRequest = serde_json::from_slice(json_part)
         .map_err(|e| Status::invalid_argument(format!("the body is not an inference request: {e}")))?;
     let [input] = &request.inputs[..] else {
-        return Err(Status::invalid_argument(format!(
-            "the request has {} inputs: model {MODEL_NAME} takes one, `{INPUT}` (BYTES, shape [N] or [N, 1])",
-            request.inputs.len()
-        )));
+        return Err(one_input_expected(request.inputs.len()));
     };
-    if input.name != INPUT {
-        return Err(Status::invalid_argument(format!(
-            "unknown input {:?}: model {MODEL_NAME} takes one input, `{INPUT}` (BYTES, shape [N] or [N, 1])",
-            input.name
-        )));
-    }
-    if input.datatype != "BYTES" {
-        return Err(Status::invalid_argument(format!(
-            "input `{INPUT}` has datatype {:?}; it must be BYTES (one UTF-8 text per row)",
-            input.datatype
-        )));
-    }
-    let n = oip.rows_in(&input.shape)?;
+    let n = check_input(oip, &input.name, &input.datatype, &input.shape)?;
     let binary_size = input.parameters.get("binary_data_size");
     let texts: Vec<String> = match (binary_size, &input.data) {
         (Some(_), Some(_)) => {
