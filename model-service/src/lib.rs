@@ -10,6 +10,7 @@ pub mod budget;
 pub mod config;
 pub mod counting;
 pub mod disagreements;
+pub mod drift;
 pub mod metrics;
 pub mod model;
 pub mod oip;
@@ -88,7 +89,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         config.reference_version.as_deref(),
         config.telemetry.otlp_endpoint.as_deref(),
     ));
-    metrics.set_model_info(&card.name, &card.data.sha256);
+    metrics.set_model_info(&card);
     let pool = Arc::new(InferencePool::start(models, config.queue_per_worker));
     let comparison = match (config.reference_dir(), config.reference_version.clone()) {
         (Some(dir), Some(version)) => {

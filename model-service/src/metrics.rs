@@ -14,6 +14,11 @@ use sms_runtime::{
     telemetry::{InFlight, MetricsPipeline},
 };
 
+use crate::{
+    drift::{INPUT_CHARS_BUCKETS, Quantity, Reference, SPAM_PROBABILITY_BUCKETS, le_label},
+    model::ModelCard,
+};
+
 /// Fine enough for sub-millisecond inference (the word model takes ~0.15 ms).
 pub const INFERENCE_BUCKETS: &[f64] =
     &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
@@ -50,6 +55,8 @@ struct PerProtocol {
     spam: BoundCounter<u64>,
     ham: BoundCounter<u64>,
     inference_seconds: BoundHistogram<f64>,
+    spam_probability: BoundHistogram<f64>,
+    input_chars: BoundHistogram<u64>,
 }
 
 /// The comparison with the reference model's answers (a shadow with REFERENCE_VERSION).
@@ -64,6 +71,8 @@ struct Comparisons {
 struct ServedModel {
     name: String,
     data_sha256: String,
+    /// Its card's reference, when it is one in this service's buckets.
+    reference: Option<Arc<Reference>>,
 }
 
 pub struct Metrics {
@@ -117,6 +126,50 @@ impl Metrics {
                 })
                 .build();
         }
+        {
+            // The card's reference, beside the live histograms it is compared with: a
+            // fixed set of series (one per bucket), the served card's only.
+            let (served, labels) = (served.clone(), labels.clone());
+            meter
+                .f64_observable_gauge("sms_model_reference_share")
+                .with_description(
+                    "Share of the model card's held-out messages per bucket (previous le, le] of the \
+                     histogram named by quantity.",
+                )
+                .with_callback(move |observer| {
+                    let Some(reference) = served.lock().unwrap_or_else(|e| e.into_inner()).reference.clone() else {
+                        return;
+                    };
+                    for quantity in Quantity::ALL {
+                        let shares = reference.shares(quantity);
+                        for (&le, &share) in shares.le.iter().zip(&shares.share) {
+                            let [version, source] = labels.clone();
+                            observer.observe(
+                                share,
+                                &[
+                                    version,
+                                    source,
+                                    KeyValue::new("quantity", quantity.label()),
+                                    KeyValue::new("le", le_label(le)),
+                                ],
+                            );
+                        }
+                    }
+                })
+                .build();
+        }
+        {
+            let (served, labels) = (served.clone(), labels.clone());
+            meter
+                .f64_observable_gauge("sms_model_reference_spam_share")
+                .with_description("Share of the model card's held-out messages that the model labels spam.")
+                .with_callback(move |observer| {
+                    if let Some(reference) = served.lock().unwrap_or_else(|e| e.into_inner()).reference.clone() {
+                        observer.observe(reference.predicted_spam_share, &labels);
+                    }
+                })
+                .build();
+        }
         let predictions = meter
             .u64_counter("sms_model_predictions")
             .with_description("Messages classified by the model, by result and the protocol of the call.")
@@ -143,6 +196,16 @@ impl Metrics {
                 "Time ONNX Runtime spent on one message (a batch's run divided by its rows), by protocol.",
             )
             .with_boundaries(INFERENCE_BUCKETS.to_vec())
+            .build();
+        let spam_probability = meter
+            .f64_histogram("sms_model_spam_probability")
+            .with_description("The model's spam probability per message, by protocol (the reference: sms_model_reference_share).")
+            .with_boundaries(SPAM_PROBABILITY_BUCKETS.to_vec())
+            .build();
+        let input_chars = meter
+            .u64_histogram("sms_model_input_chars")
+            .with_description("Characters per message scored (after whitespace normalization), by protocol.")
+            .with_boundaries(INPUT_CHARS_BUCKETS.to_vec())
             .build();
         let guesses = meter
             .u64_counter("sms_model_guesses")
@@ -196,7 +259,9 @@ impl Metrics {
                         KeyValue::new("result", "ham"),
                         protocol.clone(),
                     ]),
-                    inference_seconds: inference_seconds.bind(&[version, source, protocol]),
+                    inference_seconds: inference_seconds.bind(&[version.clone(), source.clone(), protocol.clone()]),
+                    spam_probability: spam_probability.bind(&[version.clone(), source.clone(), protocol.clone()]),
+                    input_chars: input_chars.bind(&[version, source, protocol]),
                 }
             }),
             answered_ok: requests.bind(&with("code", "Ok")),
@@ -246,6 +311,14 @@ impl Metrics {
         p.inference_seconds.record(inference_seconds);
     }
 
+    /// What one message of a call that came in through `protocol` looked like to the
+    /// model: its spam probability and its length in characters (the drift histograms).
+    pub fn scored(&self, protocol: Protocol, spam_probability: f32, input_chars: usize) {
+        let p = &self.predictions[protocol as usize];
+        p.spam_probability.record(f64::from(spam_probability));
+        p.input_chars.record(input_chars as u64);
+    }
+
     /// A call that carried the user's guess: did this model's answer agree with it?
     pub fn guessed(&self, agrees: bool) {
         if agrees { &self.guess_agrees } else { &self.guess_disagrees }.add(1);
@@ -284,9 +357,18 @@ impl Metrics {
         self.reloads.add(1, &[version, source, outcome]);
     }
 
-    pub fn set_model_info(&self, model_name: &str, data_sha256: &str) {
+    /// The card being served: `sms_model_info` and the drift reference (a card without
+    /// one, or with one in other buckets, exports no reference).
+    pub fn set_model_info(&self, card: &ModelCard) {
+        let reference = card.reference.as_ref().and_then(|r| match r.check() {
+            Ok(()) => Some(Arc::new(r.clone())),
+            Err(e) => {
+                tracing::warn!(model = %card.name, "the model card's drift reference is not exported: {e}");
+                None
+            }
+        });
         *self.served.lock().unwrap_or_else(|e| e.into_inner()) =
-            ServedModel { name: model_name.into(), data_sha256: data_sha256.into() };
+            ServedModel { name: card.name.clone(), data_sha256: card.data.sha256.clone(), reference };
     }
 
     pub fn render(&self) -> String {

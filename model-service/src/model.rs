@@ -29,6 +29,10 @@ pub struct ModelCard {
     pub metrics: BTreeMap<String, f64>,
     /// sha256 of the model.onnx this card describes: graph and card are one unit.
     pub onnx_sha256: String,
+    /// The held-out split's distributions, the reference of the drift metrics (absent
+    /// from cards written before training measured them).
+    #[serde(default)]
+    pub reference: Option<crate::drift::Reference>,
     /// Filled in by the loader, not read from the file.
     #[serde(skip)]
     pub loaded_at_unix: i64,

@@ -65,7 +65,7 @@ pub async fn watch_for_new_model(
                 let card = models[0].card.clone();
                 pool.swap(models);
                 if let Some(m) = &metrics {
-                    m.set_model_info(&card.name, &card.data.sha256);
+                    m.set_model_info(&card);
                     m.reloaded(true);
                 }
                 tracing::info!(model = %card.name, version = %card.version, role, "loaded new model files");

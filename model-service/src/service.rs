@@ -61,6 +61,7 @@ impl Serving {
     ) -> Result<Answers, Status> {
         // The reference model scores the same normalized texts.
         let compared = self.comparison.is_some().then(|| texts.clone());
+        let input_chars: Vec<usize> = texts.iter().map(|t| t.chars().count()).collect();
         let result = {
             let _inflight = self.metrics.in_flight();
             self.pool.classify_batch(texts).await
@@ -75,9 +76,11 @@ impl Serving {
         let labels: Vec<&'static str> = predictions
             .spam_probabilities
             .iter()
-            .map(|&p| {
+            .zip(&input_chars)
+            .map(|(&p, &chars)| {
                 let label = if p >= card.threshold { "spam" } else { "ham" };
                 self.metrics.predicted(protocol, label == "spam", seconds);
+                self.metrics.scored(protocol, p, chars);
                 if let Some(guess) = guess {
                     self.metrics.guessed(guess == label);
                 }
