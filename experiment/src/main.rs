@@ -6,10 +6,13 @@
 //! (`--timeout` bounds each call, body included) or answering what cannot be trusted
 //! (see `prom.rs`: a negative, NaN, infinite or absurd count, more than 4 MiB or
 //! 1,000 series).
+//!
+//! `sms-experiment serve` answers Flagger's webhooks with the same verdict (`serve.rs`).
 
 mod prom;
 mod report;
 mod rules;
+mod serve;
 mod stats;
 
 use std::process::ExitCode;
@@ -45,7 +48,26 @@ requests, calls, guesses, bucket observations), so a negative, NaN, infinite or 
 (above 1e15), or such a bucket bound, is an error naming the query, not a verdict.
 
 exit codes: 0 PROMOTE (all), 1 KEEP RUNNING, 2 ROLL BACK (any), 3 error (bad option;
-Prometheus unreachable, past --timeout, refusing a query or answering nonsense)";
+Prometheus unreachable, past --timeout, refusing a query or answering nonsense)
+
+usage: sms-experiment serve [options above but --json] [serve options]
+
+Flagger's gate: answers Flagger's webhooks, POST /webhooks/<type>, with the verdict of the
+canary's namespace (the payload's; --namespace pins one and refuses others with 403).
+--experiment defaults to canary here. GET /healthz answers 200.
+  rollout             200 unless ROLL BACK (412)
+  confirm-promotion   200 on PROMOTE, else 412
+  rollback            200 on ROLL BACK (Flagger rolls back at once), else 412
+  pre-rollout, post-rollout, confirm-rollout, confirm-traffic-increase, event: 200
+No verdict (Prometheus failing, or past --deadline): 503. Not JSON, not Flagger's payload
+or an unknown type: 400; a payload over 64 KiB: 413.
+
+serve options:
+  --listen ADDR         address to listen on (default 127.0.0.1:9810); port 0 picks a
+                        free one; the bound address is printed as `listening on http://ADDR`
+  --cache DUR           reuse a namespace's verdict this long (default 5s; 0: every call)
+  --deadline DUR        bound on one whole verdict, every query included (default 8s,
+                        under Flagger's default webhook timeout of 10s)";
 
 struct Args {
     prometheus: String,
@@ -53,6 +75,8 @@ struct Args {
     experiments: Vec<&'static str>,
     timeout: Duration,
     json: bool,
+    /// `sms-experiment serve`: Flagger's gate instead of a report.
+    serve: Option<serve::Options>,
 }
 
 /// `24h`, `15m`, `90s`, `2d`, `1w` or `0`, in seconds.
@@ -82,17 +106,39 @@ fn version_name(text: &str) -> Result<String> {
     Ok(text.to_owned())
 }
 
-fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>> {
+fn parse_args(argv: impl Iterator<Item = String>) -> Result<Option<Args>> {
+    let mut argv = argv.peekable();
+    let serving = argv.next_if(|first| first == "serve").is_some();
     let mut prometheus = "http://127.0.0.1:9090".to_owned();
     let (mut window, mut min_duration, mut min_samples) = (86400, None, 1000.0);
     let (mut namespace, mut baseline, mut candidate) = (None, "v1".to_owned(), "v2".to_owned());
-    let (mut experiments, mut timeout, mut json) = (vec!["canary", "shadow"], Duration::from_secs(10), false);
+    // The gate judges the app's canary, the one Flagger drives.
+    let mut experiments = if serving { vec!["canary"] } else { vec!["canary", "shadow"] };
+    let (mut timeout, mut json) = (Duration::from_secs(10), false);
+    let mut serve_options = serve::Options {
+        listen: "127.0.0.1:9810".parse().expect("a socket address"),
+        cache: Duration::from_secs(5),
+        deadline: Duration::from_secs(8),
+    };
     while let Some(flag) = argv.next() {
         if flag == "-h" || flag == "--help" {
             return Ok(None);
         }
-        if flag == "--json" {
+        if flag == "--json" && !serving {
             json = true;
+            continue;
+        }
+        if serving && matches!(flag.as_str(), "--listen" | "--cache" | "--deadline") {
+            let value = argv.next().with_context(|| format!("{flag} needs a value"))?;
+            match flag.as_str() {
+                "--listen" => {
+                    serve_options.listen = value
+                        .parse()
+                        .with_context(|| format!("--listen {value:?} is not an address like 127.0.0.1:9810"))?
+                }
+                "--cache" => serve_options.cache = Duration::from_secs(parse_duration(&value)?),
+                _ => serve_options.deadline = Duration::from_secs(parse_duration(&value)?),
+            }
             continue;
         }
         let value = argv.next().with_context(|| format!("{flag} needs a value"))?;
@@ -119,6 +165,18 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>> {
     if window == 0 {
         bail!("--window must be longer than 0");
     }
+    if serving && serve_options.deadline.is_zero() {
+        bail!("--deadline must be longer than 0");
+    }
+    if serving && serve_options.cache > Duration::from_secs(600) {
+        bail!("--cache must be at most 10m: a verdict older than that is not today's");
+    }
+    if let Some(ns) = &namespace
+        && serving
+        && !ns.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        bail!("--namespace {ns:?} is not a Kubernetes namespace name");
+    }
     let settings = rules::Settings {
         window_secs: window,
         min_samples,
@@ -127,7 +185,8 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>> {
         baseline,
         candidate,
     };
-    Ok(Some(Args { prometheus, settings, experiments, timeout, json }))
+    let serve = serving.then_some(serve_options);
+    Ok(Some(Args { prometheus, settings, experiments, timeout, json, serve }))
 }
 
 async fn run(args: &Args) -> Result<Vec<rules::Experiment>> {
@@ -144,7 +203,7 @@ async fn run(args: &Args) -> Result<Vec<rules::Experiment>> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
+    let mut args = match parse_args(std::env::args().skip(1)) {
         Ok(Some(args)) => args,
         Ok(None) => {
             println!("{USAGE}");
@@ -155,6 +214,22 @@ async fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
+    if let Some(options) = args.serve.take() {
+        let gate = match prom::Prometheus::new(&args.prometheus, args.timeout) {
+            Ok(prom) => serve::Gate::new(prom, args.settings, args.experiments, &options),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(3);
+            }
+        };
+        return match serve::run(gate, options.listen).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(3)
+            }
+        };
+    }
     match run(&args).await {
         Ok(experiments) => {
             let w = args.settings.window_secs;
@@ -191,6 +266,21 @@ mod tests {
         assert_eq!((a.settings.min_duration_secs, a.json), (0, true));
         assert!(args(&["--candidate", "v2\"}"]).is_err(), "labels must not break the PromQL");
         assert!(args(&["--bogus", "1"]).is_err() && args(&["--window"]).is_err());
+        assert!(a.serve.is_none() && args(&["--listen", "127.0.0.1:0"]).is_err(), "serve options need serve");
+    }
+
+    #[test]
+    fn serve_takes_the_clis_options_and_its_own() {
+        let a = args(&["serve", "--listen", "127.0.0.1:0", "--window", "15m", "--cache", "0"]).unwrap().unwrap();
+        let serve = a.serve.unwrap();
+        assert_eq!((serve.listen.port(), serve.cache, serve.deadline), (0, Duration::ZERO, Duration::from_secs(8)));
+        assert_eq!((a.settings.window_secs, a.experiments), (900, vec!["canary"]));
+        let a = args(&["serve", "--experiment", "both", "--namespace", "sms-app"]).unwrap().unwrap();
+        assert_eq!(a.experiments, vec!["canary", "shadow"]);
+        assert!(args(&["serve", "--json"]).is_err(), "the gate answers Flagger, not a script");
+        assert!(args(&["serve", "--listen", "localhost"]).is_err());
+        assert!(args(&["serve", "--deadline", "0"]).is_err() && args(&["serve", "--cache", "1h"]).is_err());
+        assert!(args(&["serve", "--namespace", "Sms\"}"]).is_err());
     }
 
     #[test]

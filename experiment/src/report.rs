@@ -1,6 +1,6 @@
 //! The verdict as text for people and as JSON for scripts, and the exit code.
 
-use crate::rules::{Experiment, Row, Unit, Verdict};
+use crate::rules::{Experiment, Row, Status, Unit, Verdict};
 use crate::stats::Interval;
 
 /// Exit codes (documented in docs/experiment.md): the worst verdict of the experiments.
@@ -112,7 +112,8 @@ fn round(x: f64) -> String {
 
 /// A count with thousands separators.
 fn thousands(x: f64) -> String {
-    let digits = format!("{:.0}", x.max(0.0).round());
+    // `+ 0.0` turns a -0 (an empty increase()) into 0.
+    let digits = format!("{:.0}", x.max(0.0).round() + 0.0);
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {
         if i > 0 && (digits.len() - i) % 3 == 0 {
@@ -130,6 +131,38 @@ fn duration(secs: u64) -> String {
         s if s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),
     }
+}
+
+/// One line per experiment for a webhook's answer (Flagger shows it in its events): the
+/// verdict, its reason, the traffic and every gating figure that failed or is not decided
+/// yet, with its interval and rule.
+pub fn summary(experiments: &[Experiment]) -> String {
+    let mut lines = Vec::new();
+    for e in experiments {
+        let mut parts = vec![format!("{}: {}: {}", e.name, verdict_name(e.verdict), e.reason)];
+        parts.push(format!("{} {}", thousands(e.traffic), e.traffic_unit));
+        if let Some(more) = e.more_needed {
+            let bound = if e.more_needed_is_lower_bound { "more than" } else { "about" };
+            parts.push(format!("needs {bound} {} more", round(more)));
+        }
+        for r in e.rows.iter().filter(|r| matches!(r.status, Status::Fail | Status::Undecided)) {
+            let [figure, base, cand, difference, rule, status] = row_cells(r);
+            let mut figures = Vec::new();
+            if !base.is_empty() {
+                figures.push(format!("{} {base}", e.baseline));
+            }
+            if !cand.is_empty() {
+                figures.push(format!("{} {cand}", e.candidate));
+            }
+            if !difference.is_empty() {
+                figures.push(format!("difference {difference}"));
+            }
+            let figures = if figures.is_empty() { "no data".to_owned() } else { figures.join(", ") };
+            parts.push(format!("{figure} {status}: {figures} (rule {rule})"));
+        }
+        lines.push(parts.join("; "));
+    }
+    lines.join("\n")
 }
 
 pub fn json(experiments: &[Experiment], window_secs: u64) -> String {
@@ -151,6 +184,7 @@ mod tests {
         assert_eq!(round(41.4), "41");
         assert_eq!(round(1234567.0), "1,200,000");
         assert_eq!(thousands(21612.4), "21,612");
+        assert_eq!(thousands(-0.0), "0");
         assert_eq!(duration(86400), "1d");
         assert_eq!(duration(900), "15m");
     }

@@ -27,6 +27,7 @@ const NOT_USER_ROUTES: &str = r#"route!~"/metrics|/livez|/readyz""#;
 /// gRPC codes that are the client's doing, not a server failure.
 const CLIENT_CODES: [&str; 3] = ["Ok", "InvalidArgument", "Cancelled"];
 
+#[derive(Clone)]
 pub struct Settings {
     pub window_secs: u64,
     pub min_samples: f64,
