@@ -265,3 +265,21 @@ def test_metric_templates_give_the_decision_rules_figures(scenario, tmp_path):
     proc = subprocess.run([promtool, "test", "rules", "flagger.test.yml"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_the_experiments_gate_adds_flaggers_webhooks_only_when_set(flagger_schemas):
+    """flagger.gate.url: the Canary calls sms-experiment serve (docs/experiment.md, "Flagger's
+    gate") for the three hooks its verdict decides, at the paths the gate serves."""
+    r = render(parse_set("flagger.enabled=true,flagger.gate.url=http://sms-experiment.sms-app:9810/,"
+                         "flagger.gate.timeout=15s"), tag="flagger-gate")
+    canary = r.get("Canary", "sms-app-app")
+    assert schema_errors(flagger_schemas, canary) == []
+    hooks = {h["type"]: h for h in canary["spec"]["analysis"]["webhooks"]}
+    assert set(hooks) == {"rollout", "rollback", "confirm-promotion"}
+    for kind, hook in hooks.items():
+        assert hook["url"] == f"http://sms-experiment.sms-app:9810/webhooks/{kind}"
+        assert hook["timeout"] == "15s"
+    assert len(canary["spec"]["analysis"]["metrics"]) == 3, "the metrics still run next to the gate"
+    (plain,) = render(parse_set("flagger.enabled=true"), tag="flagger-no-gate").all("Canary")
+    assert "webhooks" not in plain["spec"]["analysis"]
+    assert "flagger/gate/url" in render_error(parse_set("flagger.enabled=true,flagger.gate.url=sms-experiment:9810"))
