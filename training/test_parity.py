@@ -123,6 +123,35 @@ def test_a_changed_weight_or_card_is_caught(version):
     edited["metrics"]["spam_f1"] = round(edited["metrics"]["spam_f1"] + 0.0001, 4)
     assert reproducible.card_differences(card, edited) == [
         f"metrics.spam_f1: committed {card['metrics']['spam_f1']!r}, training gives {edited['metrics']['spam_f1']!r}"]
+    # the drift reference is part of the card: one bucket's share moved fails, naming it
+    edited = copy.deepcopy(card)
+    edited["reference"]["spam_probability"]["share"][9] += 0.001
+    assert [p.split(":")[0] for p in reproducible.card_differences(card, edited)] == [
+        "reference.spam_probability.share"]
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_card_reference_is_what_the_served_graph_gives_on_the_test_split(dataset, version):
+    """The card's drift reference (the model service exports it beside its live
+    histograms) is the committed graph's own distribution on the held-out split, in the
+    service's buckets: scored by ONNX Runtime as the service scores, lengths counted in
+    characters of the normalized text, each bucket (previous bound, bound]."""
+    _, x_test, _, y_test = train.split(dataset)
+    card = json.loads((MODELS / version / "model.json").read_text())
+    ref = card["reference"]
+    scores = p_spam(committed(version), x_test)
+    assert ref["spam_probability"]["le"] == train.SPAM_PROBABILITY_BUCKETS
+    assert ref["input_chars"]["le"] == train.INPUT_CHARS_BUCKETS
+    assert ref["spam_probability"]["share"] == train.bucket_shares(scores, train.SPAM_PROBABILITY_BUCKETS)
+    assert ref["input_chars"]["share"] == train.bucket_shares([len(t) for t in x_test], train.INPUT_CHARS_BUCKETS)
+    assert ref["predicted_spam_share"] == round(float((scores >= train.THRESHOLD).mean()), 6)
+    assert ref["spam_share"] == round(y_test.count("spam") / len(y_test), 6)
+    for quantity in ("spam_probability", "input_chars"):
+        assert abs(sum(ref[quantity]["share"]) - 1) < 1e-4, quantity
+    # Known answers, so that a bucketing that shifts every value by one bucket fails:
+    # bounds are upper-inclusive, as Prometheus' le.
+    assert train.bucket_shares([0.1, 0.1000001, 1.0], [0.1, 0.2, 1.0]) == [0.333333, 0.333333, 0.333333]
+    assert train.bucket_shares([10, 11, 1000], train.INPUT_CHARS_BUCKETS)[:2] == [0.333333, 0.333333]
 
 
 # Messages the test split may not cover: no token at all, no known n-gram, one character,
