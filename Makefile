@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 
-.PHONY: help run mesh cluster mesh-traffic test test-rust models bench ort experiment
+.PHONY: help run mesh cluster mesh-traffic test test-rust models bench ort experiment slo
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ experiment: ## the verdict of both experiments from Prometheus (ARGS="--promethe
 
 bench: ## cost and limits of both tiers in one run, against FastAPI and the pre-lean artifact (~4 min; ARGS='--duration 2 ...')
 	@scripts/bench.sh $(ARGS)
+
+slo: ## regenerate grafana/rules/sms-slo.rules.yml from the SLOs in grafana/slos/ with Sloth (built when missing)
+	@grafana/slos/generate.sh
 
 ort: ## fetch the ONNX Runtime shared library (printed path)
 	@scripts/ensure-ort.sh

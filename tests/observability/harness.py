@@ -162,9 +162,15 @@ def strip_outer_parens(expr: str) -> str:
     return expr
 
 
+# Sloth's burn-rate thresholds: `max(slo:... > (14.4 * 0.001)) without (sloth_window)`
+_BURN_THRESHOLD = re.compile(r"\s*>\s*\(\s*[0-9.]+\s*\*\s*[0-9.e-]+\s*\)")
+
+
 def data_queries(alert_expr: str) -> list[str]:
     """What an alert expression looks at, without its threshold: the operands of its
-    top-level set operators, each with a trailing comparison against a number removed."""
+    top-level set operators, each with a trailing comparison against a number removed
+    (and Sloth's comparisons against a burn rate times the budget)."""
+    alert_expr = _BURN_THRESHOLD.sub("", alert_expr)
     out = []
     for part in split_set_operators(strip_outer_parens(alert_expr)):
         part = strip_outer_parens(part)
