@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import helm_python as helm
+import jsonschema
 import pytest
 import yaml
 
@@ -35,7 +36,9 @@ SCENARIOS = {
     "alerting-chart-secret": "alerting.enabled=true,alerting.smtp.password=not-a-real-password",
     "flagger": "flagger.enabled=true",
     "everything-off": "istio.enabled=false,ingress.enabled=false,monitoring.enabled=false,"
-    "networkPolicy.enabled=false,appService.replicas=1,modelService.replicas=1",
+    "networkPolicy.enabled=false,autoscaling.enabled=false,appService.replicas=1,modelService.replicas=1",
+    "keda": "autoscaling.keda.enabled=true,modelService.shadow.enabled=true",
+    "flagger-keda": "flagger.enabled=true,autoscaling.keda.enabled=true",
 }
 
 
@@ -112,6 +115,49 @@ def scenario():
 @pytest.fixture(scope="session")
 def all_scenarios(scenario):
     return {name: scenario(name) for name in SCENARIOS}
+
+
+def strict(schema):
+    """A CRD's OpenAPI schema with unknown fields refused (as `kubectl apply
+    --validate=strict` refuses them), except where the CRD keeps unknown fields."""
+    if isinstance(schema, list):
+        return [strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: strict(v) for k, v in schema.items()}
+    if (out.get("type") == "object" and isinstance(out.get("properties"), dict)
+            and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    return out
+
+
+def crd_schemas(crd_env: str, module_env: str) -> dict[tuple[str, str], jsonschema.protocols.Validator]:
+    """Validators of every served version of the CRDs in the file $crd_env, which run.sh
+    takes from the Go module $module_env (MODULE@VERSION): {(apiVersion, kind): validator}."""
+    path = os.environ.get(crd_env)
+    assert path and Path(path).is_file(), f"{crd_env} is not set to a CRD file (run tests/chart/run.sh)"
+    module = os.environ.get(module_env, "")
+    assert module and module.split("@")[-1] in path, (module, path)  # the pinned version
+    schemas = {}
+    for crd in yaml.safe_load_all(Path(path).read_text()):
+        if not crd or crd.get("kind") != "CustomResourceDefinition":
+            continue
+        for version in crd["spec"]["versions"]:
+            if version.get("served"):
+                key = (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
+                schemas[key] = jsonschema.Draft7Validator(strict(version["schema"]["openAPIV3Schema"]))
+    return schemas
+
+
+def schema_errors(schemas, doc) -> list[str]:
+    """What the CRD's schema (and the API server's name rule) refuses in `doc`."""
+    validator = schemas.get((doc["apiVersion"], doc["kind"]))
+    assert validator, f"the CRDs have no schema for {doc['apiVersion']} {doc['kind']}"
+    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
+    name = doc["metadata"]["name"]
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) or len(name) > 63:
+        errors.append(f"metadata.name {name!r} is not a DNS-1123 label")
+    return errors
 
 
 def container_env(container: dict) -> dict[str, str]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The chart's test suite (issue 5): renders helm/ with the real Helm engine and checks
 # every scenario's objects, the refused values, helm lint, kubernetes-validate --strict,
-# the kubernetes-models CRD schemas, Flagger's CRD schemas (from its Go module), checkov,
+# the kubernetes-models CRD schemas, Flagger's and KEDA's CRD schemas (from their Go modules), checkov,
 # and promtool on the alert rules as rendered under other release names. Installs its pinned tools when missing;
 # a tool that cannot be found fails the suite.
 source "$(dirname "$0")/../../scripts/lib.sh"
@@ -18,21 +18,31 @@ command -v kubectl >/dev/null || die "kubectl is required (kubectl kustomize ren
 
 apt_ensure prometheus   # promtool: the rendered alert rules under other release names
 command -v promtool >/dev/null || die "promtool is missing after installing the prometheus package"
-# Flagger's CRDs (Canary, MetricTemplate) from Flagger's own Go module, the schema the
-# chart's optional Flagger objects are validated against. Pinned: v1.36.1 is the newest
-# version of github.com/fluxcd/flagger the Go module proxy serves. Cached in .cache/gomod.
-FLAGGER_MODULE=github.com/fluxcd/flagger@v1.36.1
+# CRDs the chart's optional objects are validated against, from the projects' own Go
+# modules (their source trees carry the CRD files), cached in .cache/gomod.
 GO="$(command -v go || echo /usr/local/go/bin/go)"
 if [ ! -x "$GO" ]; then
   apt_ensure golang-go
-  GO="$(command -v go)" || die "go is required to fetch $FLAGGER_MODULE"
+  GO="$(command -v go)" || die "go is required to fetch the CRDs' Go modules"
 fi
 mkdir -p "$ROOT/.cache/gomod"
-flagger_dir="$(cd "$ROOT/.cache" && GOTOOLCHAIN=local GOWORK=off GOFLAGS=-modcacherw GOMODCACHE="$ROOT/.cache/gomod" \
-  "$GO" mod download -json "$FLAGGER_MODULE" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')" \
-  || die "could not fetch $FLAGGER_MODULE through the Go module proxy"
-export FLAGGER_CRD="$flagger_dir/artifacts/flagger/crd.yaml" FLAGGER_MODULE
+# go_module_dir MODULE@VERSION: the module's source directory, downloaded when missing.
+go_module_dir() {
+  (cd "$ROOT/.cache" && flock /tmp/sms-go-build.lock env GOTOOLCHAIN=local GOWORK=off GOFLAGS=-modcacherw \
+    GOMODCACHE="$ROOT/.cache/gomod" "$GO" mod download -json "$1" \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])') \
+    || die "could not fetch $1 through the Go module proxy"
+}
+# Flagger's (Canary, MetricTemplate). Pinned: v1.36.1 is the newest version of
+# github.com/fluxcd/flagger the Go module proxy serves.
+FLAGGER_MODULE=github.com/fluxcd/flagger@v1.36.1
+export FLAGGER_CRD="$(go_module_dir "$FLAGGER_MODULE")/artifacts/flagger/crd.yaml" FLAGGER_MODULE
 [ -f "$FLAGGER_CRD" ] || die "$FLAGGER_MODULE has no artifacts/flagger/crd.yaml"
+# KEDA's ScaledObject (autoscaling.keda). Pinned: v2.20.2 is the newest version whose
+# go.mod the Go toolchain here accepts (v2.21 needs a newer Go).
+KEDA_MODULE=github.com/kedacore/keda/v2@v2.20.2
+export KEDA_CRD="$(go_module_dir "$KEDA_MODULE")/config/crd/bases/keda.sh_scaledobjects.yaml" KEDA_MODULE
+[ -f "$KEDA_CRD" ] || die "$KEDA_MODULE has no config/crd/bases/keda.sh_scaledobjects.yaml"
 
 venv="$(venv_ensure chart "$HERE/requirements.txt")"
 checkov_venv="$(venv_ensure chart-checkov "$HERE/requirements-checkov.txt")"

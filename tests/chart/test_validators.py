@@ -1,6 +1,7 @@
 """Every rendered object validated by real schema tools: kubernetes-validate (--strict,
-Kubernetes 1.32) for core objects, the kubernetes-models CRD schemas for Istio and
-prometheus-operator objects, and checkov with the justified skip list."""
+Kubernetes 1.32) for core objects (HorizontalPodAutoscalers included), the
+kubernetes-models CRD schemas for Istio and prometheus-operator objects, and checkov with
+the justified skip list (Flagger's and KEDA's objects: test_flagger.py, test_autoscaling.py)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from conftest import OUT, ROOT, SCENARIOS
 
 HERE = Path(__file__).resolve().parent
 CORE_KINDS = {"Deployment", "Service", "ServiceAccount", "ConfigMap", "Secret", "Ingress",
-              "PodDisruptionBudget", "NetworkPolicy"}
+              "PodDisruptionBudget", "NetworkPolicy", "HorizontalPodAutoscaler"}
 CRD_KINDS = {"Gateway", "VirtualService", "DestinationRule", "PeerAuthentication", "AuthorizationPolicy",
              "ServiceMonitor", "PodMonitor", "PrometheusRule", "AlertmanagerConfig"}
 FLAGGER_KINDS = {"Canary", "MetricTemplate"}  # validated against Flagger's CRD: test_flagger.py
+KEDA_KINDS = {"ScaledObject"}  # validated against KEDA's CRD: test_autoscaling.py
 
 
 def tool(env: str) -> str:
@@ -32,7 +34,7 @@ def tool(env: str) -> str:
 def rendered_files(all_scenarios):
     files = {name: r.path for name, r in all_scenarios.items()}
     kinds = {d["kind"] for r in all_scenarios.values() for d in r.docs}
-    known = CORE_KINDS | CRD_KINDS | FLAGGER_KINDS
+    known = CORE_KINDS | CRD_KINDS | FLAGGER_KINDS | KEDA_KINDS
     assert kinds <= known, f"unexpected kinds {kinds - known}"
     assert kinds == known, f"scenarios miss {known - kinds}"
     return files

@@ -42,14 +42,15 @@ def test_app_versions_and_canary_cache(scenario):
         assert c["image"] == "sms-app/app-service:0.1.0"
         assert c["envFrom"] == [{"configMapRef": {"name": APP}}]
         assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
-    assert stable["spec"]["replicas"] == 2 and canary["spec"]["replicas"] == 1
+    # autoscaled by default: the HPAs own the counts (test_autoscaling.py)
+    assert "replicas" not in stable["spec"] and "replicas" not in canary["spec"]
 
 
 def test_canary_cache_settings_are_tunable(scenario):
     from conftest import parse_set, render
 
     r = render(parse_set("appService.canary.cache.ttlSeconds=60,appService.canary.cache.maxEntries=500,"
-                         "appService.canary.replicas=3"), tag="canary-cache")
+                         "appService.canary.replicas=3,autoscaling.enabled=false"), tag="canary-cache")
     dep = r.get("Deployment", CANARY)
     env = container_env(pod_spec(dep)["containers"][0])
     assert (env["CACHE_ENABLED"], env["CACHE_TTL_SECS"], env["CACHE_MAX_ENTRIES"]) == ("true", "60", "500")
