@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -43,9 +44,41 @@ func expandEnv(s string, vars map[string]string) string {
 	return b.String()
 }
 
+// expandAll expands $(VAR) in each of a command's or args' words.
+func expandAll(words []string, vars map[string]string) []string {
+	if words == nil {
+		return nil
+	}
+	out := make([]string, len(words))
+	for i, w := range words {
+		out[i] = expandEnv(w, vars)
+	}
+	return out
+}
+
+// apiServiceEnv is what the kubelet gives every container for the `kubernetes` Service
+// (the pod's own env wins): in-cluster clients such as istiod find the API server by it.
+func apiServiceEnv(hostPort string) map[string]string {
+	m := map[string]string{}
+	host, port, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return m
+	}
+	addr := "tcp://" + net.JoinHostPort(host, port)
+	m["KUBERNETES_SERVICE_HOST"] = host
+	m["KUBERNETES_SERVICE_PORT"] = port
+	m["KUBERNETES_SERVICE_PORT_HTTPS"] = port
+	m["KUBERNETES_PORT"] = addr
+	m["KUBERNETES_PORT_"+port+"_TCP"] = addr
+	m["KUBERNETES_PORT_"+port+"_TCP_PROTO"] = "tcp"
+	m["KUBERNETES_PORT_"+port+"_TCP_PORT"] = port
+	m["KUBERNETES_PORT_"+port+"_TCP_ADDR"] = host
+	return m
+}
+
 func (r *podRT) resolveEnv(ctx context.Context, c *corev1.Container) (map[string]string, error) {
 	ns := r.pod.Namespace
-	m := map[string]string{}
+	m := apiServiceEnv(r.p.cfg.APIService)
 	for _, ef := range c.EnvFrom {
 		switch {
 		case ef.ConfigMapRef != nil:

@@ -64,6 +64,7 @@ func run() error {
 		clusterCIDR = flag.String("cluster-cidr", "198.18.0.0/15", "the only route pods get, via the bridge")
 		dnsServer   = flag.String("dns-server", "198.19.0.10", "nameserver in pods' resolv.conf")
 		domain      = flag.String("cluster-domain", "cluster.local", "cluster DNS domain")
+		apiService  = flag.String("api-service", "", "HOST:PORT of the `kubernetes` Service, given to containers as KUBERNETES_SERVICE_HOST/PORT (in-cluster clients need it)")
 		hostPaths   multiFlag
 	)
 	flag.Var(&hostPaths, "host-path", "SRC=DST: hostPath volume path SRC is the local folder DST (repeatable)")
@@ -162,7 +163,7 @@ func run() error {
 	}
 
 	cfg := Config{NodeName: *name, NodeIP: *nodeIP, StateDir: *stateDir, ImagesPath: *images, HostPaths: hp,
-		DNSServer: *dnsServer, ClusterDomain: *domain, CPUs: runtime.NumCPU(), MemoryBytes: memTotal(), Net: nw}
+		DNSServer: *dnsServer, ClusterDomain: *domain, APIService: *apiService, CPUs: runtime.NumCPU(), MemoryBytes: memTotal(), Net: nw}
 	var prov *Provider
 	mux := http.NewServeMux()
 	nd, err := nodeutil.NewNode(*name, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {

@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 // IPAllocator hands out the pod CIDR's addresses after the bridge's (the first one).
@@ -167,6 +169,30 @@ func (n *Network) Setup(uid string, ip net.IP) (PodNet, error) {
 		}
 	}
 	return pn, nil
+}
+
+// safeNetSysctls are the kubelet's safe sysctls that belong to a network namespace (the
+// gateway's pods set net.ipv4.ip_unprivileged_port_start to bind port 80 unprivileged).
+var safeNetSysctls = map[string]bool{
+	"net.ipv4.ip_local_port_range": true, "net.ipv4.tcp_syncookies": true, "net.ipv4.ping_group_range": true,
+	"net.ipv4.ip_unprivileged_port_start": true, "net.ipv4.ip_local_reserved_ports": true,
+	"net.ipv4.tcp_keepalive_time": true, "net.ipv4.tcp_fin_timeout": true, "net.ipv4.tcp_keepalive_intvl": true,
+	"net.ipv4.tcp_keepalive_probes": true, "net.ipv4.tcp_rmem": true, "net.ipv4.tcp_wmem": true,
+}
+
+// ApplySysctls sets a pod's sysctls in its network namespace; any other is refused, as
+// the kubelet refuses unsafe ones it was not told to allow.
+func (n *Network) ApplySysctls(netns string, sysctls []corev1.Sysctl) error {
+	for _, sc := range sysctls {
+		if !safeNetSysctls[sc.Name] {
+			return fmt.Errorf("sysctl %s is not supported by sms-node (only the kubelet's safe net.* sysctls)", sc.Name)
+		}
+		out, err := exec.Command("ip", "netns", "exec", netns, "sysctl", "-q", "-w", sc.Name+"="+sc.Value).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("sysctl %s=%s: %v: %s", sc.Name, sc.Value, err, strings.TrimSpace(string(out)))
+		}
+	}
+	return nil
 }
 
 // Teardown removes the namespace (which takes the veth pair with it) and the host end

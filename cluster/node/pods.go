@@ -232,6 +232,14 @@ func (r *podRT) setup() error {
 				return fmt.Errorf("pod network: %w", err)
 			}
 			pn2.Namespace, pn2.Name = pn.Namespace, pn.Name
+			if sc := r.pod.Spec.SecurityContext; sc != nil && len(sc.Sysctls) > 0 {
+				if err := r.p.cfg.Net.ApplySysctls(pn2.NetNS, sc.Sysctls); err != nil {
+					r.p.cfg.Net.Teardown(pn2)
+					r.p.cfg.Net.Alloc.Release(ip)
+					_ = r.p.state.update(func(s *NodeState) { delete(s.Pods, string(r.pod.UID)) })
+					return fmt.Errorf("pod network: %w", err)
+				}
+			}
 			r.mu.Lock()
 			r.net, r.podIP = pn2, ip.String()
 			r.mu.Unlock()
@@ -300,7 +308,13 @@ func (r *podRT) startContainer(c *containerRT) (*proc, error) {
 	if !ok {
 		return nil, imageError{fmt.Sprintf("image %q (repository %q) is not in this node's image table %s", c.spec.Image, repo, r.p.cfg.ImagesPath)}
 	}
-	argv, err := resolveArgv(entry, c.spec.Command, c.spec.Args)
+	podEnv, err := r.resolveEnv(r.ctx, &c.spec)
+	if err != nil {
+		return nil, err
+	}
+	// $(VAR) in the pod's command and args is the container's env, as the kubelet expands
+	// it (Istio's sidecar passes `--domain $(POD_NAMESPACE).svc.cluster.local`).
+	argv, err := resolveArgv(entry, expandAll(c.spec.Command, podEnv), expandAll(c.spec.Args, podEnv))
 	if err != nil {
 		return nil, err
 	}
@@ -308,10 +322,6 @@ func (r *podRT) startContainer(c *containerRT) (*proc, error) {
 	euid := 0
 	if uid != nil {
 		euid = *uid
-	}
-	podEnv, err := r.resolveEnv(r.ctx, &c.spec)
-	if err != nil {
-		return nil, err
 	}
 	env := containerEnv(entry, podEnv, r.pod.Name, euid)
 

@@ -28,6 +28,7 @@ type Config struct {
 	StateDir, ImagesPath     string
 	HostPaths                hostPathMap
 	DNSServer, ClusterDomain string
+	APIService               string // HOST:PORT of the `kubernetes` Service; empty: no KUBERNETES_* env
 	CPUs                     int
 	MemoryBytes              int64
 	Net                      *Network

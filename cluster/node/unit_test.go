@@ -345,3 +345,31 @@ func TestExpandEnv(t *testing.T) {
 		}
 	}
 }
+
+func TestAPIServiceEnvIsWhatTheKubeletGives(t *testing.T) {
+	env := apiServiceEnv("198.19.0.1:443")
+	want := map[string]string{
+		"KUBERNETES_SERVICE_HOST": "198.19.0.1", "KUBERNETES_SERVICE_PORT": "443",
+		"KUBERNETES_PORT": "tcp://198.19.0.1:443", "KUBERNETES_PORT_443_TCP_ADDR": "198.19.0.1",
+	}
+	for k, v := range want {
+		if env[k] != v {
+			t.Errorf("%s = %q, want %q", k, env[k], v)
+		}
+	}
+	if len(apiServiceEnv("")) != 0 {
+		t.Errorf("no --api-service must give no KUBERNETES_* variables")
+	}
+}
+
+func TestCommandAndArgsExpandTheContainersEnv(t *testing.T) {
+	env := map[string]string{"POD_NAMESPACE": "sms-app"}
+	got := expandAll([]string{"--domain", "$(POD_NAMESPACE).svc.cluster.local", "$$(KEPT)", "$(UNKNOWN)"}, env)
+	want := []string{"--domain", "sms-app.svc.cluster.local", "$(KEPT)", "$(UNKNOWN)"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("expandAll = %v, want %v", got, want)
+	}
+	if expandAll(nil, env) != nil {
+		t.Errorf("no args must stay no args (the image's CMD applies)")
+	}
+}
