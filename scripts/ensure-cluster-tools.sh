@@ -2,9 +2,9 @@
 # Builds what `make cluster` runs, when missing or stale, and prints the directory that
 # holds the binaries: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 # kube-proxy and kubectl (k8s.io/kubernetes), helm, CoreDNS, and the project's own node
-# (cluster/node: a virtual-kubelet whose pods are processes in network namespaces); on
-# request also Istio's pilot-discovery (istiod) and pilot-agent, from the Istio version
-# istio/local/xds pins.
+# (cluster/node: a virtual-kubelet whose pods are processes in network namespaces), and
+# Istio's pilot-discovery (istiod) and pilot-agent, from the Istio version istio/local/xds
+# pins.
 # Each comes from the wrapper module under cluster/build/ (or its own folder) that pins
 # its version; Go's module and build caches are shared by every clone on the machine, so
 # only the first build is long (the API server alone ~10 min on 2 cores). One Go build at
@@ -44,9 +44,9 @@ declare -A TOOLS=(
   [pilot-agent]="istio/local/xds|istio.io/istio/pilot/cmd/pilot-agent|-s -w"
   [sms-node]="cluster/node|.|-s -w"
 )
-# What `make cluster` runs today; Istio's two (built on request) join when istiod and the
-# proxies run on the cluster.
-ORDER=(etcd helm kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl coredns sms-node)
+# What `make cluster` runs.
+ORDER=(etcd helm kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl coredns sms-node
+       pilot-discovery pilot-agent)
 
 # -v names each package as it is compiled: print a count every 100 so progress shows
 progress() { awk -v what="$1" '{ n++ } n % 100 == 0 { printf "==>   %s: %d packages compiled\n", what, n > "/dev/stderr"; fflush() } END { if (n) printf "==>   %s: %d packages compiled\n", what, n > "/dev/stderr" }'; }
