@@ -27,4 +27,4 @@ fi
 cd tests/observability
 exec "$venv/bin/python" -m pytest -p no:cacheprovider --timeout=300 -ra "$@" \
   test_1_rules.py test_2_dashboards.py test_3_prometheus.py test_4_alerting.py test_5_tracing.py \
-  test_6_model_down.py test_7_otlp.py
+  test_6_model_down.py test_7_otlp.py test_8_slo.py
