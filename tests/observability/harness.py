@@ -111,6 +111,43 @@ class Load:
         self.thread.join(timeout=30)
 
 
+# --------------------------------------------------------------------------- Alertmanager
+
+def chart_alertmanager_routing(group_wait: str, group_interval: str, repeat_interval: str) -> dict:
+    """The route and inhibit rules of the chart's AlertmanagerConfig
+    (helm/templates/alertmanagerconfig.yaml) in Alertmanager's own configuration format, so
+    a real Alertmanager routes as the chart does; the timings the chart takes from its
+    values are given here (a test's are seconds)."""
+    import yaml
+    text = (ROOT / "helm" / "templates" / "alertmanagerconfig.yaml").read_text()
+    text = "\n".join(line for line in text.splitlines() if not line.strip().startswith("{{-"))
+    text = re.sub(r"\{\{[^}]*\}\}", "templated", text)
+    (spec,) = [d["spec"] for d in yaml.safe_load_all(text)
+               if isinstance(d, dict) and d.get("kind") == "AlertmanagerConfig"]
+    ops = {"": "=", "Equal": "=", "NotEqual": "!=", "RegexMatch": "=~", "NotRegexMatch": "!~"}
+
+    def matchers(ms):
+        return [f'{m["name"]}{ops[m.get("matchType", "")]}"{m["value"]}"' for m in ms]
+
+    def route(r):
+        out = {"receiver": r["receiver"]}
+        if "matchers" in r:
+            out["matchers"] = matchers(r["matchers"])
+        for key, name in (("groupBy", "group_by"), ("groupWait", "group_wait"),
+                          ("groupInterval", "group_interval"), ("repeatInterval", "repeat_interval")):
+            if key in r:
+                out[name] = r[key]
+        if "routes" in r:
+            out["routes"] = [route(x) for x in r["routes"]]
+        return out
+    top = route(spec["route"])
+    top.update({"group_wait": group_wait, "group_interval": group_interval, "repeat_interval": repeat_interval})
+    assert "templated" not in str(top), top
+    return {"route": top, "inhibit_rules": [
+        {"source_matchers": matchers(r["sourceMatch"]), "target_matchers": matchers(r["targetMatch"]),
+         "equal": r["equal"]} for r in spec.get("inhibitRules", [])]}
+
+
 # --------------------------------------------------------------------------- PromQL text
 
 _TOP_SET_OPS = re.compile(r"\b(and|or|unless)\b(\s+(on|ignoring)\s*\([^)]*\))?")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import (NAMESPACE, ROOT, Load, ProcGroup, Prometheus, free_port, poll,
-                     require_tool, scrape_config, wait_http_ok)
+from harness import (NAMESPACE, ROOT, Load, ProcGroup, Prometheus, chart_alertmanager_routing, free_port,
+                     poll, require_tool, scrape_config, wait_http_ok)
 
 RULES = ROOT / "grafana" / "rules" / "sms-app.rules.yml"
 TEST_FOR = "5s"
@@ -59,9 +59,8 @@ def alerting(stack, log_dir, tmp_path):
         am_cfg.write_text(yaml.safe_dump({
             "global": {"smtp_smarthost": f"127.0.0.1:{smtp_port}",
                        "smtp_from": "alertmanager@sms-app.test", "smtp_require_tls": False},
-            # as the chart's AlertmanagerConfig: grouped by alertname and namespace
-            "route": {"receiver": "email", "group_by": ["alertname", "namespace"],
-                      "group_wait": "1s", "group_interval": "5s", "repeat_interval": "1h"},
+            # routed as the chart's AlertmanagerConfig routes (helm/templates/alertmanagerconfig.yaml)
+            **chart_alertmanager_routing(group_wait="1s", group_interval="5s", repeat_interval="1h"),
             "receivers": [{"name": "email", "email_configs": [
                 {"to": "oncall@sms-app.test", "send_resolved": True}]}],
         }))
