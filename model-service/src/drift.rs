@@ -40,8 +40,9 @@ impl Quantity {
     }
 }
 
-/// A bucket bound as the `le` label shows it, on the histograms' page and on the
-/// reference's (the same spelling, so the two join on it): `0.1`, `1`, `160`.
+/// A bucket bound as the histograms' `le` label shows it, and the reference's `bucket`
+/// label with it (the same spelling, so the two join on it): `0.1`, `1`, `160`. (Not
+/// `le` on the reference: Prometheus reserves `le` for histograms.)
 pub fn le_label(bound: f64) -> String {
     bound.to_string()
 }

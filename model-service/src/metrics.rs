@@ -134,7 +134,7 @@ impl Metrics {
                 .f64_observable_gauge("sms_model_reference_share")
                 .with_description(
                     "Share of the model card's held-out messages per bucket (previous le, le] of the \
-                     histogram named by quantity.",
+                     histogram named by quantity; `bucket` is the le.",
                 )
                 .with_callback(move |observer| {
                     let Some(reference) = served.lock().unwrap_or_else(|e| e.into_inner()).reference.clone() else {
@@ -150,7 +150,7 @@ impl Metrics {
                                     version,
                                     source,
                                     KeyValue::new("quantity", quantity.label()),
-                                    KeyValue::new("le", le_label(le)),
+                                    KeyValue::new("bucket", le_label(le)),
                                 ],
                             );
                         }
@@ -199,7 +199,9 @@ impl Metrics {
             .build();
         let spam_probability = meter
             .f64_histogram("sms_model_spam_probability")
-            .with_description("The model's spam probability per message, by protocol (the reference: sms_model_reference_share).")
+            .with_description(
+                "The model's spam probability per message, by protocol (the reference: sms_model_reference_share).",
+            )
             .with_boundaries(SPAM_PROBABILITY_BUCKETS.to_vec())
             .build();
         let input_chars = meter

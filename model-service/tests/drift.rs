@@ -43,8 +43,9 @@ fn infer_request(rows: &[&str]) -> ModelInferRequest {
 }
 
 async fn post_infer(m: &TestModel, rows: &[&str]) {
-    let body = serde_json::json!({"inputs": [{"name": "text", "shape": [rows.len()], "datatype": "BYTES", "data": rows}]})
-        .to_string();
+    let body =
+        serde_json::json!({"inputs": [{"name": "text", "shape": [rows.len()], "datatype": "BYTES", "data": rows}]})
+            .to_string();
     let addr = m.server.inference_http_addr;
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
@@ -63,11 +64,13 @@ fn chars(rows: &[&str]) -> f64 {
     rows.iter().map(|r| sms_proto::normalize_text(r).chars().count() as f64).sum()
 }
 
-/// The `le` values of `name`'s samples on the page that carry `labels`.
-fn les(page: &str, name: &str, labels: &[(&str, &str)]) -> BTreeSet<String> {
+/// The values of label `key` on `name`'s samples on the page that carry `labels`.
+fn values_of(page: &str, name: &str, key: &str, labels: &[(&str, &str)]) -> BTreeSet<String> {
     page.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
-        .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next().map(str::to_string))
+        .filter(|l| {
+            l.starts_with(&format!("{name}{{")) && labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.split(&format!("{key}=\"")).nth(1)?.split('"').next().map(str::to_string))
         .collect()
 }
 
@@ -84,7 +87,9 @@ async fn every_protocol_and_the_shadow_feed_the_histograms_and_the_reference_is_
     post_infer(&m, &REST_ROWS).await;
     let page = m.metrics().await;
 
-    for (protocol, rows) in [("sms", vec![SPAM, HAM]), ("oip-grpc", OIP_ROWS.to_vec()), ("oip-rest", REST_ROWS.to_vec())] {
+    for (protocol, rows) in
+        [("sms", vec![SPAM, HAM]), ("oip-grpc", OIP_ROWS.to_vec()), ("oip-rest", REST_ROWS.to_vec())]
+    {
         let labels = [("version", "v2"), ("source", "shadow"), ("protocol", protocol)];
         let predicted: f64 = ["spam", "ham"]
             .iter()
@@ -106,21 +111,21 @@ async fn every_protocol_and_the_shadow_feed_the_histograms_and_the_reference_is_
     let bucket = |le| sample(&page, "sms_model_spam_probability_bucket", &[sms[0], sms[1], ("le", le)]);
     assert_eq!((bucket("0.9"), bucket("1")), (Some(1.0), Some(2.0)), "{page}");
 
-    // The reference: the card's shares, under exactly the `le` values of the live buckets.
+    // The reference: the card's shares, its `bucket` labels exactly the `le` values of the
+    // live buckets.
     let card = read_card(&common::repo_models().join("v2"));
-    for (quantity, histogram) in [
-        ("spam_probability", "sms_model_spam_probability_bucket"),
-        ("input_chars", "sms_model_input_chars_bucket"),
-    ] {
+    for (quantity, histogram) in
+        [("spam_probability", "sms_model_spam_probability_bucket"), ("input_chars", "sms_model_input_chars_bucket")]
+    {
         let reference = [("version", "v2"), ("source", "shadow"), ("quantity", quantity)];
-        let mut live = les(&page, histogram, &sms);
+        let mut live = values_of(&page, histogram, "le", &sms);
         assert!(live.remove("+Inf"));
-        assert_eq!(les(&page, "sms_model_reference_share", &reference), live, "{quantity}");
+        assert_eq!(values_of(&page, "sms_model_reference_share", "bucket", &reference), live, "{quantity}");
         let shares = &card["reference"][quantity];
         for (le, share) in shares["le"].as_array().unwrap().iter().zip(shares["share"].as_array().unwrap()) {
             let le = le.as_f64().unwrap().to_string();
             let mut labels = reference.to_vec();
-            labels.push(("le", &le));
+            labels.push(("bucket", &le));
             assert_eq!(sample(&page, "sms_model_reference_share", &labels), share.as_f64(), "{quantity} {le}");
         }
     }
