@@ -9,7 +9,8 @@ What it measures (issue 13's part 3 and targets, issue 11's overload and same-ru
 throughput, issue 15's shadow cost, issue 10's per-call metrics cost):
   1. ONNX Runtime alone, one message a call on one thread, in process (cargo bench `ort`):
      v1, v2 and today's dense artifact; and the per-call metrics cost, OpenTelemetry
-     against the previous prometheus pipeline (cargo bench `metrics`).
+     against the previous prometheus pipeline, and what the drift histograms add to it
+     (cargo bench `metrics`; section `metrics` runs only this one).
   2. Time to ready of the model service (process start to its metrics page answering,
      polled every 5 ms), v1 and v2, three starts each.
   3. Throughput side by side, all servers up at once and loaded one after the other:
@@ -45,7 +46,7 @@ It prints a table and each target as met / NOT met, and writes JSON (--json). Mi
 targets are reported, not failed on; errors fail it: a crash, a gRPC code or HTTP status
 that should not be there, a service unhealthy after overload, a comparison that did not run.
 
-  python3 scripts/bench.py [--duration 5] [--only ort,ready,throughput,shadow,overload,oip]
+  python3 scripts/bench.py [--duration 5] [--only ort,metrics,ready,throughput,shadow,overload,oip]
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ CLASSIFY = "/sms.v1.SpamClassifier/Classify"
 # Calls one HTTP/2 connection carries at once (MAX_STREAMS_PER_CONNECTION in
 # model-service/src/lib.rs): streams a client opens beyond it are refused.
 MODEL_STREAMS_PER_CONNECTION = 32
-SECTIONS = ("ort", "ready", "throughput", "shadow", "overload", "oip")
+SECTIONS = ("ort", "metrics", "ready", "throughput", "shadow", "overload", "oip")
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 MLSERVER_DIR = ROOT / "bench" / "mlserver"
 # Chart limits (helm/values.yaml resources.limits.memory), read at start-up.
@@ -575,12 +576,18 @@ class Bench:
 
     # ---- sections
 
-    def ort(self, dense_root: Path):
-        print("\n== ONNX Runtime alone and the per-call metrics cost (cargo bench, in process)", flush=True)
-        models = f"v1={local.MODELS / 'v1'},v2={local.MODELS / 'v2'},v1-dense={dense_root / 'v1'}"
-        r = subprocess.run(["cargo", "bench", "--locked", "-q", "-p", "model-service", "--bench", "ort",
-                            "--bench", "metrics"], cwd=ROOT, capture_output=True, text=True, timeout=900,
-                           env={**os.environ, "BENCH_MODELS": models})
+    def ort(self, dense_root: Path | None, benches=("ort", "metrics")):
+        """cargo bench `ort` (ONNX Runtime alone) and/or `metrics` (the per-call metrics cost,
+        the drift histograms' included): section `ort` runs both, `metrics` only the latter."""
+        what = " and ".join(w for b, w in (("ort", "ONNX Runtime alone"), ("metrics", "the per-call metrics cost"))
+                            if b in benches)
+        print(f"\n== {what} (cargo bench, in process)", flush=True)
+        env = dict(os.environ)
+        if dense_root is not None:
+            env["BENCH_MODELS"] = f"v1={local.MODELS / 'v1'},v2={local.MODELS / 'v2'},v1-dense={dense_root / 'v1'}"
+        r = subprocess.run(["cargo", "bench", "--locked", "-q", "-p", "model-service",
+                            *(a for b in benches for a in ("--bench", b))], cwd=ROOT, capture_output=True, text=True,
+                           timeout=900, env=env)
         if r.returncode != 0:
             raise BenchError(f"cargo bench failed:\n{r.stdout}\n{r.stderr}")
         for line in r.stdout.splitlines():
@@ -1170,6 +1177,8 @@ def main(argv: list[str]) -> int:
                   f"({r['dense_artifact']['onnx_bytes']:,} bytes)", flush=True)
         if "ort" in only:
             bench.ort(dense_root)
+        elif "metrics" in only:
+            bench.ort(None, benches=("metrics",))
         if "ready" in only:
             bench.ready()
         if "throughput" in only:

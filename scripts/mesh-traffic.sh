@@ -7,13 +7,15 @@
 #
 #   scripts/mesh-traffic.sh [--duration 60] [--count 20000] [--concurrency 8] [--per-visitor 10]
 #                           [--wrong-guesses 0.1] [--zipf 1] [--seed 1] [--json]
+#                           [--mix split|spam-only|ham-only]
 #   make mesh-traffic ARGS='--duration 120 --concurrency 16'
+#   make mesh-traffic ARGS='--mix spam-only'   # a shifted mix: the drift rules' PSI > 0.2
 #
 # The gateway is the running mesh's (MESH_DIR/instance.json; --gateway URL --host NAME for
 # another). The test split is exported once into .cache/data/ (scripts/ensure-test-split.sh).
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
-case "${1:-}" in -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 
 venv="$(venv_ensure mesh istio/local/requirements.txt)"
 split="$(scripts/ensure-test-split.sh)"

@@ -8,13 +8,18 @@ to the version it was sent to, as a browser is pinned) that sends a few messages
 wrong guesses is configurable), so every version's agreement with users' guesses measures
 its accuracy. Which message a request carries is drawn by popularity: texts repeat across
 visitors the way campaigns and retries repeat (Zipf's law over the split in a seeded random
-order, exponent --zipf; 0 draws uniformly). Bounded by --duration and --count, whichever
-comes first; --concurrency visitors at a time, at most --rate requests a second (0: as fast
-as the visitors get answers).
+order, exponent --zipf; 0 draws uniformly). The order is reshuffled every 100 draws, as
+campaigns come and go: over a run every message is drawn about equally often, so the mix the
+models see is the held-out split's and their score distributions stay close to the model
+cards' reference (PSI well under 0.1; a fixed order would make a few texts a lasting share
+of the traffic, itself a drift). --mix spam-only / ham-only sends only the split's spam or
+ham messages: a shifted mix, for the drift rules and PredictionDrift. Bounded by --duration
+and --count, whichever comes first; --concurrency visitors at a time, at most --rate
+requests a second (0: as fast as the visitors get answers).
 
   traffic.py --messages FILE [--gateway URL] [--host HOST] [--duration S] [--count N]
              [--concurrency C] [--rate R] [--per-visitor K] [--wrong-guesses SHARE] [--zipf S] [--seed N]
-             [--cookie NAME] [--json]
+             [--mix split|spam-only|ham-only] [--cookie NAME] [--json]
 
 Prints a summary: requests and rate, per app version (requests, visitors, answers from
 the cache, agreement with the guess), status counts, and visitors that saw both versions
@@ -40,6 +45,8 @@ from urllib.parse import urlsplit
 import requests
 
 LABELS = ("ham", "spam")
+# The messages a mix sends: the whole split (its own spam share), or only one label.
+MIXES = {"split": LABELS, "spam-only": ("spam",), "ham-only": ("ham",)}
 
 
 def load_messages(path: Path) -> list[tuple[str, str]]:
@@ -56,19 +63,38 @@ def load_messages(path: Path) -> list[tuple[str, str]]:
     return out
 
 
+def select(messages: list[tuple[str, str]], mix: str) -> list[tuple[str, str]]:
+    """The messages of `mix` (MIXES)."""
+    if mix not in MIXES:
+        raise ValueError(f"--mix {mix!r}: one of {', '.join(MIXES)}")
+    out = [m for m in messages if m[1] in MIXES[mix]]
+    if not out:
+        raise ValueError(f"--mix {mix}: the messages hold none")
+    return out
+
+
 class Popularity:
     """Draws message indexes: Zipf's law with exponent `s` over the messages in a random
-    order fixed by `seed` (rank r drawn with weight 1 / r^s), or uniformly for s = 0."""
+    order (rank r drawn with weight 1 / r^s), or uniformly for s = 0. The order (seeded by
+    `seed`) is reshuffled every `rotate_every` draws, shared by all visitors: texts repeat
+    within a rotation, and in the long run each is drawn equally often."""
 
-    def __init__(self, n: int, s: float, seed: int):
-        order = list(range(n))
-        random.Random(seed).shuffle(order)
-        self.order = order
+    def __init__(self, n: int, s: float, seed: int, rotate_every: int = 100):
+        self.order = list(range(n))
+        self.shuffler = random.Random(seed)
+        self.shuffler.shuffle(self.order)
         self.cumulative = list(itertools.accumulate(1.0 / (r + 1) ** s for r in range(n)))
+        self.rotate_every, self.draws = rotate_every, 0
+        self.lock = threading.Lock()
 
     def draw(self, rng: random.Random) -> int:
         x = rng.random() * self.cumulative[-1]
-        return self.order[min(bisect.bisect_right(self.cumulative, x), len(self.order) - 1)]
+        rank = min(bisect.bisect_right(self.cumulative, x), len(self.order) - 1)
+        with self.lock:
+            self.draws += 1
+            if self.rotate_every and self.draws % self.rotate_every == 0:
+                self.shuffler.shuffle(self.order)
+            return self.order[rank]
 
 
 @dataclass
@@ -114,13 +140,15 @@ class Summary:
 
 def run(gateway: str, host: str, messages: list[tuple[str, str]], *, duration: float = 60, count: int = 2000,
         concurrency: int = 8, rate: float = 0.0, per_visitor: int = 10, wrong_guesses: float = 0.0, zipf: float = 1.0,
-        seed: int = 1, timeout: float = 10, cookie: str = "sms-app-version") -> Summary:
+        seed: int = 1, timeout: float = 10, cookie: str = "sms-app-version", mix: str = "split") -> Summary:
     """Sends the traffic and returns what came back. Stops after `duration` seconds or
-    `count` requests (0: no count bound), whichever comes first; at most `rate` a second."""
+    `count` requests (0: no count bound), whichever comes first; at most `rate` a second.
+    `mix`: which of the messages are sent (MIXES)."""
     if duration <= 0 and count <= 0:
         raise ValueError("give a duration or a count: the traffic must stop by itself")
     if not 0.0 <= wrong_guesses <= 1.0:
         raise ValueError("--wrong-guesses is a share between 0 and 1")
+    messages = select(messages, mix)
     popularity = Popularity(len(messages), zipf, seed)
     deadline = time.monotonic() + (duration if duration > 0 else float("inf"))
     lock = threading.Lock()
@@ -223,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wrong-guesses", type=float, default=0.0, help="share of guesses that are wrong (default 0)")
     p.add_argument("--zipf", type=float, default=1.0, help="popularity exponent of the messages (default 1; 0 uniform)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--mix", choices=list(MIXES), default="split",
+                   help="split: every message of the split (its mix, what the model cards' drift reference measured); "
+                        "spam-only / ham-only: a shifted mix that drives the drift rules' PSI far above 0.2")
     p.add_argument("--cookie", default="sms-app-version", help="the sticky cookie's name (istio.canary.stickyCookie.name)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     a = p.parse_args(argv)
@@ -238,12 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     host = host or "sms.localhost"
     try:
         messages = load_messages(a.messages)
-        print(f"==> {len(messages)} labelled messages, {a.concurrency} visitors at a time, {a.per_visitor} messages "
+        print(f"==> {len(select(messages, a.mix))} labelled messages ({a.mix}), {a.concurrency} visitors at a time, {a.per_visitor} messages "
               f"each, to {gateway} (Host {host}){f' at most {a.rate:g}/s' if a.rate else ''}; until {a.count or 'any number of'} requests or "
               f"{a.duration or 'no limit of'} s", file=sys.stderr, flush=True)
         summary = run(gateway, host, messages, duration=a.duration, count=a.count, concurrency=a.concurrency, rate=a.rate,
                       per_visitor=a.per_visitor, wrong_guesses=a.wrong_guesses, zipf=a.zipf, seed=a.seed,
-                      cookie=a.cookie)
+                      cookie=a.cookie, mix=a.mix)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

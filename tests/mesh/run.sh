@@ -5,8 +5,10 @@
 # versions, rollback, the shadow mirror, live upgrades under load, `istioctl analyze` of
 # the rendered scenarios, `make mesh` itself, and the experiment's verdict (issue 15) from
 # the mesh's Prometheus with labelled test-split traffic, and a dead canary seen by the
-# gateway's counts, CanaryUnreachable and the verdict (issue 26). Builds the binaries (Istio's on
-# first use: minutes) and installs its pinned tools when missing (Prometheus from Debian,
+# gateway's counts, CanaryUnreachable and the verdict (issue 26), and prediction drift (the
+# PSI of the test split's mix and of a spam-only one, PredictionDrift pending) from the mesh's
+# Prometheus. Builds the binaries (Istio's on first use: minutes) and installs its pinned
+# tools when missing (Prometheus from Debian,
 # the training virtualenv for the test split); a missing tool fails the suite.
 # Extra arguments go to pytest.
 source "$(dirname "$0")/../../scripts/lib.sh"
@@ -41,4 +43,4 @@ log "mesh tests (renders, what Istio was given, Envoy bootstraps and logs in tes
 cd tests/mesh
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider -ra \
   --junitxml="$MESH_TEST_OUT/junit.xml" test_istio_xds.py test_routing.py test_live_upgrade.py test_seed_recipe.py \
-  test_istio_analyze.py test_mesh_script.py test_dead_canary.py test_verdict.py "$@"
+  test_istio_analyze.py test_mesh_script.py test_dead_canary.py test_verdict.py test_drift.py "$@"
