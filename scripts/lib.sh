@@ -69,3 +69,18 @@ services_ensure() {
   ORT_DYLIB_PATH="$("$ROOT/scripts/ensure-ort.sh")" || die "scripts/ensure-ort.sh failed"
   export ORT_DYLIB_PATH
 }
+
+# grpcurl 1.9 (asks reflection v1), a Go module built from the module proxy into .cache
+# (pinned release); prints the binary's path. A static binary: pods of the local cluster
+# can run it too (the Python package's wrapper needs an interpreter they may not reach).
+GRPCURL_V1_VERSION=v1.9.3
+grpcurl_v1_ensure() {
+  local bin="$ROOT/.cache/grpcurl-$GRPCURL_V1_VERSION/grpcurl"
+  if [ ! -x "$bin" ]; then
+    command -v go >/dev/null || die "go is needed to build grpcurl $GRPCURL_V1_VERSION"
+    log "building grpcurl $GRPCURL_V1_VERSION"
+    GOBIN="$(dirname "$bin")" GOTOOLCHAIN=local go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_V1_VERSION" >&2 \
+      || die "go install grpcurl failed"
+  fi
+  echo "$bin"
+}

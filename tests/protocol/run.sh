@@ -6,15 +6,7 @@
 # (v1alpha). Extra arguments go to pytest.
 source "$(dirname "$0")/../../scripts/lib.sh"
 venv="$(venv_ensure protocol "$ROOT/tests/protocol/requirements.txt")"
-# grpcurl 1.9 is a Go module: built from the module proxy into .cache (pinned release).
-GRPCURL_V1_VERSION=v1.9.3
-grpcurl_v1="$ROOT/.cache/grpcurl-$GRPCURL_V1_VERSION/grpcurl"
-if [ ! -x "$grpcurl_v1" ]; then
-  command -v go >/dev/null || die "go is needed to build grpcurl $GRPCURL_V1_VERSION"
-  log "building grpcurl $GRPCURL_V1_VERSION"
-  GOBIN="$(dirname "$grpcurl_v1")" go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_V1_VERSION" >&2 \
-    || die "go install grpcurl failed"
-fi
+grpcurl_v1="$(grpcurl_v1_ensure)"
 tools="$(venv_ensure tools "$ROOT/tests/tools/requirements.txt")"
 export GRPCURL_V1="$grpcurl_v1" GRPCURL_V1ALPHA="$tools/bin/grpcurl"
 cd "$ROOT"
