@@ -35,6 +35,7 @@ class Cluster:
     state: Path
     log: Path
     api_port: int
+    gateway_port: int
     netns: str
 
     @property
@@ -71,14 +72,14 @@ def start_cluster(name: str, *helm_args: str, timeout: float = 600) -> Cluster:
     state = OUT / name
     log = OUT / f"{name}.out"
     OUT.mkdir(parents=True, exist_ok=True)
-    api_port = free_port()
+    api_port, gateway_port = free_port(), free_port()
     netns = f"sms-test-{os.getpid() % 10000}-{name[:6]}"
     env = {**os.environ, "CLUSTER_DIR": str(state), "CLUSTER_PROFILE": "debug", "CLUSTER_API_PORT": str(api_port),
-           "CLUSTER_NETNS": netns, "CLUSTER_GATEWAY_PORT": str(free_port())}
+           "CLUSTER_NETNS": netns, "CLUSTER_GATEWAY_PORT": str(gateway_port)}
     with open(log, "wb") as f:
         proc = subprocess.Popen(["bash", "scripts/cluster.sh", *helm_args], cwd=ROOT, env=env, stdout=f,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    c = Cluster(proc, state, log, api_port, netns)
+    c = Cluster(proc, state, log, api_port, gateway_port, netns)
     deadline = time.monotonic() + timeout
     while "cluster ready" not in c.output():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -98,8 +99,98 @@ def stop(c: Cluster, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
             c.proc.wait()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cluster():
     c = start_cluster("main")
     yield c
     stop(c)
+
+
+class Visitors:
+    """Users of the web app through the cluster's ingress gateway (127.0.0.1, Host
+    sms.localhost), each a thread with a keep-alive connection: `new` ones arrive without
+    a cookie at every request (the canary's weight decides their version), `pinned` ones
+    keep the cookie of their first answer, and `returning` ones (a version each) come back
+    with that version's cookie. Every answer is recorded as (time, kind, visitor, status,
+    version); the load stops by itself after `seconds`."""
+
+    def __init__(self, port: int, new: int = 4, pinned: int = 2, returning: tuple[str, ...] = ("v1", "v2"),
+                 seconds: float = 300):
+        import threading
+        self.port, self.seconds = port, seconds
+        self.records: list[tuple[float, str, int, int, str | None]] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        plan = [("new", None)] * new + [("pinned", None)] * pinned + [("returning", v) for v in returning]
+        self.threads = [threading.Thread(target=self._visit, args=(kind, i, cookie), daemon=True)
+                        for i, (kind, cookie) in enumerate(plan)]
+
+    def __enter__(self) -> "Visitors":
+        self.started = time.monotonic()
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        for t in self.threads:
+            t.join(15)
+
+    def _visit(self, kind: str, visitor: int, version: str | None) -> None:
+        import http.client
+        body = json.dumps({"sms": f"visitor {visitor}: are we still on for dinner tonight?"})
+        conn = None
+        cookie = f"sms-app-version={version}" if version else None
+        while not self.stopping.is_set() and time.monotonic() - self.started < self.seconds:
+            headers = {"Host": "sms.localhost", "Content-Type": "application/json"}
+            if cookie and kind != "new":
+                headers["Cookie"] = cookie
+            status, got = 0, None
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn.request("POST", "/sms/", body, headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                status = resp.status
+                if status == 200:
+                    got = json.loads(data)["app_version"]
+                    if kind == "pinned" and cookie is None:
+                        cookie = f"sms-app-version={got}"
+            except (OSError, http.client.HTTPException, ValueError):
+                if conn is not None:
+                    conn.close()
+                conn = None
+            with self.lock:
+                self.records.append((time.monotonic(), kind, visitor, status, got))
+            if status not in (200,):
+                time.sleep(0.05)
+        if conn is not None:
+            conn.close()
+
+    def mark(self) -> int:
+        with self.lock:
+            return len(self.records)
+
+    def since(self, mark: int) -> list[tuple[float, str, int, int, str | None]]:
+        with self.lock:
+            return self.records[mark:]
+
+    def canary_share(self, answers: int, timeout: float = 120) -> float:
+        """The share of v2 among the next `answers` answers to new visitors."""
+        mark = self.mark()
+        deadline = time.monotonic() + timeout
+        while True:
+            new = [r for r in self.since(mark) if r[1] == "new" and r[3] == 200]
+            if len(new) >= answers:
+                new = new[:answers]
+                return sum(r[4] == "v2" for r in new) / len(new)
+            assert time.monotonic() < deadline, f"only {len(new)} answers to new visitors in {timeout:.0f} s"
+            time.sleep(0.2)
+
+    def statuses(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        with self.lock:
+            for r in self.records:
+                out[r[3]] = out.get(r[3], 0) + 1
+        return out

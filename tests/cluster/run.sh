@@ -7,9 +7,11 @@
 source "$(dirname "$0")/../../scripts/lib.sh"
 cd "$ROOT"
 [ "$(id -u)" -eq 0 ] || die "the cluster tests need root: the cluster makes network namespaces and veth pairs"
-apt_ensure iproute2 openssl nftables
+apt_ensure iproute2 openssl nftables iptables curl
 scripts/ensure-cluster-tools.sh >/dev/null || die "building the cluster's tools failed"
 services_ensure  # the pods run the debug builds (CLUSTER_PROFILE=debug)
+GRPCURL_V1="$(grpcurl_v1_ensure)"  # run inside a pod, as a mesh client
+export GRPCURL_V1
 # The node's own tests first: real network namespaces, processes and a pod lifecycle.
 log "go test ./... in cluster/node"
 (cd cluster/node && GOTOOLCHAIN=local GOFLAGS=-mod=readonly go test -count=1 ./...) || die "cluster/node's tests failed"

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 
-from conftest import ready
+from conftest import Visitors, ready
 
 DEPLOYMENTS = {"sms-app-app", "sms-app-app-canary", "sms-app-model", "sms-app-model-shadow"}
 
@@ -72,11 +72,13 @@ def serving_model_pods(cluster) -> list[dict]:
             and p["metadata"]["labels"].get("version") == "v1"]
 
 
-def test_a_deleted_model_pod_is_recreated_and_ready(cluster):
+def model_status(pod: dict) -> dict:
+    return next(s for s in pod["status"]["containerStatuses"] if s["name"] == "model")
+
+
+def test_a_deleted_model_pod_is_recreated_and_ready_and_users_see_only_200_or_503(cluster):
     before = serving_model_pods(cluster)
     old = before[0]
-    t0 = time.monotonic()
-    cluster.kubectl("delete", "pod", "-n", "sms-app", old["metadata"]["name"], "--wait=false")
 
     def replaced():
         pods = serving_model_pods(cluster)
@@ -84,17 +86,24 @@ def test_a_deleted_model_pod_is_recreated_and_ready(cluster):
         return pods if (old["metadata"]["uid"] not in uids and len(pods) == len(before)
                         and all(ready(p) for p in pods)) else None
 
-    new = [p for p in wait(replaced, 120, "the model pod to be recreated and Ready")
-           if p["metadata"]["uid"] not in {b["metadata"]["uid"] for b in before}]
+    with Visitors(cluster.gateway_port, new=4, pinned=0, returning=(), seconds=150) as users:
+        users.canary_share(50)  # under way
+        t0 = time.monotonic()
+        cluster.kubectl("delete", "pod", "-n", "sms-app", old["metadata"]["name"], "--wait=false")
+        pods = wait(replaced, 120, "the model pod to be recreated and Ready")
+        users.canary_share(50)  # and still served after
+    new = [p for p in pods if p["metadata"]["uid"] not in {b["metadata"]["uid"] for b in before}]
     assert len(new) == 1, new
+    statuses = users.statuses()
     print(f"recreated as {new[0]['metadata']['name']} ({new[0]['status']['podIP']}), "
-          f"Ready after {time.monotonic() - t0:.1f} s")
+          f"Ready after {time.monotonic() - t0:.1f} s; users' answers meanwhile: {statuses}")
+    assert set(statuses) <= {200, 503} and statuses.get(200), statuses
 
 
-def test_a_killed_model_process_is_restarted_and_ready(cluster):
+def test_a_killed_model_process_is_restarted_and_ready_and_users_see_only_200_or_503(cluster):
     pod = serving_model_pods(cluster)[0]
     name = pod["metadata"]["name"]
-    restarts = pod["status"]["containerStatuses"][0]["restartCount"]
+    restarts = model_status(pod)["restartCount"]
     # The container's processes: those in the pod's network namespace (the node names it
     # after the pod's UID, in its own mount namespace), found by namespace, never by name.
     netns = "sms-" + pod["metadata"]["uid"].replace("-", "")[:12]
@@ -103,18 +112,22 @@ def test_a_killed_model_process_is_restarted_and_ready(cluster):
     pids = subprocess.run(["nsenter", "-t", str(node), "-m", "ip", "netns", "pids", netns],
                           capture_output=True, text=True, check=True).stdout.split()
     assert pids, f"no process in {netns}"
-    t0 = time.monotonic()
-    for pid in pids:
-        os.kill(int(pid), signal.SIGKILL)
 
     def restarted():
         p = cluster.json("get", "pod", "-n", "sms-app", name)
-        status = p["status"]["containerStatuses"][0]
-        return p if status["restartCount"] > restarts and ready(p) else None
+        return p if model_status(p)["restartCount"] > restarts and ready(p) else None
 
-    p = wait(restarted, 120, f"{name} to be restarted and Ready")
-    last = p["status"]["containerStatuses"][0]["lastState"]["terminated"]
-    print(f"{name}: restarted ({p['status']['containerStatuses'][0]['restartCount']} restarts, "
+    with Visitors(cluster.gateway_port, new=4, pinned=0, returning=(), seconds=150) as users:
+        users.canary_share(50)
+        t0 = time.monotonic()
+        for pid in pids:
+            os.kill(int(pid), signal.SIGKILL)
+        p = wait(restarted, 120, f"{name} to be restarted and Ready")
+        users.canary_share(50)
+    statuses = users.statuses()
+    last = model_status(p)["lastState"]["terminated"]
+    print(f"{name}: restarted ({model_status(p)['restartCount']} restarts, "
           f"last exit {last.get('exitCode')}/{last.get('signal', '')} {last.get('reason')}), "
-          f"Ready after {time.monotonic() - t0:.1f} s")
+          f"Ready after {time.monotonic() - t0:.1f} s; users' answers meanwhile: {statuses}")
     assert last["exitCode"] != 0
+    assert set(statuses) <= {200, 503} and statuses.get(200), statuses
