@@ -1025,6 +1025,10 @@ def targets(r: dict) -> list[dict]:
     if "v1" in ort and "v1-dense" in ort:
         add(13, "ONNX Runtime alone: dense v1 / lean v1 (x)", ort["v1-dense"]["median_us"] / ort["v1"]["median_us"],
             "(information)", True)
+    per_call = r.get("metrics_per_call_ns", {})
+    if "drift_histograms" in per_call:  # recorded on every message: bounded per call
+        add("-", "drift histograms (probability, input length), ns per call", per_call["drift_histograms"], "< 100",
+            per_call["drift_histograms"] < 100)
     if "model v1 gRPC c16" in rows:
         m1, m2 = rows["model v1 gRPC c16"], rows["model v2 gRPC c16"]
         f1, f2 = rows["FastAPI+onnxruntime v1 HTTP c16"], rows["FastAPI+onnxruntime v2 HTTP c16"]
