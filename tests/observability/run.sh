@@ -2,7 +2,8 @@
 # Observability tests (issue 4): the alert rules (promtool check + unit tests), the
 # dashboards and rules against docs/contracts.md, then the real services scraped by a
 # real Prometheus (every panel and alert query), Alertmanager e-mail through an SMTP sink,
-# one trace id in both services' logs, and both services' OTLP export to a real receiver.
+# one trace id in both services' logs, both services' OTLP export to a real receiver, and
+# the SLOs (the committed rules are Sloth's output; a real 5xx burst pages).
 # Installs what it needs when missing; exits non-zero on any failure; a missing tool is a
 # failure, not a skip. Extra arguments go to pytest (e.g. -k alerting).
 source "$(dirname "$0")/../../scripts/lib.sh"
@@ -23,6 +24,10 @@ if ort="$(scripts/ensure-ort.sh)"; then
 else
   log "scripts/ensure-ort.sh FAILED: the model service cannot start"
 fi
+
+# Sloth, which test_8_slo.py runs on the SLO spec (a Go build, ~2 min the first time):
+# built here so that no test waits for it.
+scripts/ensure-sloth.sh >/dev/null || log "scripts/ensure-sloth.sh FAILED: the SLO tests will fail"
 
 cd tests/observability
 exec "$venv/bin/python" -m pytest -p no:cacheprovider --timeout=300 -ra "$@" \
