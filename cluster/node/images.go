@@ -11,11 +11,33 @@ import (
 	"strings"
 )
 
-// ImageEntry is what a container image would contribute: ENTRYPOINT, CMD and ENV.
+// ImageEntry is what a container image would contribute: ENTRYPOINT, CMD, ENV, WORKDIR
+// and the files a pod spec names by their path in the image.
 type ImageEntry struct {
 	Entrypoint []string          `json:"entrypoint"`
 	Cmd        []string          `json:"cmd,omitempty"`
 	Env        map[string]string `json:"env,omitempty"`
+	WorkDir    string            `json:"workdir,omitempty"`
+	// Files: path in the image -> the local file that is it (bind-mounted read-only).
+	Files map[string]string `json:"files,omitempty"`
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sortStrings(keys)
+	return keys
+}
+
+// workDir is the container's workingDir, else the image's WORKDIR (Flagger's chart runs
+// `./flagger` from it).
+func workDir(e ImageEntry, containerWorkingDir string) string {
+	if containerWorkingDir != "" {
+		return containerWorkingDir
+	}
+	return e.WorkDir
 }
 
 // loadImageTable reads the table; it is read again at every container start so the

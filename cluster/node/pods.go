@@ -275,8 +275,8 @@ func (r *podRT) setup() error {
 	return nil
 }
 
-// refreshVolumes renews service account tokens (and with them the other volume files)
-// before they expire.
+// refreshVolumes renews service account tokens before they expire and brings ConfigMap
+// and Secret volumes up to date (only changed files are rewritten).
 func (r *podRT) refreshVolumes(at time.Time) {
 	for {
 		if !sleepCtx(r.ctx, time.Until(at)) {
@@ -350,6 +350,13 @@ func (r *podRT) startContainer(c *containerRT) (*proc, error) {
 		mounts = append(mounts, MountSpec{Src: src, Dst: vm.MountPath, ReadOnly: vm.ReadOnly})
 		own[filepath.Clean(vm.MountPath)] = true
 	}
+	// The image's own files at the paths the pod spec may name (the Prometheus Operator
+	// runs /bin/prometheus-config-reloader by its path in its image).
+	for _, dst := range sortedKeys(entry.Files) {
+		if !own[filepath.Clean(dst)] {
+			mounts = append(mounts, MountSpec{Src: entry.Files[dst], Dst: dst, ReadOnly: true})
+		}
+	}
 	for _, f := range []string{"resolv.conf", "hosts"} {
 		if !own["/etc/"+f] {
 			mounts = append(mounts, MountSpec{Src: filepath.Join(r.dir, "etc", f), Dst: "/etc/" + f, ReadOnly: true})
@@ -368,7 +375,7 @@ func (r *podRT) startContainer(c *containerRT) (*proc, error) {
 		return nil, err
 	}
 	spec := InitSpec{NetNS: netns, Hostname: hostname, Scratch: scratch, Overlays: overlays, NewTops: newTops, Mounts: mounts,
-		UID: uid, GID: gid, Groups: groups, WorkDir: c.spec.WorkingDir, Argv: argv}
+		UID: uid, GID: gid, Groups: groups, WorkDir: workDir(entry, c.spec.WorkingDir), Argv: argv}
 	specPath := filepath.Join(r.dir, "specs", c.spec.Name+".json")
 	_ = os.MkdirAll(filepath.Dir(specPath), 0o755)
 	b, _ := json.Marshal(spec)
@@ -399,7 +406,7 @@ func (r *podRT) startContainer(c *containerRT) (*proc, error) {
 	}
 	errW.Close()
 	pr := &proc{cmd: cmd, pid: cmd.Process.Pid, started: time.Now(), done: make(chan struct{}), env: env,
-		uid: uid, gid: gid, workDir: c.spec.WorkingDir}
+		uid: uid, gid: gid, workDir: workDir(entry, c.spec.WorkingDir)}
 	go func() {
 		err := cmd.Wait()
 		stdout.Flush()

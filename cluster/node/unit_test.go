@@ -373,3 +373,13 @@ func TestCommandAndArgsExpandTheContainersEnv(t *testing.T) {
 		t.Errorf("no args must stay no args (the image's CMD applies)")
 	}
 }
+
+func TestTheImagesWorkdirAppliesUnlessTheContainerSetsOne(t *testing.T) {
+	e := ImageEntry{WorkDir: "/home/flagger"}
+	if got := workDir(e, ""); got != "/home/flagger" {
+		t.Errorf("workDir = %q, want the image's", got)
+	}
+	if got := workDir(e, "/srv"); got != "/srv" {
+		t.Errorf("workDir = %q, want the container's", got)
+	}
+}

@@ -5,6 +5,7 @@ package main
 // file is never seen half-written through the bind mount.
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -75,6 +76,9 @@ func writeVolume(dir string, files []volFile, fsGroup *int64) error {
 		mode := f.mode
 		if fsGroup != nil {
 			mode |= 0o040
+		}
+		if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, f.data) {
+			continue // unchanged: a refresh must not wake the watchers of the file
 		}
 		if err := os.WriteFile(tmp, f.data, mode); err != nil {
 			return err
@@ -317,8 +321,21 @@ func resourceFieldValue(ref *corev1.ResourceFieldSelector, res corev1.ResourceRe
 	return fmt.Sprint((v + d - 1) / d), nil
 }
 
-// prepareVolumes materialises every volume of the pod; it returns the earliest time a
-// service account token must be refreshed (zero: none).
+// volumeSyncPeriod: how soon a changed ConfigMap or Secret reaches the pods that mount it
+// (the kubelet's is about a minute; the Prometheus Operator rewrites its Prometheus'
+// configuration Secret whenever a ServiceMonitor or rule changes).
+const volumeSyncPeriod = 10 * time.Second
+
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// prepareVolumes materialises every volume of the pod; it returns the earliest time it
+// must run again: a service account token to renew, ConfigMaps and Secrets to sync
+// (zero: never).
 func (r *podRT) prepareVolumes(ctx context.Context) (time.Time, error) {
 	pod := r.pod
 	var fsGroup *int64
@@ -359,8 +376,10 @@ func (r *podRT) prepareVolumes(ctx context.Context) (time.Time, error) {
 			}
 			dir = local
 		case v.ConfigMap != nil:
+			refresh = earliest(refresh, time.Now().Add(volumeSyncPeriod))
 			files, err = r.p.configMapFiles(ctx, pod.Namespace, v.ConfigMap.Name, v.ConfigMap.Items, v.ConfigMap.DefaultMode, v.ConfigMap.Optional)
 		case v.Secret != nil:
+			refresh = earliest(refresh, time.Now().Add(volumeSyncPeriod))
 			files, err = r.p.secretFiles(ctx, pod.Namespace, v.Secret.SecretName, v.Secret.Items, v.Secret.DefaultMode, v.Secret.Optional)
 		case v.DownwardAPI != nil:
 			files, err = r.downwardFiles(v.DownwardAPI.Items, v.DownwardAPI.DefaultMode)
