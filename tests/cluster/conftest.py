@@ -36,6 +36,7 @@ class Cluster:
     log: Path
     api_port: int
     gateway_port: int
+    prometheus_port: int
     netns: str
 
     @property
@@ -72,14 +73,15 @@ def start_cluster(name: str, *helm_args: str, timeout: float = 600) -> Cluster:
     state = OUT / name
     log = OUT / f"{name}.out"
     OUT.mkdir(parents=True, exist_ok=True)
-    api_port, gateway_port = free_port(), free_port()
+    api_port, gateway_port, prometheus_port = free_port(), free_port(), free_port()
     netns = f"sms-test-{os.getpid() % 10000}-{name[:6]}"
     env = {**os.environ, "CLUSTER_DIR": str(state), "CLUSTER_PROFILE": "debug", "CLUSTER_API_PORT": str(api_port),
-           "CLUSTER_NETNS": netns, "CLUSTER_GATEWAY_PORT": str(gateway_port)}
+           "CLUSTER_NETNS": netns, "CLUSTER_GATEWAY_PORT": str(gateway_port),
+           "CLUSTER_PROMETHEUS_PORT": str(prometheus_port)}
     with open(log, "wb") as f:
         proc = subprocess.Popen(["bash", "scripts/cluster.sh", *helm_args], cwd=ROOT, env=env, stdout=f,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    c = Cluster(proc, state, log, api_port, gateway_port, netns)
+    c = Cluster(proc, state, log, api_port, gateway_port, prometheus_port, netns)
     deadline = time.monotonic() + timeout
     while "cluster ready" not in c.output():
         if proc.poll() is not None or time.monotonic() > deadline:

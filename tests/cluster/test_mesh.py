@@ -35,6 +35,15 @@ def model_calls(cluster, pod: dict) -> int:
                re.finditer(r'^sms_model_requests_total\{code="Ok"[^}]*\} (\S+)$', out.stdout, re.M))
 
 
+def model_calls_by_version(cluster) -> dict[str, dict[str, int]]:
+    """Each model pod's answered calls, by version (v1 serves, v2 is the shadow); a pod
+    the autoscaler adds meanwhile counts from 0."""
+    out: dict[str, dict[str, int]] = {"v1": {}, "v2": {}}
+    for p in pods(cluster, **{"app.kubernetes.io/component": "model"}):
+        out[p["metadata"]["labels"]["version"]][p["metadata"]["name"]] = model_calls(cluster, p)
+    return out
+
+
 def test_the_chart_is_served_by_istio_ingress_gateway_with_sidecars_injected(cluster):
     for p in cluster.pods():
         names = [c["name"] for c in p["spec"]["containers"]]
@@ -72,9 +81,7 @@ def test_a_client_outside_the_mesh_is_refused_and_the_authorization_policy_holds
 
 
 def test_helm_upgrade_moves_new_visitors_and_rollback_restores_them_with_no_failed_request(cluster):
-    serving = pods(cluster, **{"app.kubernetes.io/component": "model", "version": "v1"})
-    (shadow,) = pods(cluster, **{"app.kubernetes.io/component": "model", "version": "v2"})
-    calls_before = sum(model_calls(cluster, p) for p in serving), model_calls(cluster, shadow)
+    calls_before = model_calls_by_version(cluster)
     revision = json.loads(cluster.helm("history", "sms-app", "-n", "sms-app", "-o", "json").stdout)[-1]["revision"]
     with Visitors(cluster.gateway_port, new=4, pinned=2, returning=("v1", "v2"), seconds=400) as v:
         before = v.canary_share(600)
@@ -91,12 +98,13 @@ def test_helm_upgrade_moves_new_visitors_and_rollback_restores_them_with_no_fail
         while v.canary_share(100) > 0.3:
             assert time.monotonic() - t0 < 120, "the rollback did not reach the gateway in 60 s"
         after = v.canary_share(600)
-    calls_after = sum(model_calls(cluster, p) for p in serving), model_calls(cluster, shadow)
-    mirrored = (calls_after[1] - calls_before[1]) / max(1, calls_after[0] - calls_before[0])
+    calls = {v: sum(n - calls_before[v].get(pod, 0) for pod, n in pods_.items())
+             for v, pods_ in model_calls_by_version(cluster).items()}
+    mirrored = calls["v2"] / max(1, calls["v1"])
     statuses = v.statuses()
     print(f"new visitors on the canary: {before:.1%} -> helm upgrade 50/50 (at the gateway in {applied:.1f} s) "
           f"-> {during:.1%} -> helm rollback -> {after:.1%}; {len(v.records)} answers {statuses}; "
-          f"shadow got {mirrored:.1%} of the serving model's {calls_after[0] - calls_before[0]} calls")
+          f"shadow got {mirrored:.1%} of the serving model's {calls['v1']} calls")
     assert 0.07 <= before <= 0.13, before
     assert 0.45 <= during <= 0.55, during
     assert 0.07 <= after <= 0.13, after
