@@ -321,9 +321,12 @@ class Cluster:
         target = ROOT / "target" / self.s.profile
         ort = subprocess.run([str(ROOT / "scripts" / "ensure-ort.sh")], capture_output=True, text=True, check=True)
         table = {
-            "sms-app/app-service": {"entrypoint": [str(target / "app-service")]},
+            # at the Dockerfile's paths too: a preStop hook may name the binary
+            "sms-app/app-service": {"entrypoint": [str(target / "app-service")],
+                                    "files": {"/usr/local/bin/app-service": str(target / "app-service")}},
             "sms-app/model-service": {"entrypoint": [str(target / "model-service")],
-                                      "env": {"ORT_DYLIB_PATH": ort.stdout.strip()}},
+                                      "env": {"ORT_DYLIB_PATH": ort.stdout.strip()},
+                                      "files": {"/usr/local/bin/model-service": str(target / "model-service")}},
             # Istio's images, as their Dockerfiles' entrypoints
             "docker.io/istio/pilot": {"entrypoint": [self.tool("pilot-discovery")]},
             "docker.io/istio/proxyv2": {"entrypoint": [self.tool("pilot-agent")]},

@@ -246,3 +246,18 @@ def test_the_experiments_gate_adds_flaggers_webhooks_only_when_set(flagger_schem
     (plain,) = render(parse_set("flagger.enabled=true"), tag="flagger-no-gate").all("Canary")
     assert "webhooks" not in plain["spec"]["analysis"]
     assert "flagger/gate/url" in render_error(parse_set("flagger.enabled=true,flagger.gate.url=sms-experiment:9810"))
+
+
+def test_with_flagger_the_apps_pre_stop_hook_survives_flaggers_copy():
+    """Flagger v1.36.1 copies the app Deployment to <app>-primary with Kubernetes' v0.27
+    API types, which have no `preStop.sleep`: the copy loses the action and the API server
+    refuses it ("lifecycle.preStop: Required value: must specify a handler type", seen on
+    the local cluster). With Flagger the hook is an exec of the app binary, which those
+    types keep; without it, the plain sleep action."""
+    with_flagger = render(parse_set("flagger.enabled=true"), tag="flagger-prestop")
+    (c,) = with_flagger.get("Deployment", "sms-app-app")["spec"]["template"]["spec"]["containers"]
+    assert c["lifecycle"]["preStop"] == {
+        "exec": {"command": ["/usr/local/bin/app-service", "pre-stop-delay", "5"]}}, c["lifecycle"]
+    without = render({}, tag="no-flagger-prestop")
+    (c,) = without.get("Deployment", "sms-app-app")["spec"]["template"]["spec"]["containers"]
+    assert c["lifecycle"]["preStop"] == {"sleep": {"seconds": 5}}
