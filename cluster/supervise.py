@@ -525,10 +525,11 @@ class Cluster:
             items = json.loads(out.stdout)["items"]
             if not items:
                 return ["(no pods yet)"]
-            # An autoscaled Deployment starts at one pod; its HPA raises it to minReplicas.
+            # An autoscaled Deployment starts at one pod; its HPA raises it to minReplicas
+            # (one scaled to 0 stays there: Flagger parks its canary target so).
             bad = [f"{h['metadata']['name']} (HPA at {h.get('status', {}).get('currentReplicas', 0)} of "
                    f"min {h['spec'].get('minReplicas', 1)})" for h in json.loads(hpas.stdout)["items"]
-                   if h.get("status", {}).get("currentReplicas", 0) < h["spec"].get("minReplicas", 1)]
+                   if 0 < h.get("status", {}).get("currentReplicas", 0) < h["spec"].get("minReplicas", 1)]
             for pod in items:
                 conds = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
                 if pod["status"].get("phase") != "Running" or conds.get("Ready") != "True":

@@ -67,7 +67,11 @@ serve options:
                         free one; the bound address is printed as `listening on http://ADDR`
   --cache DUR           reuse a namespace's verdict this long (default 5s; 0: every call)
   --deadline DUR        bound on one whole verdict, every query included (default 8s,
-                        under Flagger's default webhook timeout of 10s)";
+                        under Flagger's default webhook timeout of 10s)
+  --whole-window        judge every call over --window; by default a revision (Flagger's
+                        checksum) is judged over the time it has run (at least 1m, at most
+                        --window, and PROMOTE only after --min-duration of it), so a canary
+                        tried again under the same version never inherits the last try's data";
 
 struct Args {
     prometheus: String,
@@ -119,6 +123,7 @@ fn parse_args(argv: impl Iterator<Item = String>) -> Result<Option<Args>> {
         listen: "127.0.0.1:9810".parse().expect("a socket address"),
         cache: Duration::from_secs(5),
         deadline: Duration::from_secs(8),
+        per_revision: true,
     };
     while let Some(flag) = argv.next() {
         if flag == "-h" || flag == "--help" {
@@ -126,6 +131,10 @@ fn parse_args(argv: impl Iterator<Item = String>) -> Result<Option<Args>> {
         }
         if flag == "--json" && !serving {
             json = true;
+            continue;
+        }
+        if serving && flag == "--whole-window" {
+            serve_options.per_revision = false;
             continue;
         }
         if serving && matches!(flag.as_str(), "--listen" | "--cache" | "--deadline") {

@@ -49,6 +49,8 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const MAX_VERDICTS_AT_ONCE: usize = 4;
 /// Namespaces whose last verdict is kept for `--cache`; past this, verdicts are not kept.
 pub const MAX_CACHED_NAMESPACES: usize = 64;
+/// The shortest look-back of a revision's verdict: a few scrapes, so rates exist.
+pub const MIN_REVISION_WINDOW_SECS: u64 = 60;
 /// A connection that sends no complete request head for this long is closed.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest piece of a caller's text (an event's message, a bad type) put in a log line.
@@ -63,6 +65,9 @@ pub struct Options {
     pub cache: Duration,
     /// Bound on one whole verdict (waiting for a turn and every query included).
     pub deadline: Duration,
+    /// Judge each revision (Flagger's checksum) over the time it has run, not the whole
+    /// --window (off: every call over --window, as the CLI does).
+    pub per_revision: bool,
 }
 
 /// Flagger's webhook types (`spec.analysis.webhooks[].type`).
@@ -171,8 +176,13 @@ pub struct Gate {
     experiments: Vec<&'static str>,
     cache: Duration,
     deadline: Duration,
+    per_revision: bool,
     turns: Semaphore,
     slots: Mutex<HashMap<String, Slot>>,
+    /// When each canary's current revision (Flagger's checksum) was first seen: its verdict
+    /// looks back only that far, so a revision never inherits an earlier one's data under
+    /// the same version label (a canary rolled back, then tried again).
+    revisions: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl Gate {
@@ -183,22 +193,54 @@ impl Gate {
             experiments,
             cache: options.cache,
             deadline: options.deadline,
+            per_revision: options.per_revision,
             turns: Semaphore::new(MAX_VERDICTS_AT_ONCE),
             slots: Mutex::new(HashMap::new()),
+            revisions: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// How long this canary's revision has been under analysis (since the gate first heard
+    /// of its checksum); a new checksum starts a new run.
+    fn revision_age(&self, canary: &str, checksum: &str) -> Duration {
+        let mut revisions = self.revisions.lock().expect("no panic holds this lock");
+        if let Some((seen, since)) = revisions.get(canary)
+            && seen == checksum
+        {
+            return since.elapsed();
+        }
+        if revisions.len() >= MAX_CACHED_NAMESPACES && !revisions.contains_key(canary) {
+            // Forget the run heard of longest ago (bounded, as the verdict cache is).
+            if let Some(oldest) = revisions.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k.clone()) {
+                revisions.remove(&oldest);
+            }
+        }
+        revisions.insert(canary.to_owned(), (checksum.to_owned(), Instant::now()));
+        Duration::ZERO
+    }
+
+    /// The settings of one revision's verdict: its look-back is the time it has run (at
+    /// least MIN_REVISION_WINDOW_SECS, at most --window).
+    fn revision_settings(&self, namespace: &str, age: Duration) -> rules::Settings {
+        let window = if self.per_revision {
+            age.as_secs().max(MIN_REVISION_WINDOW_SECS).min(self.settings.window_secs)
+        } else {
+            self.settings.window_secs
+        };
+        rules::Settings { namespace: Some(namespace.to_owned()), window_secs: window, ..self.settings.clone() }
     }
 
     /// The namespace's verdict: reused if computed less than `cache` ago, else computed
     /// (once, however many calls wait for it).
-    async fn verdict(&self, namespace: &str) -> Outcome {
-        let slot = self.slot(namespace);
+    async fn verdict(&self, namespace: &str, revision: &str, age: Duration) -> Outcome {
+        let slot = self.slot(revision);
         let mut cached = slot.lock().await;
         if let Some(c) = cached.as_ref()
             && c.at.elapsed() < self.cache
         {
             return c.outcome.clone();
         }
-        let outcome = Arc::new(self.compute(namespace).await);
+        let outcome = Arc::new(self.compute(self.revision_settings(namespace, age)).await);
         *cached = Some(Cached { at: Instant::now(), outcome: outcome.clone() });
         outcome
     }
@@ -219,9 +261,8 @@ impl Gate {
         slot
     }
 
-    async fn compute(&self, namespace: &str) -> Result<Vec<Experiment>, String> {
+    async fn compute(&self, settings: rules::Settings) -> Result<Vec<Experiment>, String> {
         let _turn = self.turns.acquire().await.map_err(|e| e.to_string())?;
-        let settings = rules::Settings { namespace: Some(namespace.to_owned()), ..self.settings.clone() };
         let mut out = Vec::new();
         for which in &self.experiments {
             let experiment = match *which {
@@ -349,7 +390,10 @@ async fn webhook(
     };
 
     let started = Instant::now();
-    let (status, verdict, text) = match tokio::time::timeout(gate.deadline, gate.verdict(&payload.namespace)).await {
+    let age = gate.revision_age(&canary, &payload.checksum);
+    let revision = canary_revision(&canary, &payload.checksum);
+    let verdict_of_revision = gate.verdict(&payload.namespace, &revision, age);
+    let (status, verdict, text) = match tokio::time::timeout(gate.deadline, verdict_of_revision).await {
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             None,
@@ -358,9 +402,20 @@ async fn webhook(
         Ok(outcome) => match outcome.as_ref() {
             Err(e) => (StatusCode::SERVICE_UNAVAILABLE, None, format!("no verdict: {e}")),
             Ok(experiments) => {
-                let worst = experiments.iter().map(|e| e.verdict).max().unwrap_or(Verdict::Promote);
+                let mut worst = experiments.iter().map(|e| e.verdict).max().unwrap_or(Verdict::Promote);
+                let mut text = report::summary(experiments);
+                let min_duration = Duration::from_secs(gate.settings.min_duration_secs);
+                if gate.per_revision && worst == Verdict::Promote && age < min_duration {
+                    // the version label may have run before; this revision must run itself
+                    worst = Verdict::KeepRunning;
+                    text = format!(
+                        "KEEP RUNNING: this revision has run {} s of the {} s --min-duration\n{text}",
+                        age.as_secs(),
+                        min_duration.as_secs()
+                    );
+                }
                 let status = if passes(worst) { StatusCode::OK } else { StatusCode::PRECONDITION_FAILED };
-                (status, Some(report::verdict_name(worst)), report::summary(experiments))
+                (status, Some(report::verdict_name(worst)), text)
             }
         },
     };
@@ -374,6 +429,11 @@ async fn webhook(
     }
     log(level, "webhook", fields);
     answer(status, text)
+}
+
+/// The key of one revision of one canary (its verdicts are cached apart).
+fn canary_revision(canary: &str, checksum: &str) -> String {
+    format!("{canary}@{checksum}")
 }
 
 /// A refused call: logged (the reason only, cut short), answered with the reason.
@@ -420,6 +480,45 @@ mod tests {
             checksum: "abc123".into(),
             metadata: None,
         }
+    }
+
+    fn gate(per_revision: bool) -> Gate {
+        let settings = rules::Settings {
+            window_secs: 600,
+            min_samples: 10.0,
+            min_duration_secs: 60,
+            namespace: None,
+            baseline: "v1".into(),
+            candidate: "v2".into(),
+        };
+        let options = Options {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cache: Duration::ZERO,
+            deadline: Duration::from_secs(1),
+            per_revision,
+        };
+        let prom = Prometheus::new("http://127.0.0.1:9", Duration::from_secs(1)).unwrap();
+        Gate::new(prom, settings, vec!["canary"], &options)
+    }
+
+    #[test]
+    fn a_revision_is_judged_over_the_time_it_has_run() {
+        let g = gate(true);
+        assert_eq!(g.revision_age("ns/app", "aaa"), Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(20));
+        let age = g.revision_age("ns/app", "aaa");
+        assert!(age >= Duration::from_millis(20), "the same checksum keeps its start: {age:?}");
+        assert_eq!(g.revision_age("ns/app", "bbb"), Duration::ZERO, "a new checksum is a new run");
+        // its look-back: at least a minute, at most --window
+        assert_eq!(g.revision_settings("ns", Duration::from_secs(5)).window_secs, MIN_REVISION_WINDOW_SECS);
+        assert_eq!(g.revision_settings("ns", Duration::from_secs(300)).window_secs, 300);
+        assert_eq!(g.revision_settings("ns", Duration::from_secs(9000)).window_secs, 600);
+        assert_eq!(gate(false).revision_settings("ns", Duration::from_secs(5)).window_secs, 600);
+        // bounded: past MAX_CACHED_NAMESPACES canaries the oldest run is forgotten
+        for i in 0..MAX_CACHED_NAMESPACES + 5 {
+            g.revision_age(&format!("ns/app{i}"), "c");
+        }
+        assert!(g.revisions.lock().unwrap().len() <= MAX_CACHED_NAMESPACES);
     }
 
     #[test]

@@ -22,7 +22,8 @@ impl Gate {
     fn start(prometheus: &str, extra: &[&str]) -> Gate {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sms-experiment"))
             .args(["serve", "--listen", "127.0.0.1:0", "--prometheus", prometheus, "--window", WINDOW])
-            .args(["--timeout", "5s"])
+            // the scenarios are histories written before the gate starts: judged whole
+            .args(["--timeout", "5s", "--whole-window"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
