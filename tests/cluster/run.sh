@@ -17,4 +17,4 @@ log "go test ./... in cluster/node"
 (cd cluster/node && GOTOOLCHAIN=local GOFLAGS=-mod=readonly go test -count=1 ./...) || die "cluster/node's tests failed"
 venv="$(venv_ensure cluster "$ROOT/tests/cluster/requirements.txt")"
 mkdir -p test-output/cluster
-exec "$venv/bin/python" -m pytest -p no:cacheprovider -q -ra --junitxml=test-output/cluster/junit.xml tests/cluster "$@"
+exec "$venv/bin/python" -m pytest -p no:cacheprovider -q -rA --junitxml=test-output/cluster/junit.xml tests/cluster "$@"
