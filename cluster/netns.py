@@ -105,10 +105,20 @@ class Relay:
         return self
 
     def stop(self) -> None:
-        if self.server:
-            self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        """Stops listening and ends the open connections (their tasks cancelled and
+        finished inside the loop, so none is left to the interpreter's exit)."""
+        async def shutdown():
+            if self.server:
+                self.server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.loop.stop()
+
+        if self.thread.is_alive():
+            asyncio.run_coroutine_threadsafe(shutdown(), self.loop)
+            self.thread.join(5)
 
     def _run(self):
         asyncio.set_event_loop(self.loop)
@@ -136,6 +146,8 @@ class Relay:
                 return
             up_reader, up_writer = await asyncio.open_connection(sock=sock)
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        except asyncio.CancelledError:  # the relay stops: the connection ends here, quietly
+            writer.close()
         finally:
             self.active -= 1
 
