@@ -140,14 +140,18 @@ class Visitors:
 
     def _visit(self, kind: str, visitor: int, version: str | None) -> None:
         import http.client
-        body = json.dumps({"sms": f"visitor {visitor}: are we still on for dinner tonight?"})
         conn = None
+        sent = 0
         cookie = f"sms-app-version={version}" if version else None
         while not self.stopping.is_set() and time.monotonic() - self.started < self.seconds:
             headers = {"Host": "sms.localhost", "Content-Type": "application/json"}
             if cookie and kind != "new":
                 headers["Cookie"] = cookie
             status, got = 0, None
+            # a new text each time: v2's cache would answer a repeated one without
+            # classifying it (the verdict counts classifications)
+            sent += 1
+            body = json.dumps({"sms": f"visitor {visitor}, message {sent}: are we still on for dinner tonight?"})
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)

@@ -37,15 +37,21 @@ def poll(what: str, seconds: float, read):
 
 
 def test_the_operator_turns_the_charts_objects_into_scrapes_and_rules(cluster):
-    def up():
+    last_targets: list = []
+
+    def up():  # every pod of the release scraped, the canary's and the shadow's too
         targets = api(cluster, "targets")["activeTargets"]
+        last_targets[:] = [(t["labels"].get("pod"), t["health"], t["lastError"][:80]) for t in targets]
         pools = {}
         for t in targets:
             pools.setdefault(t["scrapePool"], []).append(t["health"])
-        return pools if all(any(h == "up" for h in pools.get(p, [])) for p in (
-            "serviceMonitor/sms-app/sms-app-app/0", "serviceMonitor/sms-app/sms-app-model/0")) else None
+        wanted = ("serviceMonitor/sms-app/sms-app-app/0", "serviceMonitor/sms-app/sms-app-model/0")
+        return pools if all(pools.get(p) and all(h == "up" for h in pools[p]) for p in wanted) else None
 
-    pools = poll("the app's and the model's pods scraped", 120, up)
+    try:
+        pools = poll("the app's and the model's pods scraped", 120, up)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; targets: {last_targets}") from None
     print({p: f"{h.count('up')}/{len(h)} up" for p, h in pools.items()})
     groups = api(cluster, "rules")["groups"]
     alerts = {r["name"] for g in groups for r in g["rules"] if r["type"] == "alerting"}
@@ -56,14 +62,28 @@ def test_the_operator_turns_the_charts_objects_into_scrapes_and_rules(cluster):
 def test_the_experiments_verdict_reads_the_cluster_prometheus(cluster):
     with Visitors(cluster.gateway_port, new=4, pinned=0, returning=("v2",), seconds=60) as users:
         users.canary_share(300)
+    by_version: dict[str, int] = {}
+    for r in users.records:
+        by_version[f"{r[4]} {r[3]}"] = by_version.get(f"{r[4]} {r[3]}", 0) + 1
+    print("the visitors' answers (version status):", by_version)
 
-    def scraped():
-        out = api(cluster, "query", query='sum by (version) (sms_requests_total{namespace="sms-app"})')
+    def scraped():  # the visitors' classifications (not the probes' and scrapes' requests)
+        out = api(cluster, "query",
+                  query='sum by (version) (increase(sms_messages_classified_total{namespace="sms-app"}[10m]))')
         return {r["metric"].get("version"): float(r["value"][1]) for r in out["result"]} or None
 
-    seen = poll("the visitors' requests in Prometheus", 60,
-                lambda: (lambda v: v if v and v.get("v2", 0) > 0 else None)(scraped()))
-    print("requests by version in the cluster's Prometheus:", seen)
+    last_seen: list = [None]
+
+    def both():
+        last_seen[0] = scraped()
+        v = last_seen[0]
+        return v if v and v.get("v1", 0) > 0 and v.get("v2", 0) > 0 else None
+
+    try:
+        seen = poll("the visitors' classifications by both versions in Prometheus", 90, both)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last increase by version: {last_seen[0]}") from None
+    print("classifications in the last 10 minutes by version, in the cluster's Prometheus:", seen)
     out = subprocess.run([str(ROOT / "target" / "debug" / "sms-experiment"), "--prometheus",
                           f"http://127.0.0.1:{cluster.prometheus_port}", "--window", "10m", "--min-samples", "10",
                           "--min-duration", "0", "--namespace", "sms-app", "--json"],
