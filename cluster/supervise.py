@@ -125,12 +125,10 @@ COREFILE = """.:53 {{
 # The values today's local mesh uses (a --set of the user's wins): the shadow runs, and the
 # gateway also answers `sms.localhost` (browsers resolve *.localhost to the loopback).
 LOCAL_VALUES = ["--set", "modelService.shadow.enabled=true",
-                "--set", "istio.hosts={sms-istio.local,sms.localhost}",
-                # Flagger (when a user turns it on) reads this cluster's Prometheus and asks the
-                # gate that runs beside the control plane (sms-experiment serve).
-                "--set", "flagger.prometheusAddress=http://prometheus.default:9090",
-                "--set", "flagger.gate.url=http://198.18.0.1:9810"]
-GATE_PORT = 9810  # the gate's, on the bridge address (in flagger.gate.url above)
+                "--set", "istio.hosts={sms-istio.local,sms.localhost}"]
+# The cluster Prometheus' in-cluster address (the Service made with it), for Flagger.
+PROMETHEUS_URL = "http://prometheus.default:9090"
+GATE_PORT = 9810  # the gate's, on the bridge address
 # The gate judges a canary over a short run: a local experiment lasts minutes, not a day.
 GATE_SETTINGS = os.environ.get("CLUSTER_GATE_SETTINGS",
                                "--window 10m --min-duration 1m --min-samples 200").split()
@@ -487,7 +485,7 @@ class Cluster:
         start = time.monotonic()
         out = self.helm("upgrade", "--install", "flagger", str(chart), "-n", "istio-system",
                         "--set", "crd.create=false", "--set", "meshProvider=istio",
-                        "--set", "metricsServer=http://prometheus.default:9090",
+                        "--set", f"metricsServer={PROMETHEUS_URL}",
                         "--set", "resources.requests.cpu=10m", "--set", "resources.requests.memory=32Mi",
                         "--wait", "--timeout", "120s", timeout=180)
         if out.returncode != 0:
@@ -509,7 +507,11 @@ class Cluster:
     def install_chart(self, extra: list[str]) -> None:
         s = self.s
         out = self.helm("upgrade", "--install", s.release, str(ROOT / "helm"), "-n", s.release_namespace,
-                        "--create-namespace", *LOCAL_VALUES, *extra)
+                        "--create-namespace", *LOCAL_VALUES,
+                        # Flagger (when a user turns it on) reads this cluster's Prometheus and
+                        # asks the gate that runs beside the control plane.
+                        "--set", f"flagger.prometheusAddress={PROMETHEUS_URL}",
+                        "--set", f"flagger.gate.url=http://{s.bridge_ip}:{GATE_PORT}", *extra)
         if out.returncode != 0:
             raise SystemExit(f"helm install failed:\n{out.stderr.strip()}")
         say(f"helm install {s.release} helm/ -n {s.release_namespace}: {out.stdout.splitlines()[0] if out.stdout else 'done'}")

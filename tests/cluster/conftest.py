@@ -64,6 +64,17 @@ class Cluster:
         return self.json("get", "pods", "-n", namespace)["items"]
 
 
+def wait(predicate, seconds: float, what: str):
+    """predicate()'s first truthy value, polled each second for at most `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
+
+
 def ready(pod: dict) -> bool:
     conds = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
     return pod["status"].get("phase") == "Running" and conds.get("Ready") == "True"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import start_cluster, stop
+from conftest import start_cluster, stop, wait
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,17 +37,6 @@ def flagged():
 
 def canary(c) -> dict:
     return c.json("get", "canary", "-n", "sms-app", "sms-app-app")["status"]
-
-
-def wait_phase(c, phases: set[str], seconds: float) -> tuple[str, float]:
-    t0 = time.monotonic()
-    last = None
-    while time.monotonic() - t0 < seconds:
-        last = canary(c).get("phase")
-        if last in phases:
-            return last, time.monotonic() - t0
-        time.sleep(3)
-    raise AssertionError(f"the Canary stayed {last} for {seconds:.0f} s, not {phases}:\n{events(c)[-15:]}")
 
 
 def events(c) -> list[str]:
@@ -91,7 +80,8 @@ def upgrade(c, *sets: str) -> None:
 
 def test_flagger_rolls_back_on_the_gates_verdict_and_promotes_only_on_promote(flagged):
     c = flagged
-    wait_phase(c, {"Initialized"}, 120)  # Flagger made the primary and parked the target
+    # Flagger made the primary and parked the target
+    wait(lambda: canary(c).get("phase") == "Initialized", 120, "Flagger to initialise the Canary")
     primary = c.json("get", "deployment", "-n", "sms-app", "sms-app-app-primary")
     assert primary["status"].get("readyReplicas", 0) >= 1, primary["status"]
 

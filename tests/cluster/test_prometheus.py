@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from conftest import Visitors
+from conftest import Visitors, wait
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,17 +22,6 @@ def api(cluster, path: str, **params) -> dict:
         url += "?" + urllib.parse.urlencode(params)
     with urllib.request.urlopen(url, timeout=10) as r:
         return json.load(r)["data"]
-
-
-def poll(what: str, seconds: float, read):
-    deadline = time.monotonic() + seconds
-    last = None
-    while time.monotonic() < deadline:
-        last = read()
-        if last:
-            return last
-        time.sleep(2)
-    raise AssertionError(f"{what} within {seconds:.0f} s; last: {last}")
 
 
 def test_the_operator_turns_the_charts_objects_into_scrapes_and_rules(cluster):
@@ -49,7 +37,7 @@ def test_the_operator_turns_the_charts_objects_into_scrapes_and_rules(cluster):
         return pools if all(pools.get(p) and all(h == "up" for h in pools[p]) for p in wanted) else None
 
     try:
-        pools = poll("the app's and the model's pods scraped", 120, up)
+        pools = wait(up, 120, "the app's and the model's pods scraped")
     except AssertionError as e:
         raise AssertionError(f"{e}; targets: {last_targets}") from None
     print({p: f"{h.count('up')}/{len(h)} up" for p, h in pools.items()})
@@ -80,7 +68,7 @@ def test_the_experiments_verdict_reads_the_cluster_prometheus(cluster):
         return v if v and v.get("v1", 0) > 0 and v.get("v2", 0) > 0 else None
 
     try:
-        seen = poll("the visitors' classifications by both versions in Prometheus", 90, both)
+        seen = wait(both, 90, "the visitors' classifications by both versions in Prometheus")
     except AssertionError as e:
         raise AssertionError(f"{e}; last increase by version: {last_seen[0]}") from None
     print("classifications in the last 10 minutes by version, in the cluster's Prometheus:", seen)

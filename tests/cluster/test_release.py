@@ -10,19 +10,9 @@ import signal
 import subprocess
 import time
 
-from conftest import Visitors, ready
+from conftest import Visitors, ready, wait
 
 DEPLOYMENTS = {"sms-app-app", "sms-app-app-canary", "sms-app-model", "sms-app-model-shadow"}
-
-
-def wait(predicate, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
 
 
 def test_the_release_runs_on_a_real_api_server(cluster):
