@@ -9,7 +9,7 @@ import os
 
 import yaml
 
-from conftest import CHART, GRAFANA, parse_set, render
+from conftest import CHART, GRAFANA, parse_set, render, render_error
 
 
 def dashboards():
@@ -85,6 +85,25 @@ def test_prometheus_rule_is_the_rules_file(scenario):
     assert pr["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert pr["spec"]["groups"] == want
     assert want, "the rules file has no groups"
+
+
+def test_alert_hold_times_can_be_tuned_by_name():
+    """`alertFor` replaces the `for` of exactly the alerts it names; every other rule stays
+    the file's; a name no rule alerts as (a typo) is refused, naming the chart's alerts."""
+    want = [g for f in rule_files() for g in (yaml.safe_load(f.read_text()) or {}).get("groups", [])]
+    r = render(parse_set("monitoring.prometheusRule.alertFor.PredictionDrift=2h"), tag="alert-for")
+    got = r.get("PrometheusRule", "sms-app-rules")["spec"]["groups"]
+    changed = [(g["name"], rule["alert"]) for g, w in zip(got, want) for rule, was in zip(g["rules"], w["rules"])
+               if rule != was]
+    assert changed == [("sms-drift.alerts", "PredictionDrift")], changed
+    drift = next(rule for g in got for rule in g["rules"] if rule.get("alert") == "PredictionDrift")
+    assert drift["for"] == "2h"
+
+    err = render_error(parse_set("monitoring.prometheusRule.alertFor.PredictionDrfit=2h"))
+    assert 'alertFor names "PredictionDrfit", which no rule of the chart alerts as' in err, err
+    assert "PredictionDrift" in err.split("its alerts:")[1], err
+    err = render_error(parse_set("monitoring.prometheusRule.alertFor.PredictionDrift=soon"))
+    assert "alertFor" in err and "soon" in err, err
 
 
 def test_dashboard_config_maps_are_the_dashboard_files(scenario):

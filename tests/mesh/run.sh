@@ -6,7 +6,7 @@
 # the rendered scenarios, `make mesh` itself, and the experiment's verdict (issue 15) from
 # the mesh's Prometheus with labelled test-split traffic, and a dead canary seen by the
 # gateway's counts, CanaryUnreachable and the verdict (issue 26), and prediction drift (the
-# PSI of the test split's mix and of a spam-only one, PredictionDrift pending) from the mesh's
+# PSI of the test split's mix and of a spam-only one, PredictionDrift firing) from the mesh's
 # Prometheus. Builds the binaries (Istio's on first use: minutes) and installs its pinned
 # tools when missing (Prometheus from Debian,
 # the training virtualenv for the test split); a missing tool fails the suite.
