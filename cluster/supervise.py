@@ -125,7 +125,17 @@ COREFILE = """.:53 {{
 # The values today's local mesh uses (a --set of the user's wins): the shadow runs, and the
 # gateway also answers `sms.localhost` (browsers resolve *.localhost to the loopback).
 LOCAL_VALUES = ["--set", "modelService.shadow.enabled=true",
-                "--set", "istio.hosts={sms-istio.local,sms.localhost}"]
+                "--set", "istio.hosts={sms-istio.local,sms.localhost}",
+                # the gateway's stock Envoy has no istio_requests_total: its own counts instead
+                "--set", "monitoring.gateway.metric=envoy_cluster_upstream_rq_xx"]
+# The gateway's Envoy keeps (beside Istio's defaults) the per-subset answer counts of every
+# app Service (`cluster.outbound|<port>|<subset>|<name>-app.<ns>.svc.cluster.local;
+# .upstream_rq_<N>xx`), which the chart's PodMonitor keeps for its release.
+GATEWAY_VALUES = r"""service:
+  type: ClusterIP
+podAnnotations:
+  sidecar.istio.io/statsInclusionRegexps: 'cluster\.outbound\|[0-9]+\|[^|]*\|[^|;]+-app\.[^|;]+\.svc\.cluster\.local;?\.upstream_rq_[1-5]xx'
+"""
 # The cluster Prometheus' in-cluster address (the Service made with it), for Flagger.
 PROMETHEUS_URL = "http://prometheus.default:9090"
 GATE_PORT = 9810  # the gate's, on the bridge address
@@ -442,8 +452,10 @@ class Cluster:
         if out.returncode != 0:
             raise SystemExit(f"helm install istiod failed:\n{out.stderr.strip()}")
         say(f"istiod Ready in {time.monotonic() - start:.0f} s (Istio's chart, helm install istiod -n istio-system)")
+        gateway_values = s.state / "istio" / "gateway-values.yaml"
+        gateway_values.write_text(GATEWAY_VALUES)
         out = self.helm("upgrade", "--install", "istio-ingressgateway", str(charts / "gateway"), "-n", "istio-system",
-                        "--set", "service.type=ClusterIP", "--wait", "--timeout", "180s", timeout=240)
+                        "-f", str(gateway_values), "--wait", "--timeout", "180s", timeout=240)
         if out.returncode != 0:
             raise SystemExit(f"helm install istio-ingressgateway failed:\n{out.stderr.strip()}")
         say(f"the ingress gateway is Ready after {time.monotonic() - start:.0f} s")

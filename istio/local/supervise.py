@@ -369,19 +369,23 @@ class LocalMesh:
                     or not overlay.selects((spec.get("selector") or {}).get("matchLabels") or {}, labels)):
                 continue
             for ep in spec.get("podMetricsEndpoints", []):
-                keep = [r for r in ep.get("metricRelabelings") or [] if r.get("action") == "keep"
-                        and r.get("sourceLabels") == ["__name__", "destination_service_namespace",
-                                                      "destination_service_name"]]
-                if len(keep) != 1 or keep[0]["regex"].count(";") != 2:
+                keeps = [r for r in ep.get("metricRelabelings") or [] if r.get("action") == "keep"]
+                istio = [r for r in keeps if r.get("sourceLabels") == ["__name__", "destination_service_namespace",
+                                                                       "destination_service_name"]]
+                envoy = [r for r in keeps if r.get("sourceLabels") == ["__name__", "envoy_cluster_name"]]
+                if len(istio) == 1 and istio[0]["regex"].count(";") == 2:
+                    _, ns, svc = istio[0]["regex"].split(";")
+                    keep = rf"envoy_cluster_upstream_rq_xx;outbound\|[0-9]+\|[^|]+\|{svc}\.{ns}\.svc\.cluster\.local"
+                elif len(envoy) == 1:  # monitoring.gateway.metric=envoy_cluster_upstream_rq_xx: as rendered
+                    keep = envoy[0]["regex"]
+                else:
                     raise RuntimeError(f"PodMonitor {pm['metadata']['name']}: no keep of istio_requests_total by "
-                                       "destination_service_namespace and _name to translate for plain Envoy")
-                _, ns, svc = keep[0]["regex"].split(";")
+                                       "destination_service_namespace and _name, nor of envoy_cluster_upstream_rq_xx "
+                                       "by envoy_cluster_name, to translate for plain Envoy")
                 out.append({"job": f"{pm['metadata']['namespace']}/{pm['metadata']['name']}",
                             "namespace": overlay.GATEWAY_NS, "endpoint": ep.get("port", ""),
                             "pod": f"{overlay.GATEWAY_SVC}-{gw.pid}", "path": ep.get("path", "/metrics"),
-                            "address": f"127.0.0.1:{self.ports.gateway_admin}",
-                            "keep": rf"envoy_cluster_upstream_rq_xx;outbound\|[0-9]+\|[^|]+\|"
-                                    rf"{svc}\.{ns}\.svc\.cluster\.local"})
+                            "address": f"127.0.0.1:{self.ports.gateway_admin}", "keep": keep})
         return out
 
     def prometheus_config(self) -> dict:

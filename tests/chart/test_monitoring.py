@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 
 import yaml
 
@@ -59,6 +60,24 @@ def test_the_gateways_answers_for_this_release_are_scraped(scenario):
     (keep,) = ep["metricRelabelings"]
     assert keep == {"sourceLabels": ["__name__", "destination_service_namespace", "destination_service_name"],
                     "regex": "istio_requests_total;sms-app;sms-app-app", "action": "keep"}
+
+    # A gateway with a stock Envoy (no Istio stats): its per-subset answer counts of this
+    # release's app only, renamed from Istio's bootstrap tags to the names the rules read
+    # (a real Prometheus applies them in tests/cluster/test_prometheus.py).
+    r = render(parse_set("monitoring.gateway.metric=envoy_cluster_upstream_rq_xx"), release="exp", tag="gateway-envoy")
+    rules = r.get("PodMonitor", "exp-sms-app-gateway")["spec"]["podMetricsEndpoints"][0]["metricRelabelings"]
+    assert [x.get("targetLabel") or x["action"] for x in rules] == [
+        "__name__", "envoy_cluster_name", "envoy_response_code_class", "labeldrop", "keep"], rules
+    keep = rules[-1]
+    assert keep["sourceLabels"] == ["__name__", "envoy_cluster_name"]
+    kept = lambda cluster: re.fullmatch(keep["regex"], f"envoy_cluster_upstream_rq_xx;{cluster}")  # noqa: E731
+    assert kept("outbound|8080|v1|exp-sms-app-app.sms-app.svc.cluster.local")
+    assert kept("outbound|8080|v2|exp-sms-app-app.sms-app.svc.cluster.local")
+    assert not kept("outbound|8080|v1|sms-app-app.sms-app.svc.cluster.local")  # another release's app
+    assert not kept("outbound|8081|v1|exp-sms-app-model.sms-app.svc.cluster.local")
+    assert re.fullmatch(rules[0]["regex"], "envoy_cluster_upstream_rq;5xx")
+    assert "value must be one of 'istio_requests_total', 'envoy_cluster_upstream_rq_xx'" in render_error(
+        parse_set("monitoring.gateway.metric=requests"))
 
     r = render(parse_set("monitoring.gateway.namespace=ingress,istio.gateway.selector.app=gw"), tag="gateway-ns")
     pm = r.get("PodMonitor", "sms-app-gateway")

@@ -24,22 +24,33 @@ def api(cluster, path: str, **params) -> dict:
         return json.load(r)["data"]
 
 
-def test_the_operator_turns_the_charts_objects_into_scrapes_and_rules(cluster):
+# Every pod of the release (the canary's and the shadow's too) and the ingress gateway: the
+# operator picks the gateway's PodMonitor (another namespace) up later than the
+# ServiceMonitors, tens of seconds after the cluster is ready.
+SCRAPE_POOLS = ("serviceMonitor/sms-app/sms-app-app/0", "serviceMonitor/sms-app/sms-app-model/0",
+                "podMonitor/sms-app/sms-app-gateway/0")
+
+
+def all_scraped(cluster) -> dict:
+    """Waits until every scrape pool of the chart has all its targets up; returns them."""
     last_targets: list = []
 
-    def up():  # every pod of the release scraped, the canary's and the shadow's too
+    def up():
         targets = api(cluster, "targets")["activeTargets"]
         last_targets[:] = [(t["labels"].get("pod"), t["health"], t["lastError"][:80]) for t in targets]
         pools = {}
         for t in targets:
             pools.setdefault(t["scrapePool"], []).append(t["health"])
-        wanted = ("serviceMonitor/sms-app/sms-app-app/0", "serviceMonitor/sms-app/sms-app-model/0")
-        return pools if all(pools.get(p) and all(h == "up" for h in pools[p]) for p in wanted) else None
+        return pools if all(pools.get(p) and all(h == "up" for h in pools[p]) for p in SCRAPE_POOLS) else None
 
     try:
-        pools = wait(up, 120, "the app's and the model's pods scraped")
+        return wait(up, 120, "the app's, the model's and the gateway's pods scraped")
     except AssertionError as e:
         raise AssertionError(f"{e}; targets: {last_targets}") from None
+
+
+def test_the_operator_turns_the_charts_objects_into_scrapes_and_rules(cluster):
+    pools = all_scraped(cluster)
     print({p: f"{h.count('up')}/{len(h)} up" for p, h in pools.items()})
     groups = api(cluster, "rules")["groups"]
     alerts = {r["name"] for g in groups for r in g["rules"] if r["type"] == "alerting"}
@@ -48,8 +59,27 @@ def test_the_operator_turns_the_charts_objects_into_scrapes_and_rules(cluster):
 
 
 def test_the_experiments_verdict_reads_the_cluster_prometheus(cluster):
-    with Visitors(cluster.gateway_port, new=4, pinned=0, returning=("v2",), seconds=60) as users:
+    all_scraped(cluster)  # the gateway's answers too, from the visitors' first
+    # What users got from the gateway per version, as the guardrails read it
+    # (CanaryUnreachable, the gateway's side of the user error share): the chart's
+    # PodMonitor keeps the gateway's own per-subset counts (its stock Envoy has no
+    # istio_requests_total), which the rules turn into answers/s per version and class.
+    def gateway_answers():
+        out = api(cluster, "query", query='sum by (version, class) '
+                                          '(namespace_version_class:sms_gateway_responses:rate5m{namespace="sms-app"})')
+        got = {(r["metric"]["version"], r["metric"]["class"]): float(r["value"][1]) for r in out["result"]}
+        return got if got.get(("v1", "2"), 0) > 0 and got.get(("v2", "2"), 0) > 0 else None
+    # The visitors go on until the gateway's rate per version shows (two scrapes of the
+    # counters at least): 300 answers alone take about a second.
+    with Visitors(cluster.gateway_port, new=4, pinned=0, returning=("v2",), seconds=120) as users:
         users.canary_share(300)
+        try:
+            answered = wait(gateway_answers, 60, "the gateway's 2xx answers per version in the rules")
+        except AssertionError as e:
+            kept = api(cluster, "query", query='envoy_cluster_upstream_rq_xx[5m]')["result"]
+            raise AssertionError(f"{e}; the gateway's kept counts: "
+                                 f"{[(x['metric'].get('envoy_cluster_name'), x['values']) for x in kept]}") from None
+        print("the gateway's answers/s by version and class:", {k: round(v, 3) for k, v in answered.items()})
     by_version: dict[str, int] = {}
     for r in users.records:
         by_version[f"{r[4]} {r[3]}"] = by_version.get(f"{r[4]} {r[3]}", 0) + 1
@@ -83,3 +113,4 @@ def test_the_experiments_verdict_reads_the_cluster_prometheus(cluster):
     counts = {r["figure"]: r for r in canary["rows"]}
     print("verdict:", canary["reason"])
     assert counts["classifications"]["has_data"] and counts["classifications"]["candidate"]["estimate"] > 0, counts
+
