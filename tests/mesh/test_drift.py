@@ -13,12 +13,14 @@ On a mesh of its own (fresh counters), in this order:
    once its hold has passed. The chart's rule holds for 30 minutes; this mesh sets the
    hold to 20 s with the chart's own setting (`monitoring.prometheusRule.alertFor`), the
    expression unchanged. That the shipped rule fires after 30 minutes (and not before) is
-   the promtool test's (grafana/rules/sms-drift.rules.test.yml).
+   the promtool test's (grafana/rules/sms-drift.rules.test.yml);
+3. the drift panels of the experiment and Shadow vs Stable dashboards show both versions.
 
 Each step writes its figures to test-output/mesh/figures.txt."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -150,3 +152,24 @@ def test_2_a_spam_only_mix_drives_psi_over_0_2_and_the_alert_fires(drift):
            f"(hold {DRIFT_HOLD_S} s)")
     # firing no earlier than the hold (one 1 s evaluation of slack for the clocks' reading)
     assert all(t >= DRIFT_HOLD_S - 1 for t in first_firing.values()), first_firing
+
+
+def drift_panels():
+    """The drift panels' queries of the experiment and Shadow vs Stable dashboards."""
+    for name in ("experiment", "shadow"):
+        dashboard = json.loads((ROOT / "grafana" / "dashboards" / f"{name}.json").read_text())
+        for panel in dashboard["panels"]:
+            if any(w in panel["title"] for w in ("drift", "distribution", "shift against reference")):
+                for t in panel.get("targets", []):
+                    yield f"{name}: {panel['title']} ({t['legendFormat']})", t["expr"]
+
+
+def test_3_the_dashboards_drift_panels_show_both_versions(drift):
+    (namespace,) = {r["metric"]["namespace"] for r in drift.query(PSI)}
+    panels = list(drift_panels())
+    assert len(panels) >= 12, panels  # PSI 1h/1d, input PSI 1h/1d, shift 1h/1d, distribution: both dashboards
+    for title, expr in panels:
+        q = expr.replace("$namespace", namespace).replace("$__rate_interval", "1m")
+        versions = {r["metric"].get("version") for r in drift.query(q) if r["value"][1] not in ("NaN", "+Inf", "-Inf")}
+        assert {"v1", "v2"} <= versions, f"{title}: versions {versions}\nquery: {q}"
+    report(f"  the dashboards' {len(panels)} drift queries return both versions")
