@@ -5,8 +5,7 @@ comparison service and builds the release binaries; every service process is sta
 scripts/stack.py (the one description of the local stack) or, for the Python service, by
 its process group.
 
-What it measures (issue 13's part 3 and targets, issue 11's overload and same-run
-throughput, issue 15's shadow cost, issue 10's per-call metrics cost):
+What it measures (the figures, their targets and their history: docs/performance.md):
   1. ONNX Runtime alone, one message a call on one thread, in process (cargo bench `ort`):
      v1, v2 and today's dense artifact; and the per-call metrics cost, OpenTelemetry
      against the previous prometheus pipeline, and what the drift histograms add to it
@@ -35,7 +34,7 @@ throughput, issue 15's shadow cost, issue 10's per-call metrics cost):
      connection (curl; h2load -n1), which sees how fast the server answers or refuses,
      where the flood's own latency is its calls in flight over the throughput. The
      kernel's dropped connection attempts (listen queue full) are counted.
-  6. The Open Inference Protocol (issue 28), on one load generator (h2load, prebuilt
+  6. The Open Inference Protocol, on one load generator (h2load, prebuilt
      frames), at c16: ModelInfer with 1 row against Classify on the same server; the
      model at the chart's logging against warn, in turn; Seldon's MLServer (bench/mlserver:
      the same model.onnx through a minimal onnxruntime runtime, its own venv) answering the
@@ -43,8 +42,9 @@ throughput, issue 15's shadow cost, issue 10's per-call metrics cost):
      started, each once: at the end of the load, its peak during it, and the anonymous
      part); ModelInfer with 64 rows (rows/s, one call at a time).
 
-It prints a table and each target as met / NOT met, and writes JSON (--json). Missed
-targets are reported, not failed on; errors fail it: a crash, a gRPC code or HTTP status
+It prints a table and each target as met / NOT met, writes JSON (--json) and records the run
+in docs/performance.md (its latest-run table and a row of its history; --no-record skips
+it). Missed targets are reported, not failed on; errors fail it: a crash, a gRPC code or HTTP status
 that should not be there, a service unhealthy after overload, a comparison that did not run.
 
   python3 scripts/bench.py [--duration 5] [--only ort,metrics,ready,throughput,shadow,overload,oip]
@@ -69,6 +69,7 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
+import perf_record
 import stack as local
 
 ROOT = local.ROOT
@@ -644,7 +645,7 @@ class Bench:
                        app_metrics=a1.addresses["metrics"], version="v1")
         self.http_load("app v2 cache on -> model v1, HTTP c16", "app", a2.addresses["url"], q2,
                        app_metrics=a2.addresses["metrics"], version="v2")
-        # Issue 11: the shipped limits against the limits raised out of the way, each raised
+        # The shipped limits against the limits raised out of the way, each raised
         # run between two shipped ones so that drift of a shared machine shows.
         for when in ("before", "raised", "after"):
             if when == "raised":
@@ -1017,35 +1018,35 @@ def chart_model_deadline_ms() -> int:
 def targets(r: dict) -> list[dict]:
     out = []
 
-    def add(issue, what, value, target, met, unit=""):
-        out.append({"issue": issue, "what": what, "value": value, "target": target, "met": bool(met), "unit": unit})
+    def add(part, what, value, target, met, unit=""):
+        out.append({"part": part, "what": what, "value": value, "target": target, "met": bool(met), "unit": unit})
 
     rows = {row["name"]: row for row in r.get("runs", [])}
     ort = r.get("ort_alone", {})
     for v, limit in (("v1", 30), ("v2", 60)):
         if v in ort:
-            add(13, f"ONNX Runtime alone {v}, us per message (median)", ort[v]["median_us"], f"<= {limit}",
+            add("serving", f"ONNX Runtime alone {v}, us per message (median)", ort[v]["median_us"], f"<= {limit}",
                 ort[v]["median_us"] <= limit)
     if "v1" in ort and "v1-dense" in ort:
-        add(13, "ONNX Runtime alone: dense v1 / lean v1 (x)", ort["v1-dense"]["median_us"] / ort["v1"]["median_us"],
+        add("serving", "ONNX Runtime alone: dense v1 / lean v1 (x)", ort["v1-dense"]["median_us"] / ort["v1"]["median_us"],
             "(information)", True)
     per_call = r.get("metrics_per_call_ns", {})
     if "drift_histograms" in per_call:  # recorded on every message: bounded per call
-        add("-", "drift histograms (probability, input length), ns per call", per_call["drift_histograms"], "< 100",
+        add("metrics", "drift histograms (probability, input length), ns per call", per_call["drift_histograms"], "< 100",
             per_call["drift_histograms"] < 100)
     if "model v1 gRPC c16" in rows:
         m1, m2 = rows["model v1 gRPC c16"], rows["model v2 gRPC c16"]
         f1, f2 = rows["FastAPI+onnxruntime v1 HTTP c16"], rows["FastAPI+onnxruntime v2 HTTP c16"]
         dense = rows["model v1 dense (pre-lean) artifact gRPC c16"]
         app1, app2 = rows["app v1 cache off -> model v1, HTTP c16"], rows["app v2 cache on -> model v1, HTTP c16"]
-        add(13, "model v1 / FastAPI v1, req/s at c16 (x)", m1["rps"] / f1["rps"], ">= 2.5", m1["rps"] >= 2.5 * f1["rps"])
-        add(13, "model v2 / FastAPI v2, req/s at c16 (x)", m2["rps"] / f2["rps"], ">= 2", m2["rps"] >= 2 * f2["rps"])
-        add(13, "model v1 / today's dense artifact, same binary, c16 (x)", m1["rps"] / dense["rps"], ">= 2",
+        add("serving", "model v1 / FastAPI v1, req/s at c16 (x)", m1["rps"] / f1["rps"], ">= 2.5", m1["rps"] >= 2.5 * f1["rps"])
+        add("serving", "model v2 / FastAPI v2, req/s at c16 (x)", m2["rps"] / f2["rps"], ">= 2", m2["rps"] >= 2 * f2["rps"])
+        add("serving", "model v1 / today's dense artifact, same binary, c16 (x)", m1["rps"] / dense["rps"], ">= 2",
             m1["rps"] >= 2 * dense["rps"])
         for row, v in ((m1, "v1"), (m2, "v2")):
-            add(13, f"model {v} p99 at c16 (ms)", row["p99_ms"], "<= 3", row["p99_ms"] <= 3)
+            add("serving", f"model {v} p99 at c16 (ms)", row["p99_ms"], "<= 3", row["p99_ms"] <= 3)
         # The best of every run of the same two processes (the first, and the shipped-limits
-        # runs before and after issue 11's): on a shared VM a neighbour's steal can halve a
+        # runs before and after the raised limits' run): on a shared VM a neighbour's steal can halve a
         # single 5 s run (the "others" column), so one pair, or a mean, measures the host.
         direct = [rows[n]["rps"] for n in ("model v1 gRPC c16", "model v1 gRPC c16, shipped limits (before)",
                                            "model v1 gRPC c16, shipped limits (after)")]
@@ -1053,93 +1054,93 @@ def targets(r: dict) -> list[dict]:
                                         "app v1 -> model v1, HTTP c16, shipped limits (before)",
                                         "app v1 -> model v1, HTTP c16, shipped limits (after)")]
         ratio = 100 * max(e2e) / max(direct)
-        add(13, "app v1 end to end / model v1 direct, c16, best of 3 runs each (%)", ratio, ">= 60", ratio >= 60)
-        add(13, "RSS model v1 at c16 (MiB)", m1["rss_mib"], "<= 64", m1["rss_mib"] <= 64)
-        add(13, "RSS model v2 at c16 (MiB)", m2["rss_mib"], "<= 96", m2["rss_mib"] <= 96)
+        add("serving", "app v1 end to end / model v1 direct, c16, best of 3 runs each (%)", ratio, ">= 60", ratio >= 60)
+        add("serving", "RSS model v1 at c16 (MiB)", m1["rss_mib"], "<= 64", m1["rss_mib"] <= 64)
+        add("serving", "RSS model v2 at c16 (MiB)", m2["rss_mib"], "<= 96", m2["rss_mib"] <= 96)
         for row, v in ((app1, "v1 cache off"), (app2, "v2 cache on")):
-            add(13, f"RSS app {v} at c16 (MiB)", row["rss_mib"], "<= 16", row["rss_mib"] <= 16)
+            add("serving", f"RSS app {v} at c16 (MiB)", row["rss_mib"], "<= 16", row["rss_mib"] <= 16)
         for who, raised, shipped in (("model", "model v1 gRPC c16, limits raised", "model v1 gRPC c16, shipped limits"),
                                      ("app", "app v1 -> model v1, HTTP c16, limits raised",
                                       "app v1 -> model v1, HTTP c16, shipped limits")):
             ship = statistics.mean(rows[f"{shipped} ({w})"]["rps"] for w in ("before", "after"))
             ratio = 100 * ship / rows[raised]["rps"]
-            add(11, f"{who} c16 req/s, shipped limits (mean of the runs around) / raised (%)", ratio,
+            add("limits", f"{who} c16 req/s, shipped limits (mean of the runs around) / raised (%)", ratio,
                 ">= 95 (no lower; 5 % for noise)", ratio >= 95)
         at_warn = rows["model v1 gRPC c16, logging at warn"]["rps"]
         chart = statistics.mean(rows[f"model v1 gRPC c16, shipped limits ({w})"]["rps"] for w in ("before", "after"))
-        add(28, "model v1 c16 req/s at the chart's logging (info, json) / at warn (%)", 100 * chart / at_warn,
+        add("logging", "model v1 c16 req/s at the chart's logging (info, json) / at warn (%)", 100 * chart / at_warn,
             ">= 95", chart >= 0.95 * at_warn)
     if "oip" in r:
         o = r["oip"]
         classify = statistics.mean(o[f"classify-{w}"]["rps"] for w in ("1", "2"))
         infer = statistics.mean(o[f"infer1-{w}"]["rps"] for w in ("1", "2"))
-        add(28, "ModelInfer 1 row / Classify, c16, same server (%)", 100 * infer / classify, ">= 90",
+        add("protocol", "ModelInfer 1 row / Classify, c16, same server (%)", 100 * infer / classify, ">= 90",
             infer >= 0.9 * classify)
         chart = statistics.mean(o[f"chart-{w}"]["rps"] for w in ("1", "2"))
         warn = statistics.mean(o[f"warn-{w}"]["rps"] for w in ("1", "2"))
-        add(28, "Classify c16 at the chart's logging / at warn, in turn (%)", 100 * chart / warn, ">= 95",
+        add("logging", "Classify c16 at the chart's logging / at warn, in turn (%)", 100 * chart / warn, ">= 95",
             chart >= 0.95 * warn)
-        add(28, "ModelInfer 64 rows c1 (rows/s)", o["infer64"]["rows_per_s"], "(information)", True)
-        add(28, "rows/s at 64 rows c1 / calls/s at 1 row c16 (x)", o["infer64"]["rows_per_s"] / infer, "(information)", True)
+        add("protocol", "ModelInfer 64 rows c1 (rows/s)", o["infer64"]["rows_per_s"], "(information)", True)
+        add("protocol", "rows/s at 64 rows c1 / calls/s at 1 row c16 (x)", o["infer64"]["rows_per_s"] / infer, "(information)", True)
         if "mlserver" in o:
             ours = statistics.mean(o[k]["rps"] for k in ("infer1-1", "infer1-2", "ours-again"))
             theirs = o["mlserver"]
-            add(28, "ModelInfer c16 req/s, ours / MLServer's (x)", ours / theirs["rps"], ">= 3",
+            add("protocol", "ModelInfer c16 req/s, ours / MLServer's (x)", ours / theirs["rps"], ">= 3",
                 ours >= 3 * theirs["rps"])
             again = o["ours-again"]
             rss = again["rss_mib"]
-            add(28, "RSS after ModelInfer c16, ours / MLServer's process tree", rss / theirs["rss_mib"], "<= 0.25",
+            add("protocol", "RSS after ModelInfer c16, ours / MLServer's process tree", rss / theirs["rss_mib"], "<= 0.25",
                 rss <= 0.25 * theirs["rss_mib"])
-            add(28, "RSS after ModelInfer c16 (MiB), ours / MLServer's (processes)",
+            add("protocol", "RSS after ModelInfer c16 (MiB), ours / MLServer's (processes)",
                 f"{rss:.1f} / {theirs['rss_mib']:.1f} ({theirs['processes']})", "(information)", True)
-            add(28, "peak RSS during ModelInfer c16 (MiB), ours / MLServer's",
+            add("protocol", "peak RSS during ModelInfer c16 (MiB), ours / MLServer's",
                 f"{again['peak_rss_mib']:.1f} / {theirs['peak_rss_mib']:.1f}", "(information)", True)
             # The rest is file-backed: code and read-only data of the binaries and libraries
             # (ONNX Runtime's among them), mapped from the page cache.
-            add(28, "anonymous part of it (MiB), ours / MLServer's",
+            add("protocol", "anonymous part of it (MiB), ours / MLServer's",
                 f"{again['anon_rss_mib']:.1f} / {theirs['anon_rss_mib']:.1f}", "(information)", True)
-            add(28, "ModelInfer c16 p99 (ms), ours / MLServer's",
+            add("protocol", "ModelInfer c16 p99 (ms), ours / MLServer's",
                 f"{o['ours-again']['p99_ms']:.2f} / {theirs['p99_ms']:.2f}", "(information)", True)
     for v, ready in r.get("ready", {}).items():
-        add(13, f"model {v} time to ready, slowest of 3 (s)", ready["max_s"], "<= 0.5", ready["max_s"] <= 0.5)
+        add("start-up", f"model {v} time to ready, slowest of 3 (s)", ready["max_s"], "<= 0.5", ready["max_s"] <= 0.5)
     if "shadow" in r:
         s = r["shadow"]["serving"]
-        add(15, "serving p99, shadow comparison on - off (ms)", s["p99_difference_ms"],
+        add("shadow", "serving p99, shadow comparison on - off (ms)", s["p99_difference_ms"],
             f"<= run-to-run spread ({s['run_to_run_spread_ms']:.2f} ms)",
             # A cost, if any, shows as on slower than off; on faster than off is the noise.
             s["p99_difference_ms"] <= s["run_to_run_spread_ms"])
         sh = r["shadow"]["shadow"]
-        add(15, "shadow's own p99, comparison on - off (ms)", sh["p99_difference_ms"],
+        add("shadow", "shadow's own p99, comparison on - off (ms)", sh["p99_difference_ms"],
             f"(information; spread {sh['run_to_run_spread_ms']:.2f} ms)", True)
     for who, o in r.get("overload", {}).items():
-        add(11, f"{who} overload: peak RSS (MiB)", o["peak_rss_mib"], f"< chart limit {o['limit_mib']}",
+        add("overload", f"{who} overload: peak RSS (MiB)", o["peak_rss_mib"], f"< chart limit {o['limit_mib']}",
             max(o["peak_rss_mib"], o["vmhwm_mib"]) < o["limit_mib"])
-        add(11, f"{who} overload: RSS {o['settle_s']:.0f} s after / idle (x)", o["rss_after_mib"] / o["idle_rss_mib"],
+        add("overload", f"{who} overload: RSS {o['settle_s']:.0f} s after / idle (x)", o["rss_after_mib"] / o["idle_rss_mib"],
             "<= 2", o["rss_after_mib"] <= 2 * o["idle_rss_mib"])
         fast = o["fast_ms"]
-        add(11, f"{who} overload: the load's answers, p99 / slowest (ms)", f"{o['p99_ms']:,.0f} / {o['max_ms']:,.0f}",
+        add("overload", f"{who} overload: the load's answers, p99 / slowest (ms)", f"{o['p99_ms']:,.0f} / {o['max_ms']:,.0f}",
             f"<= {fast} (fast)", o["max_ms"] <= fast)
         n = o["new_caller"]
-        add(11, f"{who} overload: a new caller's answer, p99 latency (ms)", n["p99_ms"], f"<= {fast} (fast)",
+        add("overload", f"{who} overload: a new caller's answer, p99 latency (ms)", n["p99_ms"], f"<= {fast} (fast)",
             n["calls"] > 0 and n["p99_ms"] <= fast)
         unexpected = {k: v for k, v in n["outcomes"].items() if k not in o["new_caller_allowed"]}
-        add(11, f"{who} overload: a new caller's outcomes other than {'/'.join(o['new_caller_allowed'])}",
+        add("overload", f"{who} overload: a new caller's outcomes other than {'/'.join(o['new_caller_allowed'])}",
             sum(unexpected.values()), "0", not unexpected)
         if who == "app":
             errors = sum(o["socket_errors"].values())
-            add(11, "app overload: answers other than 200/503, or none (socket errors)", errors, "0", errors == 0)
+            add("overload", "app overload: answers other than 200/503, or none (socket errors)", errors, "0", errors == 0)
     return out
 
 
 def print_targets(ts: list[dict]):
-    print("\n== targets (issue number; missed ones are reported, not failed on)")
+    print("\n== targets (missed ones are reported, not failed on)")
     for t in ts:
         value = t["value"]
         shown = f"{value:,.2f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else value
         mark = "met" if t["met"] else "NOT met"
         if t["target"].startswith("(information"):
             mark = ""
-        print(f"  #{t['issue']:<3} {t['what']:<66} {shown:>10}  {t['target']:<40} {mark}")
+        print(f"  {t['part']:<9} {t['what']:<66} {shown:>10}  {t['target']:<40} {mark}")
 
 
 # --------------------------------------------------------------------------- main
@@ -1155,6 +1156,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--dense-rev", help="the commit whose models/v1 is today's dense artifact (default: found in "
                    "the history)")
     p.add_argument("--json", type=Path, default=ROOT / "test-output" / "bench" / "bench.json")
+    p.add_argument("--no-record", action="store_true", help="do not write the run into docs/performance.md")
     p.add_argument("--log-dir", type=Path, default=ROOT / ".cache" / "bench")
     p.add_argument("--mlserver-venv", default=os.environ.get("BENCH_MLSERVER_VENV"),
                    help="the virtualenv with bench/mlserver/requirements.txt (scripts/bench.sh makes it)")
@@ -1217,6 +1219,9 @@ def main(argv: list[str]) -> int:
     r["error"] = failed
     if not failed:
         print_targets(r["targets"])
+        if not a.no_record:
+            perf_record.record(r)
+            print(f"recorded in {os.path.relpath(perf_record.DOC, Path.cwd())}")
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(r, indent=2) + "\n")
     print(f"\n{'FAILED: ' + failed if failed else 'done'} in {r['elapsed_s']:.0f} s; load average "
