@@ -40,9 +40,8 @@ const MIN_COMPRESSED_BYTES: u64 = 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn router(state: AppState) -> Router {
-    // One stack, applied once: every `Router::layer` call boxes each route again, and the
-    // six separate calls this was cost ~40 us of CPU a request (a fifth of the app's), in
-    // clones and allocations of the boxed services. Outermost first.
+    // One stack, applied once: every `Router::layer` call boxes each route again, and each
+    // box costs every request clones and allocations (docs/performance.md). Outermost first.
     let layers = ServiceBuilder::new()
         .layer(ObserveLayer::new(state.clone()))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))

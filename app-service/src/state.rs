@@ -8,8 +8,8 @@ use crate::{
 };
 
 /// Cloned for every request (axum hands each handler its own copy): one `Arc`, so a clone
-/// is one counter increment, not a model channel's worth of them (a profile showed the
-/// clones and drops of the old field-by-field state at ~8 % of the app's CPU).
+/// is one counter increment, not a model channel's worth of them (the clones and drops of
+/// a field-by-field state showed in the app's profile).
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
 

@@ -5,16 +5,16 @@
 //!
 //! One connection per worker rather than one per address: an `h2` connection keeps all
 //! its streams behind one lock, which the workers contend for, and a peer (the model's
-//! runtime, a sidecar's Envoy) serves a connection on one of its threads; at c16 on two
-//! cores the second connection gave the app end to end 9-14 % more answers a second
-//! (README "Performance").
+//! runtime, a sidecar's Envoy) serves a connection on one of its threads, so a second
+//! connection lets both workers and both of the peer's threads run (measured in
+//! docs/performance.md).
 //!
 //! tonic's generated clients run over any tower `Service` of HTTP requests; this is that
 //! service, on `h2` directly: the calling task opens the stream, writes the message and
 //! reads the answer. tonic's own `Channel` hands each call to a worker task through a
 //! queue (tower's `Buffer`), then to hyper's connection task through another, and spawns
 //! a task per call to write its body: on the app's hot path that was a fifth of its CPU
-//! a request (`make bench`, README "Performance").
+//! a request (`make bench`, docs/performance.md).
 //!
 //! One job a file, in a call's order: `service` sends the call and `body` reads its
 //! answer; `balance` picks the connection, from the endpoints `resolve` keeps for the
