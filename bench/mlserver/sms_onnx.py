@@ -1,4 +1,4 @@
-"""make bench's MLServer comparison (issue 28): Seldon's MLServer, the server Seldon Core 2
+"""make bench's MLServer comparison: Seldon's MLServer, the server Seldon Core 2
 runs and KServe supports, serving the same model.onnx through a minimal onnxruntime runtime
 that answers the Open Inference Protocol's ModelInfer as the model service does: input
 `text` (BYTES [N] or [N, 1]), outputs `label` (BYTES) and `spam_probability` (FP32)."""

@@ -74,7 +74,7 @@ fn canary_with_many_errors_is_rolled_back() {
     let mut s = Scenario::new("bad-canary");
     s.app("v1", 300.0, 0.001, 1.0, 0.95, false);
     s.app("v2", 60.0, 0.05, 0.5, 0.95, true);
-    // A shadow without the comparison metric (a model service older than issue 15).
+    // A shadow without the comparison metric (a model service from before the shadow compared itself).
     s.model("v1", "app", 330.0, 0.95, V1_INFERENCE);
     s.model("v2", "shadow", 330.0, 0.95, V2_INFERENCE);
     let prom = Prometheus::start(&s);

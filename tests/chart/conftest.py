@@ -23,7 +23,7 @@ NAMESPACE = "sms-app"
 
 helm.disable_logging()
 
-# The scenarios of issue 5, as a user would type them after `helm upgrade --set`.
+# The experiment's scenarios, as a user would type them after `helm upgrade --set`.
 SCENARIOS = {
     "defaults": "",
     "canary-on": "istio.canary.enabled=true",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The chart's test suite (issue 5): renders helm/ with the real Helm engine and checks
+# The chart's test suite: renders helm/ with the real Helm engine and checks
 # every scenario's objects, the refused values, helm lint, kubernetes-validate --strict,
 # the kubernetes-models CRD schemas, Flagger's and KEDA's CRD schemas (from their Go modules), checkov,
 # and promtool on the alert rules as rendered under other release names. Installs its pinned tools when missing;

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The local mesh suite (issues 6 and 12): the chart's routing as Istio's own config
+# The local mesh suite: the chart's routing as Istio's own config
 # generator (istio/local/xds) programs it, on real Envoys in front of real services on
 # 127.0.0.1: configuration over xDS, the weighted split, the sticky cookie, forced
 # versions, rollback, the shadow mirror, live upgrades under load, `istioctl analyze` of
-# the rendered scenarios, `make mesh` itself, and the experiment's verdict (issue 15) from
+# the rendered scenarios, `make mesh` itself, and the experiment's verdict from
 # the mesh's Prometheus with labelled test-split traffic, and a dead canary seen by the
-# gateway's counts, CanaryUnreachable and the verdict (issue 26), and prediction drift (the
+# gateway's counts, CanaryUnreachable and the verdict, and prediction drift (the
 # PSI of the test split's mix and of a spam-only one, PredictionDrift firing) from the mesh's
 # Prometheus. Builds the binaries (Istio's on first use: minutes) and installs its pinned
 # tools when missing (Prometheus from Debian,

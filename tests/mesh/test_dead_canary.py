@@ -1,4 +1,4 @@
-"""A dead canary on real Envoys (issue 26): `make mesh` (scripts/mesh.sh, debug builds, free
+"""A dead canary on real Envoys: `make mesh` (scripts/mesh.sh, debug builds, free
 ports, the chart's defaults: canary 90/10, the sticky cookie) under a steady, bounded load
 through the gateway, visitors pinned to v2 by the cookie and new visitors without one; then
 `kill -9` of the canary app by the PID the supervisor recorded (processes.json; it restarts

@@ -1,4 +1,4 @@
-"""The Envoys' configuration comes from Istio's own code over xDS (issue 12): the bootstrap
+"""The Envoys' configuration comes from Istio's own code over xDS: the bootstrap
 holds only the way to istio-xds, every listener, route and cluster is a dynamic resource
 that istio-xds (Istio's pilot config generator) pushed over ADS, named as Istio names them,
 and both proxies acknowledged it."""

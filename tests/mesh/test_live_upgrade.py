@@ -1,4 +1,4 @@
-"""Live tuning (issue 12): each step is a `helm upgrade` of the running mesh (re-render, start
+"""Live tuning: each step is a `helm upgrade` of the running mesh (re-render, start
 what is new, Istio pushes the new configuration over xDS, stop what is gone) while a
 continuous load of new and returning visitors runs; not one request may fail, and after
 each step the new visitors' shares, the mirror share and the cookie are what the values say."""

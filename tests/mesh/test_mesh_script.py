@@ -239,7 +239,7 @@ def test_mesh_script_runs_upgrades_survives_the_shadow_and_stops_what_it_started
     assert not left, f"still running after Ctrl-C: {left}"
 
 
-# -- nothing outlives it (issue 31) ------------------------------------------------------
+# -- nothing outlives it ------------------------------------------------------------------
 
 def started(proc, run_dir) -> dict[int, str]:
     """The processes the supervisor started, by PID: its state file's, which must be its
@@ -337,7 +337,7 @@ def test_mesh_script_leaves_nothing_behind_when_its_terminal_closes_or_it_is_kil
                 p.wait()
 
 
-# -- the control plane's outage is no outage (issue 26) ----------------------------------
+# -- the control plane's outage is no outage ----------------------------------------------
 
 def test_the_experiment_keeps_serving_while_its_control_plane_is_killed():
     run_dir = OUT / "mesh-xds-outage"

@@ -1,4 +1,4 @@
-"""Why the chart pins users with cookie routes (issue 12, seed section 6.2): the seed's
+"""Why the chart pins users with cookie routes (the seed's section 6.2): the seed's
 recipe, a weighted split plus a DestinationRule `consistentHash.httpCookie` and nothing
 else, rendered through Istio's own generator onto the real Envoys. Istio turns the
 consistent hash into a ring-hash choice of a pod *inside* the subset the weighted route

@@ -1,4 +1,4 @@
-"""The experiment judged end to end on one machine (issue 15's acceptance): labelled
+"""The experiment judged end to end on one machine: labelled
 messages from the data set's test split go through the real gateway as visitors with their
 cookies and guesses (the traffic generator of `make mesh-traffic`), the Prometheus that
 `make mesh` runs scrapes every process as the chart's ServiceMonitors would, with the

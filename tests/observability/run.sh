@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Observability tests (issue 4): the alert rules (promtool check + unit tests), the
+# Observability tests: the alert rules (promtool check + unit tests), the
 # dashboards and rules against docs/contracts.md, then the real services scraped by a
 # real Prometheus (every panel and alert query), Alertmanager e-mail through an SMTP sink,
 # one trace id in both services' logs, both services' OTLP export to a real receiver, and

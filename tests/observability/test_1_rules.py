@@ -11,7 +11,7 @@ from harness import ROOT, promql_names, require_tool, run
 RULES_DIR = ROOT / "grafana" / "rules"
 RULES = RULES_DIR / "sms-app.rules.yml"
 RULE_TESTS = RULES_DIR / "sms-app.rules.test.yml"
-# issue 15: the experiment's figures and guards
+# the experiment's figures and guards
 EXPERIMENT_RULES = RULES_DIR / "sms-experiment.rules.yml"
 EXPERIMENT_RULE_TESTS = RULES_DIR / "sms-experiment.rules.test.yml"
 # prediction drift: live score distributions against the model cards' held-out split

@@ -1,4 +1,4 @@
-"""Issue 4 acceptance: the real services scraped by a real Prometheus (1 s interval, labels
+"""The real services scraped by a real Prometheus (1 s interval, labels
 as the ServiceMonitors add them) while traffic goes through app v1 (no cache) and app v2
 (cache) to model v1, and straight to the v2 shadow model. Then EVERY dashboard panel query
 and every alert expression must return data, with the version/source series expected."""

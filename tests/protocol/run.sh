@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Open Inference Protocol (issue 28) with its users' own clients: Triton's
+# The Open Inference Protocol with its users' own clients: Triton's
 # (tritonclient[grpc,http]) and KServe's Python SDK over gRPC and HTTP against the real
 # model service on 127.0.0.1 (started through scripts/stack.py, stopped by PID), and
 # grpcurl without a .proto file in two releases: 1.9 (asks reflection v1) and 1.8

@@ -1,5 +1,5 @@
-"""`make run` (scripts/run-local.sh, then scripts/stack.py run) leaves nothing behind
-(issue 31): closing its terminal (SIGHUP to the process group) stops it in order, as Ctrl-C
+"""`make run` (scripts/run-local.sh, then scripts/stack.py run) leaves nothing behind:
+closing its terminal (SIGHUP to the process group) stops it in order, as Ctrl-C
 does; `kill -9` of the supervisor takes every process it started with it (the kernel's
 parent-death signal); either way no process it started is alive and every port it held is
 free within 5 s, and the next start comes up normally (after a kill -9, saying what it
