@@ -25,8 +25,8 @@ def tracked_text_files():
             continue
 
 
-# "issue 12", "issues 6 and 12", "Issue #4"; another project's issues (istio/istio#9764,
-# kserve/kserve#3099) are references a reader can follow, and stay.
+# "issue" or "issues" and a number, any case, "#" or not; another project's issues
+# (istio/istio#9764, kserve/kserve#3099) are references a reader can follow, and stay.
 ISSUE_NUMBER = re.compile(r"\bissues? #?\d+", re.IGNORECASE)
 
 
@@ -96,3 +96,17 @@ def test_a_document_that_lost_its_markers_is_refused():
         assert "lost its markers" in str(e)
     else:
         raise AssertionError("a document without its history's end marker was written into")
+
+
+def test_the_onnx_runtime_version_has_one_home():
+    """scripts/ensure-ort.sh names the version the services load; the Python pins (training,
+    the bench's comparisons) and the texts that name it agree with it."""
+    (version,) = re.findall(r'^ORT_VERSION="([\d.]+)"$', (ROOT / "scripts" / "ensure-ort.sh").read_text(), re.M)
+    minor = version.rsplit(".", 1)[0]
+    seen = []
+    for name, text in tracked_text_files():
+        for m in re.finditer(r"onnxruntime==([\d.]+)|ONNX Runtime (\d+\.\d+(?:\.\d+)?)\b|libonnxruntime(?:\.so)? (\d+\.\d+(?:\.\d+)?)", text):
+            found = next(g for g in m.groups() if g)
+            seen.append(name)
+            assert found in (version, minor), f"{name}: {m.group(0)}, but scripts/ensure-ort.sh has {version}"
+    assert {"training/requirements.txt", "bench/requirements.txt", "model-service/src/model.rs"} <= set(seen), seen

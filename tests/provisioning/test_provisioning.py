@@ -794,8 +794,9 @@ def test_build_context_holds_every_workspace_member():
 
 def test_model_image_carries_onnx_runtime_but_no_models():
     text = DOCKERFILE.read_text()
-    # The version and the extraction live in scripts/ensure-ort.sh alone; the image runs it.
-    assert 'ORT_VERSION="1.31.1"' in (ROOT / "scripts" / "ensure-ort.sh").read_text()
+    # The version and the extraction live in scripts/ensure-ort.sh alone (tests/house checks
+    # every other mention against it); the image runs it.
+    assert 'ORT_VERSION="' in (ROOT / "scripts" / "ensure-ort.sh").read_text()
     ort = stage("ort")
     assert any("scripts/ensure-ort.sh" in i["value"] for i in ort["ins"] if i["instruction"] == "RUN")
     runtime = stage("model-service")["ins"]
