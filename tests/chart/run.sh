@@ -46,7 +46,7 @@ export KEDA_CRD="$(go_module_dir "$KEDA_MODULE")/config/crd/bases/keda.sh_scaled
 
 venv="$(venv_ensure chart "$HERE/requirements.txt")"
 checkov_venv="$(venv_ensure chart-checkov "$HERE/requirements-checkov.txt")"
-npm_ensure "$ROOT/$HERE"
+npm_ensure "$ROOT/tests/tools/crds"
 
 export KUBERNETES_VALIDATE="$venv/bin/kubernetes-validate"
 export CHECKOV="$checkov_venv/bin/checkov"

@@ -60,8 +60,9 @@ def test_kubernetes_validate_catches_a_broken_object(tmp_path):
 
 
 def node_validate(paths: list[Path]) -> dict:
-    proc = subprocess.run(["node", str(HERE / "validate-crds.mjs"), *map(str, paths)],
-                          capture_output=True, text=True, cwd=HERE)
+    validator = HERE.parent / "tools" / "crds"
+    proc = subprocess.run(["node", str(validator / "validate-crds.mjs"), *map(str, paths)],
+                          capture_output=True, text=True, cwd=validator)
     report = json.loads(proc.stdout)
     report["returncode"] = proc.returncode
     return report

@@ -9,7 +9,7 @@ HERE="$ROOT/tests/provisioning"
 
 apt_ensure vagrant
 venv="$(venv_ensure provisioning "$HERE/requirements.txt")"
-npm_ensure "$HERE"
+npm_ensure "$ROOT/tests/tools/crds"
 
 for t in vagrant ruby node kubectl "$venv/bin/ansible-playbook" "$venv/bin/ansible-lint" "$venv/bin/yamllint" \
   "$venv/bin/kubernetes-validate" "$venv/bin/hadolint"; do

@@ -1,5 +1,6 @@
-// Validates every Istio and prometheus-operator object of the given YAML files with
-// the kubernetes-models schemas (the CRDs' OpenAPI schemas). Prints a JSON report:
+// The one validator of custom resources (the chart's tests and the provisioning tests use
+// it): every Istio and prometheus-operator object of the given YAML files against the
+// kubernetes-models schemas (the CRDs' OpenAPI schemas). Prints a JSON report:
 // {"validated": [...], "errors": [...], "unknown": [...]}; exits 1 on any error or
 // on a custom resource whose kind has no validator.
 import fs from "node:fs";
