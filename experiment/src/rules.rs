@@ -1,6 +1,7 @@
 //! The decision rules of docs/experiment.md, evaluated on figures read from Prometheus.
 //! Each gating figure is a check that passes, fails or is not decided yet; the margins and
-//! thresholds below are the ones the document states (change both together).
+//! thresholds below are the one home of the numbers: docs/experiment.md, the chart's Flagger
+//! thresholds and the shadow alert state them and tests/house checks them against these.
 
 use anyhow::Result;
 use serde::Serialize;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The repository's own rules: the README stays a front door, benchmark figures have one
+# The repository's own rules: the README stays a front door, facts have one home (the
+# decision thresholds, the ONNX Runtime version), benchmark figures have one
 # home (docs/performance.md, written by make bench through scripts/perf_record.py), and no
 # file refers to the issue tracker's numbers, which are not part of the repository.
 source "$(dirname "$0")/../../scripts/lib.sh"

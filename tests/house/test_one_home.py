@@ -1,0 +1,60 @@
+"""Facts with one home: every other place that states them is checked against it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def decision_thresholds() -> dict[str, float]:
+    """The experiment's margins and limits, as experiment/src/rules.rs defines them."""
+    text = (ROOT / "experiment" / "src" / "rules.rs").read_text()
+    found = {name: float(value) for name, value in re.findall(r"^pub const (\w+): f64 = ([\d.]+);$", text, re.M)}
+    assert {"CANARY_ERROR_MARGIN", "CANARY_CALLS_RATIO", "GUESS_MARGIN", "SHADOW_ERROR_MARGIN", "SHADOW_P95_LIMIT",
+            "SHADOW_MIN_AGREEMENT"} <= set(found), found
+    return found
+
+
+def flat(text: str) -> str:
+    return re.sub(r"\s+", " ", text)
+
+
+def number(x: float) -> str:
+    return f"{x:g}"
+
+
+def test_the_chart_gates_flagger_on_the_experiments_thresholds():
+    t = decision_thresholds()
+    values = yaml.safe_load((ROOT / "helm" / "values.yaml").read_text())["flagger"]["thresholds"]
+    assert values["errorShareIncrease"] == t["CANARY_ERROR_MARGIN"], values
+    assert values["guessAgreementGap"] == t["GUESS_MARGIN"], values
+
+
+def test_the_experiment_document_states_the_thresholds_of_the_code():
+    t = decision_thresholds()
+    doc = flat((ROOT / "docs" / "experiment.md").read_text())
+    points = lambda share: number(share * 100)
+    stated = [
+        f"v2's share is at most {number(t['CANARY_CALLS_RATIO'])} times v1's",
+        f"`calls(v2) - {number(t['CANARY_CALLS_RATIO'])} x calls(v1) <= 0`",
+        f"exceeds v1's by at most {points(t['CANARY_ERROR_MARGIN'])} percentage point. Counted as users got them",
+        f"v2's agreement with users' guesses is at most {points(t['GUESS_MARGIN'])} percentage points below v1's "
+        "(the cache",
+        f"v2 gives v1's label to at least {points(t['SHADOW_MIN_AGREEMENT'])} % of the mirrored messages",
+        f"`Cancelled`) exceeds v1's by at most {points(t['SHADOW_ERROR_MARGIN'])} percentage point",
+        f"**p95 inference time**: under {number(t['SHADOW_P95_LIMIT'] * 1000)} ms",
+    ]
+    missing = [s for s in stated if s not in doc]
+    assert not missing, "docs/experiment.md no longer states (experiment/src/rules.rs):\n" + "\n".join(missing)
+
+
+def test_the_shadow_alert_warns_at_the_agreement_the_verdict_requires():
+    t = decision_thresholds()
+    groups = yaml.safe_load((ROOT / "grafana" / "rules" / "sms-experiment.rules.yml").read_text())["groups"]
+    (rule,) = [r for g in groups for r in g["rules"] if r.get("alert") == "ShadowDisagreementHigh"]
+    (limit,) = re.findall(r"ratio_rate30m < ([\d.]+)", rule["expr"])
+    assert float(limit) == t["SHADOW_MIN_AGREEMENT"], rule["expr"]
