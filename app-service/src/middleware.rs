@@ -25,6 +25,14 @@ use tracing::Instrument;
 
 use crate::state::AppState;
 
+/// Scrapes and probes: traced and logged at debug, but not users' requests, so the request
+/// metrics (`sms_requests_total`, `sms_request_latency_seconds`, `sms_active_requests`)
+/// leave them out and every query, rule and SLO over them counts users' requests as is.
+/// Prometheus counts its scrapes (`up`, `scrape_duration_seconds`), the kubelet its probes.
+pub fn is_scrape_or_probe(route: &str) -> bool {
+    matches!(route, "/metrics" | "/livez" | "/readyz")
+}
+
 /// Trace, metrics and access log of every request (the outermost layer).
 #[derive(Clone)]
 pub struct ObserveLayer(AppState);
@@ -78,18 +86,21 @@ where
         let answer = span.in_scope(|| self.inner.call(request)).instrument(span);
         Box::pin(async move {
             let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+            let users = !is_scrape_or_probe(route);
             // A guard, so a request cancelled mid-way still leaves the gauge right.
-            let active = state.metrics.active_request();
+            let active = users.then(|| state.metrics.active_request());
             let mut response = answer.await?;
             let elapsed = started.elapsed();
             drop(active);
 
             let status = response.status();
-            state.metrics.request(&method, route, status, elapsed.as_secs_f64());
+            if users {
+                state.metrics.request(&method, route, status, elapsed.as_secs_f64());
+            }
             if let Ok(id) = HeaderValue::from_str(&trace.trace_id().to_string()) {
                 response.headers_mut().insert("x-trace-id", id);
             }
-            if matches!(route, "/metrics" | "/livez" | "/readyz") {
+            if !users {
                 tracing::debug!(trace_id = %trace.trace_id(), %method, route, status = status.as_u16(), "request");
             } else {
                 tracing::info!(

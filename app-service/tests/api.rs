@@ -150,6 +150,15 @@ async fn pages_and_operational_endpoints() {
     let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let r = t.http.get(t.url("/version")).header("traceparent", parent).send().await.unwrap();
     assert_eq!(r.headers()["x-trace-id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+
+    // Scrapes and probes are answered (and traced) but are not users' requests: the request
+    // metrics count users' routes only, so queries over them need no route selector.
+    let m = t.metrics().await;
+    for route in ["/metrics", "/livez", "/readyz"] {
+        assert!(!m.contains(&format!("route=\"{route}\"")), "{route} in the request metrics:\n{m}");
+    }
+    assert_eq!(sample(&m, "sms_requests_total", &[("method", "GET"), ("route", "/version"), ("status", "200")]),
+               Some(2.0));
     t.stop().await;
 }
 

@@ -23,8 +23,6 @@ pub const SHADOW_P95_LIMIT: f64 = 0.005;
 /// unless users' guesses show that it is the better one.
 pub const SHADOW_MIN_AGREEMENT: f64 = 0.90;
 
-/// Routes that are not users' requests (scrapes and probes).
-const NOT_USER_ROUTES: &str = r#"route!~"/metrics|/livez|/readyz""#;
 /// gRPC codes that are the client's doing, not a server failure.
 const CLIENT_CODES: [&str; 3] = ["Ok", "InvalidArgument", "Cancelled"];
 
@@ -416,12 +414,12 @@ pub async fn canary(prom: &Prometheus, s: &Settings) -> Result<Experiment> {
     let q = Query { s };
     let (base, cand) = (s.baseline.as_str(), s.candidate.as_str());
     let v = q.versions();
-    let requests = prom.counts(&q.increase("version, status", "sms_requests_total", &[&v, NOT_USER_ROUTES])).await?;
+    let requests = prom.counts(&q.increase("version, status", "sms_requests_total", &[&v])).await?;
     let classified = prom.counts(&q.increase("version", "sms_messages_classified_total", &[&v])).await?;
     let calls = prom.counts(&q.increase("version", "sms_model_calls_total", &[&v])).await?;
     let guesses = prom.counts(&q.increase("version, agreement", "sms_guesses_total", &[&v])).await?;
     let latency =
-        prom.counts(&q.increase("version, le", "sms_request_latency_seconds_bucket", &[&v, NOT_USER_ROUTES])).await?;
+        prom.counts(&q.increase("version, le", "sms_request_latency_seconds_bucket", &[&v])).await?;
     let gateway = prom.counts(&q.gateway_responses()).await?;
     let cand_sel = format!("version=\"{cand}\"");
     let ran_long_enough = q.existed_before(prom, "sms_messages_classified_total", &[&cand_sel]).await?;

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import yaml
-
-ROOT = Path(__file__).resolve().parents[2]
+from repository import ROOT, tracked_text_files
 
 
 def decision_thresholds() -> dict[str, float]:
@@ -58,3 +56,10 @@ def test_the_shadow_alert_warns_at_the_agreement_the_verdict_requires():
     (rule,) = [r for g in groups for r in g["rules"] if r.get("alert") == "ShadowDisagreementHigh"]
     (limit,) = re.findall(r"ratio_rate30m < ([\d.]+)", rule["expr"])
     assert float(limit) == t["SHADOW_MIN_AGREEMENT"], rule["expr"]
+
+
+def test_no_query_selects_users_requests_by_route():
+    """The app counts users' requests only (app-service/src/middleware.rs,
+    `is_scrape_or_probe`), so no rule, dashboard, SLO or template repeats a route regex."""
+    found = [name for name, text in tracked_text_files() if re.search(r'route!~\\?"/metrics', text)]
+    assert not found, found
