@@ -157,8 +157,10 @@ async fn pages_and_operational_endpoints() {
     for route in ["/metrics", "/livez", "/readyz"] {
         assert!(!m.contains(&format!("route=\"{route}\"")), "{route} in the request metrics:\n{m}");
     }
-    assert_eq!(sample(&m, "sms_requests_total", &[("method", "GET"), ("route", "/version"), ("status", "200")]),
-               Some(2.0));
+    assert_eq!(
+        sample(&m, "sms_requests_total", &[("method", "GET"), ("route", "/version"), ("status", "200")]),
+        Some(2.0)
+    );
     t.stop().await;
 }
 

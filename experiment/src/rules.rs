@@ -418,8 +418,7 @@ pub async fn canary(prom: &Prometheus, s: &Settings) -> Result<Experiment> {
     let classified = prom.counts(&q.increase("version", "sms_messages_classified_total", &[&v])).await?;
     let calls = prom.counts(&q.increase("version", "sms_model_calls_total", &[&v])).await?;
     let guesses = prom.counts(&q.increase("version, agreement", "sms_guesses_total", &[&v])).await?;
-    let latency =
-        prom.counts(&q.increase("version, le", "sms_request_latency_seconds_bucket", &[&v])).await?;
+    let latency = prom.counts(&q.increase("version, le", "sms_request_latency_seconds_bucket", &[&v])).await?;
     let gateway = prom.counts(&q.gateway_responses()).await?;
     let cand_sel = format!("version=\"{cand}\"");
     let ran_long_enough = q.existed_before(prom, "sms_messages_classified_total", &[&cand_sel]).await?;
