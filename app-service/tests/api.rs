@@ -41,8 +41,8 @@ async fn classifies_spam_and_ham_and_echoes_the_guess() {
     assert_eq!(sample(&m, "sms_model_calls_total", &[v1, ("outcome", "ok")]), Some(3.0));
     let ok_posts = [v1, ("method", "POST"), ("route", "/sms/"), ("status", "200")];
     assert_eq!(sample(&m, "sms_requests_total", &ok_posts), Some(3.0));
-    // The only request in progress is the scrape itself.
-    assert_eq!(sample(&m, "sms_active_requests", &[v1]), Some(1.0));
+    // None in progress: the scrape reading this is not a user's request.
+    assert_eq!(sample(&m, "sms_active_requests", &[v1]), Some(0.0));
     assert_eq!(sample(&m, "sms_request_latency_seconds_count", &[v1, ("route", "/sms/")]), Some(3.0));
     assert_eq!(sample(&m, "sms_app_info", &[v1, ("cache_enabled", "false")]), Some(1.0));
     // The guesses travel with the model calls, so the model counts them too.
