@@ -168,6 +168,8 @@ def test_dashboard_structure(path):
             # every selector is restricted to the dashboard's namespace (but a constant a
             # rule records, such as an SLO's error budget, has no namespace to filter by)
             for name, matchers in promql_names(t["expr"])["metrics"].items():
+                # the app counts no scrape or probe in its request series: no route to leave out
+                assert "route" not in {label for label, _, _ in matchers}, f"{where}: {name} selects routes"
                 if name in constant_series():
                     continue
                 assert ("namespace", "=", "$namespace") in matchers, (

@@ -15,8 +15,6 @@ QUANTILES = (0.5, 0.95, 0.99)
 # renames them for another release).
 APP_AND_MODEL_JOBS = 'job=~"sms-app-app|sms-app-model"'
 
-USER_ROUTES = 'route!~"/metrics|/livez|/readyz"'  # scrapes and probes are not users' requests
-
 
 def per_minute(labels: str) -> str:
     """Messages classified per minute (the unit of the HighRequestRate alert)."""
@@ -37,7 +35,7 @@ def app_row() -> Row:
         timeseries("Request latency p50 / p95 / p99",
                    "App request latency quantiles (user routes; scrapes and probes excluded), by version. "
                    "AppHighLatencyP95 fires when p95 stays above 500 ms for 10 minutes.",
-                   "s", [query(quantile(q, "version", m.REQUEST_LATENCY, USER_ROUTES), f"p{q * 100:g} {{{{version}}}}")
+                   "s", [query(quantile(q, "version", m.REQUEST_LATENCY), f"p{q * 100:g} {{{{version}}}}")
                          for q in QUANTILES],
                    width=16, thresholds=(("green", None), ("red", 0.5)), threshold_style=ALERT_LINE),
         timeseries("Classifications per minute",
