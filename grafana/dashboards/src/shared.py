@@ -4,6 +4,7 @@ the Prometheus query, and the dashboard itself with its rows laid out on Grafana
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import count
 from string import ascii_uppercase
 from typing import Sequence, Union
 
@@ -136,7 +137,7 @@ def dashboard(uid: str, title: str, description: str, rows: Sequence[Row]) -> da
                          .datasource(model.DataSourceRef(type_val="grafana", uid="-- Grafana --"))
                          .enable(True).hide(True).icon_color("rgba(0, 211, 255, 1)").type("dashboard"))
              .variables(_variables()))
-    ids = iter(range(1, 1000))
+    ids = count(1)
     for row in rows:
         board.with_row(dash.Row(row.title).id(next(ids)).collapsed(False))
         for panel in row.panels:
