@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 
-.PHONY: help run mesh cluster mesh-traffic test test-rust models bench ort experiment slo
+.PHONY: help run mesh cluster mesh-traffic test test-rust models bench ort experiment slo dashboards
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ bench: ## cost and limits of both tiers in one run, against FastAPI and the pre-
 
 slo: ## regenerate grafana/rules/sms-slo.rules.yml from the SLOs in grafana/slos/ with Sloth (built when missing)
 	@grafana/slos/generate.sh
+
+dashboards: ## regenerate grafana/dashboards/*.json from their code in grafana/dashboards/src/ (Grafana's Foundation SDK)
+	@grafana/dashboards/src/generate.sh
 
 ort: ## fetch the ONNX Runtime shared library (printed path)
 	@scripts/ensure-ort.sh

@@ -187,7 +187,8 @@ def test_alerting_is_off_by_default(scenario):
 
 def test_packaged_chart_carries_the_grafana_files(tmp_path):
     """`helm package` follows the files/grafana link: the archive holds real copies of the
-    dashboards and rules (and not grafana's promtool tests), and renders the same objects."""
+    dashboards and rules (and not grafana's promtool tests, nor the dashboards' code), and
+    renders the same objects."""
     import helm_python as helm
 
     from conftest import NAMESPACE, RELEASE
@@ -199,6 +200,7 @@ def test_packaged_chart_carries_the_grafana_files(tmp_path):
     for f in dashboards() + rule_files():
         assert f"files/grafana/{f.parent.name}/{f.name}" in names
     assert not [n for n in names if n.endswith(".test.yml")]
+    assert not [n for n in names if n.startswith("files/grafana/dashboards/src/")]
     docs = [d for k, v in manifests.items() if not k.endswith("NOTES.txt") for d in yaml.safe_load_all(v) if d]
     assert sum(1 for d in docs if d["kind"] == "ConfigMap" and "grafana_dashboard" in d["metadata"].get("labels", {})) \
         == len(dashboards())

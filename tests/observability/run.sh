@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Observability tests: the alert rules (promtool check + unit tests), the
-# dashboards and rules against docs/contracts.md, then the real services scraped by a
+# dashboards and rules against docs/contracts.md (the dashboards' JSON is what their code
+# in grafana/dashboards/src/ generates), then the real services scraped by a
 # real Prometheus (every panel and alert query), Alertmanager e-mail through an SMTP sink,
 # one trace id in both services' logs, both services' OTLP export to a real receiver, and
 # the SLOs (the committed rules are Sloth's output; a real 5xx burst pages).
@@ -28,6 +29,9 @@ fi
 # Sloth, which test_8_slo.py runs on the SLO spec (a Go build, ~2 min the first time):
 # built here so that no test waits for it.
 scripts/ensure-sloth.sh >/dev/null || log "scripts/ensure-sloth.sh FAILED: the SLO tests will fail"
+# Grafana's Foundation SDK, with which test_2_dashboards.py regenerates the dashboards
+# (grafana/dashboards/src/generate.sh, `make dashboards`, uses the same virtualenv).
+venv_ensure dashboards grafana/dashboards/src/requirements.txt >/dev/null
 
 cd tests/observability
 exec "$venv/bin/python" -m pytest -p no:cacheprovider --timeout=300 -ra "$@" \

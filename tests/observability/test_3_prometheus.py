@@ -11,6 +11,7 @@ import yaml
 
 from harness import (NAMESPACE, ROOT, Load, data_queries, finite, poll, promql_names,
                      require_tool, run)
+from test_2_dashboards import variable_query
 
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 RULES = ROOT / "grafana" / "rules" / "sms-app.rules.yml"
@@ -128,7 +129,7 @@ def test_seed_quick_check_returns_both_sources(prometheus, traffic):
 def test_namespace_variable_query(prometheus, traffic):
     d = json.loads(DASHBOARDS[0].read_text())
     (ns,) = [v for v in d["templating"]["list"] if v["name"] == "namespace"]
-    m = re.fullmatch(r"label_values\((.+), *(\w+)\)", ns["definition"])
+    m = re.fullmatch(r"label_values\((.+), *(\w+)\)", variable_query(ns))
     values = prometheus.api(f"label/{m.group(2)}/values", **{"match[]": m.group(1)})
     assert NAMESPACE in values
 
