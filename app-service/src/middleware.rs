@@ -211,3 +211,276 @@ pub fn security_headers<B>(mut response: Response<B>) -> Response<B> {
 /// A strict policy: only this origin's scripts and styles, no inline code, no framing.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
                    form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::BTreeMap,
+        convert::Infallible,
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+        time::Duration,
+    };
+
+    use axum::{
+        Extension, Router,
+        body::{Body, to_bytes},
+        http::{Method, StatusCode},
+        response::IntoResponse,
+        routing::get,
+    };
+    use sms_runtime::trace::SpanContext;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::{config::Config, error::AppError, model_channel::Resolver, model_client::ModelClient};
+
+    /// An app state whose model tier cannot be found (these layers never call it).
+    fn state() -> AppState {
+        let resolve: Resolver = Arc::new(|| Box::pin(async { Err(std::io::Error::other("no model in unit tests")) }));
+        let model = ModelClient::with_resolver(
+            "model.invalid:8081".into(),
+            resolve,
+            Duration::from_millis(200),
+            Duration::from_secs(3600),
+        );
+        AppState::new(Config::default(), model)
+    }
+
+    fn request(method: Method, uri: &str) -> Request {
+        Request::builder().method(method).uri(uri).body(Body::empty()).unwrap()
+    }
+
+    async fn text(response: AxumResponse) -> String {
+        String::from_utf8(to_bytes(response.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap()
+    }
+
+    // -- RefuseOversize ------------------------------------------------------------------
+
+    fn refusal() -> AxumResponse {
+        AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "the request body is larger than 100 bytes").into_response()
+    }
+
+    #[tokio::test]
+    async fn a_body_declared_over_the_limit_is_refused_before_it_is_read() {
+        let reached = Arc::new(AtomicUsize::new(0));
+        let inner = {
+            let reached = reached.clone();
+            tower::service_fn(move |_: Request| {
+                reached.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, Infallible>(StatusCode::OK.into_response()) }
+            })
+        };
+        let service = RefuseOversizeLayer::new(100, refusal).layer(inner);
+        let post = |length: Option<&str>| {
+            let mut r = request(Method::POST, "/sms/");
+            if let Some(length) = length {
+                r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_str(length).unwrap());
+            }
+            r
+        };
+
+        for over in ["101", "16385", "18446744073709551615"] {
+            let response = service.clone().oneshot(post(Some(over))).await.unwrap();
+            assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "Content-Length {over}");
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&text(response).await).unwrap(),
+                serde_json::json!({"error": "the request body is larger than 100 bytes", "status": 413})
+            );
+        }
+        assert_eq!(reached.load(Ordering::SeqCst), 0, "a refused request never reaches the handler");
+
+        // At the limit, without a length (chunked) or with one that is not a number: the
+        // body limit behind this layer decides, as the body is read.
+        for length in [Some("100"), Some("0"), None, Some("lots"), Some("-1")] {
+            let response = service.clone().oneshot(post(length)).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "Content-Length {length:?}");
+        }
+        assert_eq!(reached.load(Ordering::SeqCst), 5);
+    }
+
+    // -- security_headers ----------------------------------------------------------------
+
+    #[test]
+    fn every_answer_gets_the_security_headers() {
+        for status in [StatusCode::OK, StatusCode::NOT_FOUND, StatusCode::PAYLOAD_TOO_LARGE, StatusCode::BAD_GATEWAY] {
+            let response = security_headers(Response::builder().status(status).body(()).unwrap());
+            let headers = response.headers();
+            assert_eq!(headers[header::CONTENT_SECURITY_POLICY], CSP, "{status}");
+            assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{status}");
+            assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY", "{status}");
+            assert_eq!(headers[header::REFERRER_POLICY], "no-referrer", "{status}");
+            assert_eq!(headers["permissions-policy"], "camera=(), microphone=(), geolocation=()", "{status}");
+            assert_eq!(headers.len(), 5, "{status}: {headers:?}");
+        }
+        assert!(CSP.contains("script-src 'self'") && !CSP.contains("unsafe-inline"), "{CSP}");
+        assert!(CSP.contains("frame-ancestors 'none'"), "{CSP}");
+    }
+
+    #[test]
+    fn a_handlers_own_security_header_is_kept() {
+        let own = "default-src 'none'; img-src data:";
+        let response = Response::builder()
+            .header(header::CONTENT_SECURITY_POLICY, own)
+            .header(header::X_FRAME_OPTIONS, "SAMEORIGIN")
+            .body(())
+            .unwrap();
+        let headers = security_headers(response).headers().clone();
+        assert_eq!(headers.get_all(header::CONTENT_SECURITY_POLICY).iter().collect::<Vec<_>>(), [own]);
+        assert_eq!(headers.get_all(header::X_FRAME_OPTIONS).iter().collect::<Vec<_>>(), ["SAMEORIGIN"]);
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(headers[header::REFERRER_POLICY], "no-referrer");
+    }
+
+    // -- Observe: the trace ----------------------------------------------------------------
+
+    /// The routes of these tests behind `Observe`: `/trace` answers the trace context the
+    /// handler was given (`trace_id span_id`), `/static/{name}` an asset, `/fail` a 500;
+    /// anything else is a 404.
+    fn observed(state: &AppState) -> Router {
+        Router::new()
+            .route(
+                "/trace",
+                get(|Extension(t): Extension<SpanContext>| async move { format!("{} {}", t.trace_id(), t.span_id()) }),
+            )
+            .route("/static/{name}", get(|| async { "body { }" }))
+            .route("/fail", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
+            .fallback(|| async { StatusCode::NOT_FOUND })
+            .layer(ObserveLayer::new(state.clone()))
+    }
+
+    fn trace_id_of(response: &AxumResponse) -> String {
+        let id = response.headers().get("x-trace-id").expect("an x-trace-id header").to_str().unwrap().to_string();
+        assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{id}");
+        assert_ne!(id, "0".repeat(32));
+        id
+    }
+
+    #[tokio::test]
+    async fn every_answer_carries_a_new_trace_id_when_the_caller_sent_none() {
+        let app = observed(&state());
+        let mut seen = Vec::new();
+        for uri in ["/trace", "/trace", "/static/app.js", "/fail", "/no/such/page"] {
+            let response = app.clone().oneshot(request(Method::GET, uri)).await.unwrap();
+            let id = trace_id_of(&response);
+            if uri == "/trace" {
+                // The handler logs and passes on the same trace as the header names.
+                assert!(text(response).await.starts_with(&format!("{id} ")), "{uri}");
+            }
+            seen.push(id);
+        }
+        let distinct: std::collections::BTreeSet<_> = seen.iter().collect();
+        assert_eq!(distinct.len(), seen.len(), "each request starts its own trace: {seen:?}");
+    }
+
+    #[tokio::test]
+    async fn a_callers_traceparent_is_continued() {
+        const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+        const CALLER_SPAN: &str = "00f067aa0ba902b7";
+        let app = observed(&state());
+        for uri in ["/trace", "/fail", "/no/such/page"] {
+            let mut r = request(Method::GET, uri);
+            r.headers_mut().insert("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01").parse().unwrap());
+            let response = app.clone().oneshot(r).await.unwrap();
+            assert_eq!(trace_id_of(&response), CALLER_TRACE, "{uri}");
+            if uri == "/trace" {
+                let body = text(response).await;
+                let (trace, span) = body.split_once(' ').unwrap();
+                assert_eq!(trace, CALLER_TRACE);
+                // A span of its own in the caller's trace: the model's call is its child.
+                assert!(span.len() == 16 && span != CALLER_SPAN && span != "0".repeat(16), "{span}");
+            }
+        }
+        // A traceparent that is not one is ignored: a trace of its own.
+        for bad in ["junk", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "00-4bf92f3577b34da6-x-01"] {
+            let mut r = request(Method::GET, "/trace");
+            r.headers_mut().insert("traceparent", bad.parse().unwrap());
+            let response = app.clone().oneshot(r).await.unwrap();
+            assert_ne!(trace_id_of(&response), CALLER_TRACE, "{bad}");
+        }
+    }
+
+    // -- Observe: the metrics --------------------------------------------------------------
+
+    /// `{labels}: value` of every `name` series in a Prometheus text page.
+    fn series(page: &str, name: &str) -> BTreeMap<String, f64> {
+        page.lines()
+            .filter_map(|line| line.strip_prefix(name)?.strip_prefix('{'))
+            .map(|rest| {
+                let (labels, value) = rest.rsplit_once(' ').unwrap();
+                let labels = labels.strip_suffix('}').unwrap();
+                (labels.to_string(), value.parse().unwrap())
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn metrics_labels_stay_a_closed_set_whatever_the_path_or_method() {
+        let state = state();
+        let app = observed(&state);
+        let calls: Vec<(Method, String)> = [
+            (Method::GET, "/static/app.js"),
+            (Method::GET, "/static/style.css"),
+            (Method::GET, "/static/..%2f..%2fetc%2fpasswd"),
+            (Method::GET, "/wp-admin/setup.php"),
+            (Method::GET, "/a/b/c?d=e"),
+            (Method::POST, "/sms/x"),
+            (Method::from_bytes(b"BREW").unwrap(), "/coffee"),
+            (Method::from_bytes(b"PROPFIND").unwrap(), "/static/app.js"),
+        ]
+        .into_iter()
+        .map(|(m, p)| (m, p.to_string()))
+        .chain((0..50).map(|i| (Method::GET, format!("/random-{i}"))))
+        .collect();
+        for (method, uri) in calls {
+            app.clone().oneshot(request(method, &uri)).await.unwrap();
+        }
+
+        let page = state.metrics.render();
+        let requests = series(&page, "sms_requests_total");
+        let count = |labels: &str| requests.get(labels).copied();
+        assert_eq!(
+            count(r#"method="GET",route="/static/{name}",status="200",version="v1""#),
+            Some(3.0),
+            "{requests:#?}"
+        );
+        // A method the route does not serve is answered there, under the route's pattern.
+        assert_eq!(
+            count(r#"method="other",route="/static/{name}",status="405",version="v1""#),
+            Some(1.0),
+            "{requests:#?}"
+        );
+        assert_eq!(count(r#"method="GET",route="unmatched",status="404",version="v1""#), Some(52.0), "{requests:#?}");
+        assert_eq!(count(r#"method="POST",route="unmatched",status="404",version="v1""#), Some(1.0), "{requests:#?}");
+        assert_eq!(count(r#"method="other",route="unmatched",status="404",version="v1""#), Some(1.0), "{requests:#?}");
+        // Nothing a client chose became a label value: routes are patterns, methods known ones.
+        for labels in requests.keys() {
+            assert!(
+                ["route=\"/static/{name}\"", "route=\"unmatched\"", "route=\"/sms/\""]
+                    .iter()
+                    .any(|r| labels.contains(r)),
+                "{labels}"
+            );
+            assert!(!labels.contains("BREW") && !labels.contains("PROPFIND"), "{labels}");
+        }
+        assert!(!page.contains("random-") && !page.contains("wp-admin") && !page.contains("app.js"), "{page}");
+        // The latency histogram has the same closed set of labels.
+        let latency = series(&page, "sms_request_latency_seconds_count");
+        assert_eq!(
+            latency.keys().collect::<Vec<_>>(),
+            [
+                r#"method="GET",route="/static/{name}",version="v1""#,
+                r#"method="GET",route="unmatched",version="v1""#,
+                r#"method="POST",route="unmatched",version="v1""#,
+                r#"method="other",route="/static/{name}",version="v1""#,
+                r#"method="other",route="unmatched",version="v1""#,
+            ],
+            "{page}"
+        );
+        assert_eq!(latency.values().sum::<f64>(), 58.0);
+        // No request is left counted as in progress.
+        assert_eq!(series(&page, "sms_active_requests").values().collect::<Vec<_>>(), [&0.0]);
+    }
+}

@@ -106,3 +106,109 @@ async fn post_sms(
         .into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::{
+        body::{Body, to_bytes},
+        http::{Method, Request},
+    };
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::{config::Config, model_channel::Resolver, model_client::ModelClient};
+
+    /// The app's router over a model tier that cannot be found.
+    fn app() -> Router {
+        let resolve: Resolver = Arc::new(|| Box::pin(async { Err(std::io::Error::other("no model in unit tests")) }));
+        let model = ModelClient::with_resolver(
+            "model.invalid:8081".into(),
+            resolve,
+            Duration::from_millis(200),
+            Duration::from_secs(3600),
+        );
+        router(AppState::new(Config::default(), model))
+    }
+
+    fn post(content_type: &str, body: &'static str) -> Request<Body> {
+        Request::post("/sms/").header(header::CONTENT_TYPE, content_type).body(Body::from(body)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_body_declared_too_large_gets_413_and_the_json_error_at_once() {
+        let request = Request::post("/sms/")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, (MAX_BODY_BYTES + 1).to_string())
+            // The body is never read: a client that declares a size and sends nothing is
+            // answered all the same.
+            .body(Body::empty())
+            .unwrap();
+        let response = app().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let body = to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            serde_json::json!({"error": "the request body is larger than 16384 bytes", "status": 413})
+        );
+    }
+
+    #[tokio::test]
+    async fn every_answer_has_the_security_headers_and_a_trace_id_errors_included() {
+        let too_large = || {
+            Request::post("/sms/")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_LENGTH, "100000")
+                .body(Body::empty())
+                .unwrap()
+        };
+        let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
+        let cases: Vec<(&str, Request<Body>, StatusCode)> = vec![
+            ("the page", get("/sms/"), StatusCode::OK),
+            ("an asset", get("/static/app.js"), StatusCode::OK),
+            ("/version", get("/version"), StatusCode::OK),
+            ("a redirect", get("/"), StatusCode::TEMPORARY_REDIRECT),
+            ("an unknown page", get("/nope"), StatusCode::NOT_FOUND),
+            ("an unknown asset", get("/static/nope.js"), StatusCode::NOT_FOUND),
+            (
+                "a method not served",
+                Request::builder().method(Method::DELETE).uri("/sms/").body(Body::empty()).unwrap(),
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            ("a body too large", too_large(), StatusCode::PAYLOAD_TOO_LARGE),
+            ("not JSON", post("application/json", "{"), StatusCode::BAD_REQUEST),
+            ("the wrong media type", post("text/plain", "hello"), StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            ("no message", post("application/json", "{}"), StatusCode::UNPROCESSABLE_ENTITY),
+            ("the model tier down", post("application/json", r#"{"sms": "hello"}"#), StatusCode::SERVICE_UNAVAILABLE),
+            ("not ready", get("/readyz"), StatusCode::SERVICE_UNAVAILABLE),
+        ];
+        for (what, request, status) in cases {
+            let response = app().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), status, "{what}");
+            let headers = response.headers();
+            assert!(
+                headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap().starts_with("default-src 'none'"),
+                "{what}"
+            );
+            assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{what}");
+            assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY", "{what}");
+            assert_eq!(headers[header::REFERRER_POLICY], "no-referrer", "{what}");
+            assert!(headers.contains_key("permissions-policy"), "{what}");
+            assert_eq!(headers["x-trace-id"].len(), 32, "{what}");
+            if status.is_client_error() && status != StatusCode::METHOD_NOT_ALLOWED
+                || status == StatusCode::SERVICE_UNAVAILABLE
+            {
+                // The project's error: JSON saying what is wrong, with its status.
+                assert_eq!(headers[header::CONTENT_TYPE], "application/json", "{what}");
+                let body = to_bytes(response.into_body(), 1 << 16).await.unwrap();
+                let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                if what != "not ready" {
+                    assert_eq!(body["status"], status.as_u16(), "{what}: {body}");
+                    assert!(!body["error"].as_str().unwrap().is_empty(), "{what}: {body}");
+                }
+            }
+        }
+    }
+}

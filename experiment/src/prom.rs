@@ -101,37 +101,21 @@ impl Prometheus {
 
     /// Evaluates `promql`, a query whose every value is a count, now. The query is POSTed
     /// as a form, so long expressions are fine, and Prometheus is told the same deadline so
-    /// it stops work nobody waits for. Connecting, sending, reading and parsing the answer
-    /// all happen within the deadline; the answer must be an instant vector of at most
-    /// [`MAX_SERIES`] series in at most [`MAX_BODY_BYTES`], each value a count in
-    /// `[0, MAX_VALUE]` and each histogram bucket bound (`le`) `+Inf` or such a number.
+    /// it stops work nobody waits for. Connecting, sending, reading and checking the answer
+    /// ([`read_counts`]) all happen within the deadline.
     pub async fn counts(&self, promql: &str) -> Result<Vec<Sample>> {
-        let answer = tokio::time::timeout(self.timeout, self.fetch(promql)).await.map_err(|_| {
+        tokio::time::timeout(self.timeout, self.fetch(promql)).await.map_err(|_| {
             anyhow!(
                 "Prometheus at {} did not answer `{promql}` within the deadline of {} s (--timeout)",
                 self.base,
                 self.timeout.as_secs_f64()
             )
-        })??;
-        answer
-            .into_iter()
-            .map(|s| {
-                check_series(&s).with_context(|| {
-                    format!("Prometheus answered `{promql}` with a value that cannot be trusted; no verdict")
-                })?;
-                let value = parse_count(&s.value.1).with_context(|| {
-                    format!(
-                        "Prometheus answered `{promql}` with a value that cannot be trusted for {}; no verdict",
-                        shown_labels(&s.metric)
-                    )
-                })?;
-                Ok(Sample { labels: s.metric, value })
-            })
-            .collect()
+        })?
     }
 
-    /// Sends the query and reads the answer, chunk by chunk, up to [`MAX_BODY_BYTES`].
-    async fn fetch(&self, promql: &str) -> Result<Vec<Series>> {
+    /// Sends the query, reads the answer, chunk by chunk, up to [`MAX_BODY_BYTES`], and
+    /// checks it.
+    async fn fetch(&self, promql: &str) -> Result<Vec<Sample>> {
         let url = format!("{}/api/v1/query", self.base);
         let timeout = format!("{}ms", self.timeout.as_millis());
         let mut resp = self
@@ -160,18 +144,44 @@ impl Prometheus {
             }
             body.extend_from_slice(&chunk);
         }
-        let answer: Response = serde_json::from_slice(&body).with_context(|| {
-            format!("{url} answered `{promql}` with HTTP {status} and no valid Prometheus API body")
-        })?;
-        if answer.status != "success" {
-            bail!("Prometheus refused `{promql}`: {}", shown(&answer.error));
-        }
-        let data = answer.data.with_context(|| format!("Prometheus answered `{promql}` without data"))?;
-        if data.result_type != "vector" {
-            bail!("`{promql}` gave a {}, not an instant vector", shown(&data.result_type));
-        }
-        Ok(data.result)
+        read_counts(promql, &body).map_err(|e| {
+            if e.is::<serde_json::Error>() {
+                e.context(format!("{url} answered `{promql}` with HTTP {status} and no valid Prometheus API body"))
+            } else {
+                e
+            }
+        })
     }
+}
+
+/// The body of Prometheus' answer to `promql` as counts, once checked: it must be an
+/// instant vector of at most [`MAX_SERIES`] series, each value a count in
+/// `[0, MAX_VALUE]` and each histogram bucket bound (`le`) `+Inf` or such a number. What
+/// [`Prometheus::counts`] makes of the body it read (and what tests give recorded answers to).
+pub fn read_counts(promql: &str, body: &[u8]) -> Result<Vec<Sample>> {
+    let answer: Response = serde_json::from_slice(body)?;
+    if answer.status != "success" {
+        bail!("Prometheus refused `{promql}`: {}", shown(&answer.error));
+    }
+    let data = answer.data.with_context(|| format!("Prometheus answered `{promql}` without data"))?;
+    if data.result_type != "vector" {
+        bail!("`{promql}` gave a {}, not an instant vector", shown(&data.result_type));
+    }
+    data.result
+        .into_iter()
+        .map(|s| {
+            check_series(&s).with_context(|| {
+                format!("Prometheus answered `{promql}` with a value that cannot be trusted; no verdict")
+            })?;
+            let value = parse_count(&s.value.1).with_context(|| {
+                format!(
+                    "Prometheus answered `{promql}` with a value that cannot be trusted for {}; no verdict",
+                    shown_labels(&s.metric)
+                )
+            })?;
+            Ok(Sample { labels: s.metric, value })
+        })
+        .collect()
 }
 
 /// A histogram bucket bound, if the series has one, is `+Inf` or a count-like number.

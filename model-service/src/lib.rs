@@ -60,6 +60,8 @@ pub struct Listening {
     pub inference_http_addr: SocketAddr,
     pub model_version: String,
     pub inference_threads: usize,
+    /// The jobs each inference thread has run so far.
+    pub inference_load: workers::WorkerLoad,
 }
 
 impl std::fmt::Display for Listening {
@@ -142,6 +144,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         inference_http_addr,
         model_version: config.model_version.clone(),
         inference_threads: pool.workers(),
+        inference_load: pool.load(),
     };
     let limits = config.connections;
     Ok(Running::spawn(listening, move |shutdown| async move {

@@ -63,11 +63,33 @@ struct Handover {
     batch_is_cheaper: std::sync::atomic::AtomicBool,
 }
 
+/// How many jobs each worker has run, by worker: whether the pool spreads its work.
+#[derive(Clone)]
+pub struct WorkerLoad(Arc<[AtomicU64]>);
+
+impl WorkerLoad {
+    fn new(workers: usize) -> Self {
+        Self((0..workers).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    /// Jobs run so far, one count per worker (in worker order).
+    pub fn jobs(&self) -> Vec<u64> {
+        self.0.iter().map(|n| n.load(Ordering::Relaxed)).collect()
+    }
+}
+
+impl std::fmt::Debug for WorkerLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WorkerLoad{:?}", self.jobs())
+    }
+}
+
 pub struct InferencePool {
     queue: mpsc::Sender<Job>,
     /// Rows that may wait for a worker (workers x queue_per_worker).
     places: Arc<Semaphore>,
     handover: Arc<Handover>,
+    load: WorkerLoad,
     threads: Mutex<Vec<thread::JoinHandle<()>>>,
 }
 
@@ -87,18 +109,19 @@ impl InferencePool {
             current: Mutex::new(models[0].card.clone()),
             batch_is_cheaper: models[0].batch_is_cheaper.into(),
         });
+        let load = WorkerLoad::new(workers);
         let threads = models
             .into_iter()
             .enumerate()
             .map(|(i, model)| {
-                let (rx, handover) = (rx.clone(), handover.clone());
+                let (rx, handover, load) = (rx.clone(), handover.clone(), load.clone());
                 thread::Builder::new()
                     .name(format!("inference-{i}"))
-                    .spawn(move || worker(i, model, &rx, &handover))
+                    .spawn(move || worker(i, model, &rx, &handover, &load))
                     .expect("spawn inference thread")
             })
             .collect();
-        Self { queue, places: Arc::new(Semaphore::new(capacity)), handover, threads: Mutex::new(threads) }
+        Self { queue, places: Arc::new(Semaphore::new(capacity)), handover, load, threads: Mutex::new(threads) }
     }
 
     /// Rows that may wait for a worker at once.
@@ -108,6 +131,11 @@ impl InferencePool {
 
     pub fn workers(&self) -> usize {
         self.handover.slots.len()
+    }
+
+    /// The jobs each worker has run (shared: it follows the pool as it works).
+    pub fn load(&self) -> WorkerLoad {
+        self.load.clone()
     }
 
     /// The card of the model being served (after a reload, the new one).
@@ -202,7 +230,7 @@ impl InferencePool {
     }
 }
 
-fn worker(index: usize, mut model: Model, rx: &Mutex<mpsc::Receiver<Job>>, handover: &Handover) {
+fn worker(index: usize, mut model: Model, rx: &Mutex<mpsc::Receiver<Job>>, handover: &Handover, load: &WorkerLoad) {
     let mut seen = handover.generation.load(Ordering::Acquire);
     loop {
         // Holding the lock while waiting is fine: whoever holds it takes the next job
@@ -229,6 +257,8 @@ fn worker(index: usize, mut model: Model, rx: &Mutex<mpsc::Receiver<Job>>, hando
             card: model.card.clone(),
             inference_time: started.elapsed() / texts.len().max(1) as u32,
         });
+        // Counted before the answer goes, so a caller that has its answer sees the count.
+        load.0[index].fetch_add(1, Ordering::Relaxed);
         // The caller may have gone (deadline): nothing to do with the answer then.
         let _ = reply.send(result);
     }

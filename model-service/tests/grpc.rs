@@ -130,6 +130,7 @@ async fn metrics_count_predictions_with_version_and_source() {
 #[tokio::test]
 async fn concurrent_calls_all_succeed_on_the_worker_pool() {
     let m = TestModel::version("v1").await;
+    assert_eq!(m.server.inference_threads, 2, "test_config's workers");
     let calls = (0..200).map(|i| {
         let mut client = m.client.clone();
         tokio::spawn(async move {
@@ -141,6 +142,11 @@ async fn concurrent_calls_all_succeed_on_the_worker_pool() {
         let (i, label) = call.unwrap();
         assert_eq!(label, if i % 2 == 0 { "spam" } else { "ham" });
     }
+    // Every call ran as one job, and the work was spread: each worker served some.
+    let jobs = m.server.inference_load.jobs();
+    println!("200 calls on 2 workers: jobs per worker {jobs:?}");
+    assert_eq!(jobs.iter().sum::<u64>(), 200, "{jobs:?}");
+    assert!(jobs.len() == 2 && jobs.iter().all(|&n| n > 0), "every worker served calls: {jobs:?}");
     m.server.stop().await.unwrap();
 }
 

@@ -159,6 +159,16 @@ def serving_count(stack) -> float:
     return metric(stack.model_metrics("v1"), "sms_model_predictions_total", source="app")
 
 
+def mirror_sent(stack) -> int:
+    """Requests the apps' sidecar has sent to the model Service's v2 subset: the mirror's
+    cluster (Istio's cluster stat names end with ";", its tag-extraction delimiter)."""
+    cluster = f"outbound|8081|v2|{MODEL}.sms-app.svc.cluster.local"
+    stats = stack.admin("sidecar", f"/stats?filter=^cluster.{cluster.replace('|', '.')}.*upstream_rq_total$").text
+    lines = stats.strip().splitlines()
+    assert lines, f"the sidecar has no upstream_rq_total for {cluster}"
+    return sum(int(line.rsplit(":", 1)[1]) for line in lines)
+
+
 def settled(read, what: str) -> float:
     """The counter once it has stopped moving (mirrored calls finish after the answers)."""
     last = [read(), time.monotonic()]
@@ -239,8 +249,13 @@ def test_shadow_gets_its_share_users_get_v1_and_its_loss_is_invisible(mesh, clie
         assert stats and int(stats.rsplit(":", 1)[1]) > 0, f"the mirror was never attempted: {stats!r}"
     finally:
         st.restart("model-v2")
-    # and it is back in the mirror
-    before = settled(lambda: shadow_count(st), "shadow")
+    # and it is back in the mirror: the sidecar sends the model Service's v2 subset its share
+    # again, and the restarted shadow scores what it is sent
+    before, sent_before = settled(lambda: shadow_count(st), "shadow"), mirror_sent(st)
     client.map(lambda i: client.post(i, **v1_kw), range(200))
     assert poll(lambda: shadow_count(st) > before, 20, "mirrored calls to the restarted shadow")
-    assert MODEL  # (names the model Service whose subsets these are)
+    mirrored = settled(lambda: shadow_count(st), "shadow") - before
+    sent = mirror_sent(st) - sent_before
+    report(f"shadow restarted: 200 user requests -> {sent} sent to {MODEL}'s v2 subset, "
+           f"{mirrored:.0f} scored by the shadow")
+    assert 0 < mirrored <= sent, (mirrored, sent)

@@ -21,6 +21,44 @@ import stack as local  # noqa: E402,F401 - the one description of the local stac
 from stack import NAMESPACE, ROOT, Proc, ProcGroup, free_port, poll, scrape_config  # noqa: E402,F401 - re-exported
 
 
+# --------------------------------------------------------------------------- the contract and the rules
+# What several test files read: the shipped rules and docs/contracts.md's metrics.
+
+RULES_DIR = ROOT / "grafana" / "rules"
+RULES = RULES_DIR / "sms-app.rules.yml"
+CONTRACT = ROOT / "docs" / "contracts.md"
+
+# Labels that the scrape adds (ServiceMonitor: namespace, pod, service, endpoint, job,
+# instance, container) and Prometheus' own series.
+SCRAPE_LABELS = {"namespace", "pod", "service", "endpoint", "job", "instance", "container"}
+BUILTIN = {"up": set()}
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def contract_metrics() -> dict:
+    """{metric: {labels}} from the contract's Metrics section (histograms expanded)."""
+    text = CONTRACT.read_text()
+    section = re.search(r"^## Metrics\n(.*?)(?=^## )", text, re.S | re.M)
+    assert section, "docs/contracts.md has no '## Metrics' section"
+    out = {}
+    for line in section.group(1).splitlines():
+        if not line.lstrip().startswith("- "):
+            continue
+        kind = "histogram" if "histogram" in line else "other"
+        for name, labels in re.findall(r"`([a-z_:][a-z0-9_:]*)(?:\{([^}]*)\})?`", line):
+            if not name.startswith(("sms_", "istio_", "envoy_")):
+                continue
+            labelset = {x.strip() for x in (labels or "").split(",") if x.strip()}
+            if kind == "histogram":
+                for suffix in HISTOGRAM_SUFFIXES:
+                    out[name + suffix] = labelset | ({"le"} if suffix == "_bucket" else set())
+            else:
+                out[name] = labelset
+    return out
+
+
+# --------------------------------------------------------------------------- tools
+
 def require_tool(name: str) -> str:
     """Path of a program the tests need; a missing one fails the test (never a skip)."""
     path = shutil.which(name)

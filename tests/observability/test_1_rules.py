@@ -6,10 +6,9 @@ import re
 import pytest
 import yaml
 
-from harness import ROOT, promql_names, require_tool, run
+from harness import (BUILTIN, ROOT, RULES, RULES_DIR, SCRAPE_LABELS, contract_metrics, promql_names, require_tool,
+                     run)
 
-RULES_DIR = ROOT / "grafana" / "rules"
-RULES = RULES_DIR / "sms-app.rules.yml"
 RULE_TESTS = RULES_DIR / "sms-app.rules.test.yml"
 # the experiment's figures and guards
 EXPERIMENT_RULES = RULES_DIR / "sms-experiment.rules.yml"
@@ -117,7 +116,6 @@ def test_experiment_rules_use_contract_metrics_and_labels_only(path):
     """The contract test of test_2 covers sms-app.rules.yml; this covers the experiment's
     file the same way (recorded names may be used by the file's own alerts), and that it
     selects by the services' labels, not by job or pod names that carry a release name."""
-    from test_2_dashboards import BUILTIN, SCRAPE_LABELS, contract_metrics
     contract = dict(contract_metrics(), **BUILTIN)
     rules = rules_of(path)
     recorded = {r["record"] for r in rules if "record" in r}

@@ -9,41 +9,11 @@ import subprocess
 import pytest
 import yaml
 
-from harness import ROOT, promql_names
+from harness import BUILTIN, ROOT, RULES, SCRAPE_LABELS, contract_metrics, promql_names
 
-CONTRACT = ROOT / "docs" / "contracts.md"
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 GENERATE = ROOT / "grafana" / "dashboards" / "src" / "generate.sh"
 RULE_FILES = sorted((ROOT / "grafana" / "rules").glob("*.rules.yml"))
-RULES = ROOT / "grafana" / "rules" / "sms-app.rules.yml"
-
-# Labels that the scrape adds (ServiceMonitor: namespace, pod, service, endpoint, job,
-# instance, container) and Prometheus' own series.
-SCRAPE_LABELS = {"namespace", "pod", "service", "endpoint", "job", "instance", "container"}
-BUILTIN = {"up": set()}
-HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
-
-
-def contract_metrics() -> dict:
-    """{metric: {labels}} from the contract's Metrics section (histograms expanded)."""
-    text = CONTRACT.read_text()
-    section = re.search(r"^## Metrics\n(.*?)(?=^## )", text, re.S | re.M)
-    assert section, "docs/contracts.md has no '## Metrics' section"
-    out = {}
-    for line in section.group(1).splitlines():
-        if not line.lstrip().startswith("- "):
-            continue
-        kind = "histogram" if "histogram" in line else "other"
-        for name, labels in re.findall(r"`([a-z_:][a-z0-9_:]*)(?:\{([^}]*)\})?`", line):
-            if not name.startswith(("sms_", "istio_", "envoy_")):
-                continue
-            labelset = {x.strip() for x in (labels or "").split(",") if x.strip()}
-            if kind == "histogram":
-                for suffix in HISTOGRAM_SUFFIXES:
-                    out[name + suffix] = labelset | ({"le"} if suffix == "_bucket" else set())
-            else:
-                out[name] = labelset
-    return out
 
 
 def test_contract_parser_reads_the_metrics():

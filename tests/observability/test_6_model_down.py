@@ -2,9 +2,7 @@
 tier is unreachable answers 5xx and counts its model calls as not ok, and a real Prometheus
 with the shipped rules turns that into pending ModelCallsFailing, AppHighErrorRatio and
 ModelServiceDown alerts (pending: their `for:` is minutes; the unit tests cover firing)."""
-from harness import NAMESPACE, Load, Prometheus, free_port, local, poll, scrape_config
-
-from test_1_rules import RULES
+from harness import NAMESPACE, RULES, Load, Prometheus, free_port, local, poll, scrape_config
 
 EXPECTED_PENDING = {"ModelCallsFailing", "AppHighErrorRatio", "ModelServiceDown"}
 

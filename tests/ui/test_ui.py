@@ -39,7 +39,8 @@ def test_classify_with_javascript(stack, browser):
     assert probability.endswith("%") and float(probability[:-1]) > 50, probability
     bar = browser.find_element(By.ID, "probability-bar")
     assert float(bar.get_attribute("value")) > 0.5
-    assert "disagrees" in browser.find_element(By.ID, "agreement").text
+    # spam, guessed ham
+    assert browser.find_element(By.ID, "agreement").text == "The classifier disagrees with your guess."
     assert browser.find_element(By.ID, "model-version").text == "v1"
     assert browser.find_element(By.ID, "result-app-version").text == "v1"
     # fetch() answered in place: no navigation happened.
@@ -48,7 +49,8 @@ def test_classify_with_javascript(stack, browser):
 
     classify(browser, HAM, guess="ham")
     WebDriverWait(browser, 10).until(EC.text_to_be_present_in_element((By.ID, "label"), "ham"))
-    assert "agrees" in browser.find_element(By.ID, "agreement").text
+    # ham, guessed ham
+    assert browser.find_element(By.ID, "agreement").text == "The classifier agrees with your guess."
     browser.save_screenshot(str(OUT / "js-ham.png"))
 
 
@@ -60,7 +62,8 @@ def test_classify_without_javascript_through_the_form(stack, browser_nojs):
     classify(b, SPAM, guess="spam")
     assert wait_text(b, "#label") == "spam"
     assert float(b.find_element(By.ID, "probability").text.rstrip("%")) > 50
-    assert "agrees" in b.find_element(By.ID, "agreement").text
+    # spam, guessed spam
+    assert b.find_element(By.ID, "agreement").text == "The classifier agrees with your guess."
     assert b.find_element(By.ID, "model-version").text == "v1"
     assert b.find_element(By.ID, "result-app-version").text == "v1"
     # The form keeps what the user typed and picked.
