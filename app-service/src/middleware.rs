@@ -221,7 +221,6 @@ mod tests {
             Arc,
             atomic::{AtomicUsize, Ordering},
         },
-        time::Duration,
     };
 
     use axum::{
@@ -235,18 +234,11 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::{config::Config, error::AppError, model_channel::Resolver, model_client::ModelClient};
+    use crate::error::AppError;
 
     /// An app state whose model tier cannot be found (these layers never call it).
     fn state() -> AppState {
-        let resolve: Resolver = Arc::new(|| Box::pin(async { Err(std::io::Error::other("no model in unit tests")) }));
-        let model = ModelClient::with_resolver(
-            "model.invalid:8081".into(),
-            resolve,
-            Duration::from_millis(200),
-            Duration::from_secs(3600),
-        );
-        AppState::new(Config::default(), model)
+        AppState::without_model()
     }
 
     fn request(method: Method, uri: &str) -> Request {

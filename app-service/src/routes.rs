@@ -109,8 +109,6 @@ async fn post_sms(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use axum::{
         body::{Body, to_bytes},
         http::{Method, Request},
@@ -118,18 +116,10 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::{config::Config, model_channel::Resolver, model_client::ModelClient};
 
     /// The app's router over a model tier that cannot be found.
     fn app() -> Router {
-        let resolve: Resolver = Arc::new(|| Box::pin(async { Err(std::io::Error::other("no model in unit tests")) }));
-        let model = ModelClient::with_resolver(
-            "model.invalid:8081".into(),
-            resolve,
-            Duration::from_millis(200),
-            Duration::from_secs(3600),
-        );
-        router(AppState::new(Config::default(), model))
+        router(AppState::without_model())
     }
 
     fn post(content_type: &str, body: &'static str) -> Request<Body> {

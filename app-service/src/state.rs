@@ -43,3 +43,21 @@ impl AppState {
         Self(Arc::new(Shared { config: Arc::new(config), classifier, model, metrics, classifications }))
     }
 }
+
+#[cfg(test)]
+impl AppState {
+    /// The default settings over a model tier that cannot be found: for unit tests of the
+    /// layers and routes, which answer without reaching the model.
+    pub(crate) fn without_model() -> Self {
+        use crate::model_channel::Resolver;
+        let resolve: Resolver = Arc::new(|| Box::pin(async { Err(std::io::Error::other("no model in unit tests")) }));
+        let timeout = std::time::Duration::from_millis(200);
+        let model = ModelClient::with_resolver(
+            "model.invalid:8081".into(),
+            resolve,
+            timeout,
+            std::time::Duration::from_secs(3600),
+        );
+        Self::new(Config::default(), model)
+    }
+}
