@@ -13,7 +13,7 @@ from their projects' own modules, then `helm install sms-app helm/ -n sms-app`.
 One instance at a time (a lock in the state directory); Ctrl-C, SIGTERM or SIGHUP stop
 everything it started, in order, and remove the namespaces; a run that could not stop in
 order (kill -9) is cleaned up by the next start, which says what it cleaned. Every child
-dies with the supervisor however it ends (the parent-death signal, scripts/stack.py).
+dies with the supervisor however it ends (the parent-death signal, tooling/smsdev/stack.py).
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-import stack  # noqa: E402 - ProcGroup, RunState: the supervisors' process handling
+from smsdev import stack  # noqa: E402 - ProcGroup, RunState: the supervisors' process handling
 
 import netns  # noqa: E402
 import pki  # noqa: E402

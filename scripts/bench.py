@@ -2,7 +2,7 @@
 on the same cores (load generator included), every load bounded in time on 127.0.0.1.
 Run it through scripts/bench.sh, which installs the load generators and the Python
 comparison service and builds the release binaries; every service process is started by
-scripts/stack.py (the one description of the local stack) or, for the Python service, by
+tooling/smsdev/stack.py (the one description of the local stack) or, for the Python service, by
 its process group.
 
 What it measures (the figures, their targets and their history: docs/performance.md):
@@ -70,7 +70,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import perf_record
-import stack as local
+from smsdev import stack as local
 
 ROOT = local.ROOT
 # 84 characters, normalized: the message of training/profile.py and benches/ort.rs.

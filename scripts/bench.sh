@@ -2,7 +2,7 @@
 # `make bench`: installs what the bench needs when it is missing (h2load from
 # nghttp2-client, wrk, the FastAPI and MLServer comparisons' pinned virtualenvs, ONNX Runtime), builds the
 # release binaries and the in-process benches, then runs scripts/bench.py, which starts every
-# service through scripts/stack.py, measures, prints the targets met or not and writes
+# service through tooling/smsdev/stack.py, measures, prints the targets met or not and writes
 # test-output/bench/bench.json. Arguments go to scripts/bench.py (e.g. --duration 2 --only ready).
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -15,4 +15,4 @@ export ORT_DYLIB_PATH BENCH_VENV BENCH_MLSERVER_VENV
 log "cargo build --release (model-service, app-service) and the benches"
 cargo build --release --locked -q -p model-service -p app-service
 cargo bench --locked -q -p model-service --no-run
-exec python3 scripts/bench.py "$@"
+exec "$BENCH_VENV/bin/python" scripts/bench.py "$@"

@@ -33,14 +33,16 @@ apt_ensure() {
 venv_ensure() {
   local name="$1" req="$2" dir="$ROOT/.venv/$1"
   local stamp="$dir/.requirements.sha256"
-  local want; want="$(sha256sum "$req" | cut -d' ' -f1)"
+  # the tooling's packaging is part of what a virtualenv holds (its code is linked, editable)
+  local want; want="$(cat "$req" "$ROOT/tooling/pyproject.toml" | sha256sum | cut -d' ' -f1)"
   if [ ! -x "$dir/bin/python" ]; then
     log "creating virtualenv .venv/$name"
     python3 -m venv "$dir" >&2
   fi
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    log "pip install -r ${req#"$ROOT"/} into .venv/$name"
+    log "pip install -r ${req#"$ROOT"/} and the project's tooling (editable) into .venv/$name"
     "$dir/bin/pip" install -q --disable-pip-version-check -r "$req" >&2
+    "$dir/bin/pip" install -q --disable-pip-version-check --no-deps -e "$ROOT/tooling" >&2
     echo "$want" >"$stamp"
   fi
   echo "$dir"
@@ -62,7 +64,7 @@ npm_ensure() {
   fi
 }
 
-# services_ensure : the debug binaries the test suites start through scripts/stack.py, and
+# services_ensure : the debug binaries the test suites start through tooling/smsdev/stack.py, and
 # ORT_DYLIB_PATH exported for the model service.
 services_ensure() {
   (cd "$ROOT" && cargo build --locked -q -p model-service -p app-service) || die "cargo build failed"

@@ -50,9 +50,8 @@ import bootstrap
 import overlay
 import render as chart
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import stack as local  # noqa: E402 - the one description of the local stack
-from stack import Proc, RunState, http_ok, samples  # noqa: E402
+from smsdev import stack as local  # noqa: E402 - the one description of the local stack
+from smsdev.stack import Proc, RunState, http_ok, samples  # noqa: E402
 
 COMPONENT = "app.kubernetes.io/component"
 # Set per process here, whatever the render says (cluster paths and addresses).
@@ -137,7 +136,7 @@ class LocalMesh:
     def __init__(self, run_dir: Path, ports: Ports, bindir: Path, istio_dir: Path, envoy_bin: str,
                  extra_env: dict | None = None, log_level: str = "warning", prometheus: bool = False,
                  scrape_interval: str = "2s", state: RunState | None = None):
-        """`prometheus`: also run a Prometheus (scripts/stack.py's) scraping the processes
+        """`prometheus`: also run a Prometheus (tooling/smsdev/stack.py's) scraping the processes
         every `scrape_interval`, as the rendered ServiceMonitors say, with the rendered rules.
         `state`: where every process started is recorded while it runs (for the next start
         after a supervisor that could not stop them)."""
@@ -207,7 +206,7 @@ class LocalMesh:
                 out[w["name"]] = Workload(w["name"], svc.binary, svc.env, {"http": port}, svc.addresses["ui"],
                                           svc.addresses["metrics"], svc.ready_url)
             elif comp == "model":
-                # the addresses are this supervisor's (scripts/stack.py's model() adds its own
+                # the addresses are this supervisor's (tooling/smsdev/stack.py's model() adds its own
                 # Open Inference Protocol HTTP port): only the render's environment counts
                 local_addrs = {k: old.env[k] for k in ("GRPC_ADDR", "METRICS_ADDR", "INFERENCE_HTTP_ADDR")
                                if old and k in old.env and k not in env}

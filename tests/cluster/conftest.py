@@ -19,8 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "test-output" / "cluster"
 BIN = ROOT / ".cache" / "cluster" / "bin"
-sys.path.insert(0, str(ROOT / "scripts"))
-import stack as local  # noqa: E402 - children, listening: processes followed by PID
+from smsdev import stack as local  # noqa: E402 - children, listening: processes followed by PID
 
 
 def free_port() -> int:

@@ -18,9 +18,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "istio" / "local"))  # render, overlay, bootstrap, supervise
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from stack import free_port, metric, poll  # noqa: E402,F401 - re-exported (scripts/stack.py)
+from smsdev.stack import free_port, metric, poll  # noqa: E402,F401 - re-exported (tooling/smsdev/stack.py)
 
 import supervise  # noqa: E402
 

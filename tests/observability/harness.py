@@ -16,9 +16,8 @@ from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import stack as local  # noqa: E402,F401 - the one description of the local stack
-from stack import NAMESPACE, ROOT, Proc, ProcGroup, free_port, poll, scrape_config  # noqa: E402,F401 - re-exported
+from smsdev import stack as local  # noqa: E402,F401 - the one description of the local stack
+from smsdev.stack import NAMESPACE, ROOT, Proc, ProcGroup, free_port, poll, scrape_config  # noqa: E402,F401 - re-exported
 
 
 # --------------------------------------------------------------------------- the contract and the rules
@@ -80,7 +79,7 @@ def wait_http_ok(url: str, proc: Proc, timeout: float = 60):
 # --------------------------------------------------------------------------- Prometheus
 
 class Prometheus:
-    """A real Prometheus as scripts/stack.py describes it (the one `make mesh` runs too),
+    """A real Prometheus as tooling/smsdev/stack.py describes it (the one `make mesh` runs too),
     with a client for its HTTP API."""
 
     def __init__(self, group: ProcGroup, workdir: Path, config: dict, name: str = "prometheus",

@@ -1,5 +1,5 @@
 """OTLP export: with OTEL_EXPORTER_OTLP_ENDPOINT set, both services (real processes, started
-by scripts/stack.py) export their spans over OTLP/gRPC to a real gRPC receiver (grpcio,
+by tooling/smsdev/stack.py) export their spans over OTLP/gRPC to a real gRPC receiver (grpcio,
 serving the OTLP collector protos of the very opentelemetry-proto crate the services link),
 as one trace that continues the caller's `traceparent`, the model's span a child of the
 app's, each under its own `service.name`; and their metrics, by the same names as on their

@@ -1,5 +1,5 @@
 """Fixtures: the real model service (v1, and a v2 shadow of it) as processes on 127.0.0.1
-from scripts/stack.py, stopped by PID; sms.v1's Python stubs made from the repository's
+from tooling/smsdev/stack.py, stopped by PID; sms.v1's Python stubs made from the repository's
 .proto with grpcio-tools, so each answer can be checked against Classify's."""
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import grpc
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
 
-import stack as local  # noqa: E402 - the one description of the local stack
+from smsdev import stack as local  # noqa: E402 - the one description of the local stack
 
 OUT = ROOT / "test-output" / "protocol"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Open Inference Protocol with its users' own clients: Triton's
 # (tritonclient[grpc,http]) and KServe's Python SDK over gRPC and HTTP against the real
-# model service on 127.0.0.1 (started through scripts/stack.py, stopped by PID), and
+# model service on 127.0.0.1 (started through tooling/smsdev/stack.py, stopped by PID), and
 # grpcurl without a .proto file in two releases: 1.9 (asks reflection v1) and 1.8
 # (v1alpha). Extra arguments go to pytest.
 source "$(dirname "$0")/../../scripts/lib.sh"

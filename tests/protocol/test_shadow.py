@@ -10,7 +10,7 @@ import urllib.request
 import grpc
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb, grpc_predict_v2_pb2_grpc as pb_grpc
 
-import stack as local
+from smsdev import stack as local
 
 
 def count(text: str, name: str, **labels) -> float:

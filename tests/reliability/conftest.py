@@ -1,4 +1,4 @@
-"""Fixtures: a stack of real processes (scripts/stack.py), stopped by PID after each test."""
+"""Fixtures: a stack of real processes (tooling/smsdev/stack.py), stopped by PID after each test."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
 
-import stack as local  # noqa: E402 - the one description of the local stack
+from smsdev import stack as local  # noqa: E402 - the one description of the local stack
 
 OUT = ROOT / "test-output" / "reliability"
 

@@ -4,7 +4,7 @@
 # stalled, killed and restarted model gives users only 200s and 503s, and a process that
 # cannot start says why in one line; `make run` leaves nothing behind when its terminal
 # closes or it is killed. Real binaries on 127.0.0.1, started through
-# scripts/stack.py and stopped by PID. Extra arguments go to pytest.
+# tooling/smsdev/stack.py and stopped by PID. Extra arguments go to pytest.
 source "$(dirname "$0")/../../scripts/lib.sh"
 venv="$(venv_ensure reliability "$ROOT/tests/reliability/requirements.txt")"
 cd "$ROOT"

@@ -1,4 +1,4 @@
-"""`make run` (scripts/run-local.sh, then scripts/stack.py run) leaves nothing behind:
+"""`make run` (scripts/run-local.sh, then tooling/smsdev/stack.py run) leaves nothing behind:
 closing its terminal (SIGHUP to the process group) stops it in order, as Ctrl-C
 does; `kill -9` of the supervisor takes every process it started with it (the kernel's
 parent-death signal); either way no process it started is alive and every port it held is

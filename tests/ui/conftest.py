@@ -10,9 +10,8 @@ import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import stack as local  # noqa: E402 - the one description of the local stack
-from stack import ROOT, free_port, poll  # noqa: E402
+from smsdev import stack as local  # noqa: E402 - the one description of the local stack
+from smsdev.stack import ROOT, free_port, poll  # noqa: E402
 
 OUT = ROOT / "test-output" / "ui"
 
@@ -22,7 +21,7 @@ def wait_until(check, what: str, timeout: float = 20.0):
 
 
 class Stack:
-    """Model v1 and app v1, from scripts/stack.py; the model can be stopped and restarted."""
+    """Model v1 and app v1, from tooling/smsdev/stack.py; the model can be stopped and restarted."""
 
     def __init__(self):
         self.procs = local.Stack(OUT)

@@ -8,10 +8,10 @@ then SIGKILL); readiness is polled, never slept on. A supervisor's children (`ma
 `make mesh`) die with it however it ends, even by SIGKILL (`die_with_parent`), and its run
 state (`RunState`) lets the next start clean up after one that could not.
 
-  python3 scripts/stack.py run [--profile release] [--app-port 8080] [--model-port 8081]
+  python -m smsdev.stack run [--profile release] [--app-port 8080] [--model-port 8081]
                                [--metrics-port 9464] [--log-dir .cache/run]
 
-Standard library only, so the task runner needs no virtualenv to use it.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # tooling/smsdev/stack.py, installed editable
 _ports = random.Random()  # its own generator: a test seeding `random` must not pick the same ports
 MODELS = ROOT / "models"
 
