@@ -25,7 +25,7 @@ use opentelemetry_sdk::{
     trace::SdkTracerProvider,
 };
 use prometheus::{Encoder, TextEncoder};
-use tracing_subscriber::{EnvFilter, Layer, fmt, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{EnvFilter, Layer, filter, fmt, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::settings;
 
@@ -74,10 +74,15 @@ pub fn init(service: &'static str, config: &TelemetryConfig) -> Telemetry {
     // Colour only for a person at a terminal, never in files or pipes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let (stdout, flusher) = crate::logwriter::batched_stdout();
+    // The log lines are events only: a per-call `info` span seen by the log layer costs its
+    // fields formatted on every call (~6 % of the model's CPU at the chart's `info`) for
+    // context no line needs (the lines that matter carry their trace_id). Spans still reach
+    // the OTLP exporter when it is on; with it off they are not created at all.
+    let events_only = filter::filter_fn(|metadata| metadata.is_event());
     let logs = if config.json_logs {
-        fmt::layer().json().flatten_event(true).with_target(false).with_writer(stdout).boxed()
+        fmt::layer().json().flatten_event(true).with_target(false).with_writer(stdout).with_filter(events_only).boxed()
     } else {
-        fmt::layer().with_target(false).with_ansi(ansi).with_writer(stdout).boxed()
+        fmt::layer().with_target(false).with_ansi(ansi).with_writer(stdout).with_filter(events_only).boxed()
     };
     let mut export_error = None;
     let tracer = config.otlp_endpoint.as_deref().and_then(|endpoint| match tracer_provider(service, endpoint) {
