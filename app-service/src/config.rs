@@ -57,23 +57,29 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The settings of the process's environment.
     pub fn from_env() -> anyhow::Result<Self> {
+        Self::read(&settings::Env::process())
+    }
+
+    /// The settings `env` gives, each unset one at its default.
+    pub fn read(env: &settings::Env<impl Fn(&str) -> Option<String>>) -> anyhow::Result<Self> {
         let d = Self::default();
         Ok(Self {
-            http_addr: settings::parse("HTTP_ADDR", d.http_addr)?,
-            model_host: settings::text("MODEL_HOST").unwrap_or(d.model_host),
-            app_version: settings::text("APP_VERSION").unwrap_or(d.app_version),
-            model_timeout: settings::millis("MODEL_TIMEOUT_MS", d.model_timeout)?,
+            http_addr: env.parse("HTTP_ADDR", d.http_addr)?,
+            model_host: env.text("MODEL_HOST").unwrap_or(d.model_host),
+            app_version: env.text("APP_VERSION").unwrap_or(d.app_version),
+            model_timeout: env.millis("MODEL_TIMEOUT_MS", d.model_timeout)?,
             cache: CacheConfig {
-                enabled: settings::flag("CACHE_ENABLED", d.cache.enabled)?,
-                ttl: settings::secs("CACHE_TTL_SECS", d.cache.ttl)?,
-                max_entries: settings::parse("CACHE_MAX_ENTRIES", d.cache.max_entries)?,
+                enabled: env.flag("CACHE_ENABLED", d.cache.enabled)?,
+                ttl: env.secs("CACHE_TTL_SECS", d.cache.ttl)?,
+                max_entries: env.parse("CACHE_MAX_ENTRIES", d.cache.max_entries)?,
             },
             resolve_interval: d.resolve_interval,
-            max_concurrent_requests: settings::parse("MAX_CONCURRENT_REQUESTS", d.max_concurrent_requests)?,
-            connections: ConnLimits::from_env(d.connections)?,
-            runtime_threads: settings::parse("RUNTIME_THREADS", d.runtime_threads)?,
-            telemetry: TelemetryConfig::from_env()?,
+            max_concurrent_requests: env.parse("MAX_CONCURRENT_REQUESTS", d.max_concurrent_requests)?,
+            connections: ConnLimits::read(env, d.connections)?,
+            runtime_threads: env.parse("RUNTIME_THREADS", d.runtime_threads)?,
+            telemetry: TelemetryConfig::read(env)?,
         })
     }
 

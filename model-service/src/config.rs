@@ -93,33 +93,40 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The settings of the process's environment.
     pub fn from_env() -> anyhow::Result<Self> {
+        Self::read(&settings::Env::process())
+    }
+
+    /// The settings `env` gives, each unset one at its default.
+    pub fn read(env: &settings::Env<impl Fn(&str) -> Option<String>>) -> anyhow::Result<Self> {
         let d = Self::default();
         // 0 turns hot reload off.
-        let reload = settings::secs("MODEL_RELOAD_SECS", d.reload_interval.unwrap_or(Duration::ZERO))?;
+        let reload = env.secs("MODEL_RELOAD_SECS", d.reload_interval.unwrap_or(Duration::ZERO))?;
         Ok(Self {
-            model_root: settings::text("MODEL_ROOT").map_or(d.model_root, PathBuf::from),
-            model_version: settings::text("MODEL_VERSION").unwrap_or(d.model_version),
-            source: settings::text("METRICS_SOURCE").unwrap_or(d.source),
-            grpc_addr: settings::parse("GRPC_ADDR", d.grpc_addr)?,
-            metrics_addr: settings::parse("METRICS_ADDR", d.metrics_addr)?,
-            inference_http_addr: settings::parse("INFERENCE_HTTP_ADDR", d.inference_http_addr)?,
-            max_batch_rows: settings::parse("MAX_BATCH_ROWS", d.max_batch_rows)?,
-            workers: settings::parse("INFERENCE_WORKERS", d.workers)?,
-            runtime_threads: settings::parse("RUNTIME_THREADS", d.runtime_threads)?,
-            queue_per_worker: settings::parse("QUEUE_PER_WORKER", d.queue_per_worker)?,
+            model_root: env.text("MODEL_ROOT").map_or(d.model_root, PathBuf::from),
+            model_version: env.text("MODEL_VERSION").unwrap_or(d.model_version),
+            source: env.text("METRICS_SOURCE").unwrap_or(d.source),
+            grpc_addr: env.parse("GRPC_ADDR", d.grpc_addr)?,
+            metrics_addr: env.parse("METRICS_ADDR", d.metrics_addr)?,
+            inference_http_addr: env.parse("INFERENCE_HTTP_ADDR", d.inference_http_addr)?,
+            max_batch_rows: env.parse("MAX_BATCH_ROWS", d.max_batch_rows)?,
+            workers: env.parse("INFERENCE_WORKERS", d.workers)?,
+            runtime_threads: env.parse("RUNTIME_THREADS", d.runtime_threads)?,
+            queue_per_worker: env.parse("QUEUE_PER_WORKER", d.queue_per_worker)?,
             reload_interval: (!reload.is_zero()).then_some(reload),
-            ort_dylib: settings::text("ORT_DYLIB_PATH").map(PathBuf::from).or(d.ort_dylib),
-            request_timeout: settings::millis("REQUEST_TIMEOUT_MS", d.request_timeout)?,
-            reference_version: settings::text("REFERENCE_VERSION").or(d.reference_version),
-            disagreements_kept: settings::parse("DISAGREEMENTS_KEPT", d.disagreements_kept)?,
-            disagreement_texts: settings::flag("DISAGREEMENT_TEXTS", d.disagreement_texts)?,
-            memory_limit_mib: settings::text("MEMORY_LIMIT_MIB")
-                .map(|_| settings::parse("MEMORY_LIMIT_MIB", 0u64))
+            ort_dylib: env.text("ORT_DYLIB_PATH").map(PathBuf::from).or(d.ort_dylib),
+            request_timeout: env.millis("REQUEST_TIMEOUT_MS", d.request_timeout)?,
+            reference_version: env.text("REFERENCE_VERSION").or(d.reference_version),
+            disagreements_kept: env.parse("DISAGREEMENTS_KEPT", d.disagreements_kept)?,
+            disagreement_texts: env.flag("DISAGREEMENT_TEXTS", d.disagreement_texts)?,
+            memory_limit_mib: env
+                .text("MEMORY_LIMIT_MIB")
+                .map(|_| env.parse("MEMORY_LIMIT_MIB", 0u64))
                 .transpose()?
                 .or(d.memory_limit_mib),
-            connections: ConnLimits::from_env(d.connections)?,
-            telemetry: TelemetryConfig::from_env()?,
+            connections: ConnLimits::read(env, d.connections)?,
+            telemetry: TelemetryConfig::read(env)?,
         })
     }
 

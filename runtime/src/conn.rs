@@ -68,12 +68,12 @@ impl Default for ConnLimits {
 }
 
 impl ConnLimits {
-    /// The limits from the environment; `d` gives each one's default (a service's own).
-    pub fn from_env(d: Self) -> anyhow::Result<Self> {
+    /// The limits from `env`; `d` gives each one's default (a service's own).
+    pub fn read(env: &settings::Env<impl Fn(&str) -> Option<String>>, d: Self) -> anyhow::Result<Self> {
         Ok(Self {
-            idle_timeout: settings::secs("IDLE_TIMEOUT_SECS", d.idle_timeout)?,
-            shutdown_timeout: settings::secs("SHUTDOWN_TIMEOUT_SECS", d.shutdown_timeout)?,
-            max_connections: settings::parse("MAX_CONNECTIONS", d.max_connections)?,
+            idle_timeout: env.secs("IDLE_TIMEOUT_SECS", d.idle_timeout)?,
+            shutdown_timeout: env.secs("SHUTDOWN_TIMEOUT_SECS", d.shutdown_timeout)?,
+            max_connections: env.parse("MAX_CONNECTIONS", d.max_connections)?,
         })
     }
 

@@ -2,9 +2,9 @@
 //! or only whitespace means "use the default"; a value that does not parse is an error
 //! that names the variable and says what it got.
 //!
-//! The free functions read the process environment; [`Env`] is the same reading over any
-//! lookup (the tests give it a table instead of changing the process's environment, which
-//! every thread shares).
+//! [`Env::process`] reads the process environment; [`Env::new`] the same over any lookup
+//! (the tests give it a table instead of changing the process's environment, which every
+//! thread shares, or record which names a configuration reads).
 
 use std::{str::FromStr, time::Duration};
 
@@ -63,34 +63,6 @@ impl<L: Fn(&str) -> Option<String>> Env<L> {
     pub fn secs(&self, name: &str, default: Duration) -> anyhow::Result<Duration> {
         Ok(Duration::from_secs(self.parse(name, default.as_secs())?))
     }
-}
-
-/// The trimmed value of `name`, or `None` when it is unset or blank.
-pub fn text(name: &str) -> Option<String> {
-    Env::process().text(name)
-}
-
-/// `name` parsed as `T`, or `default` when unset.
-pub fn parse<T: FromStr>(name: &str, default: T) -> anyhow::Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    Env::process().parse(name, default)
-}
-
-/// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`, any case), or `default` when unset.
-pub fn flag(name: &str, default: bool) -> anyhow::Result<bool> {
-    Env::process().flag(name, default)
-}
-
-/// Milliseconds in `name`, or `default` when unset.
-pub fn millis(name: &str, default: Duration) -> anyhow::Result<Duration> {
-    Env::process().millis(name, default)
-}
-
-/// Seconds in `name`, or `default` when unset.
-pub fn secs(name: &str, default: Duration) -> anyhow::Result<Duration> {
-    Env::process().secs(name, default)
 }
 
 #[cfg(test)]
@@ -224,16 +196,15 @@ mod tests {
     }
 
     #[test]
-    fn the_free_functions_read_the_process_environment() {
-        // A name no one sets: the process's own environment, read through the same code.
+    fn the_process_environment_is_read_through_the_same_code() {
+        let process = Env::process();
+        // A name no one sets: the default.
         let name = "SMS_RUNTIME_SETTINGS_TEST_UNSET_VARIABLE";
-        assert_eq!(text(name), None);
-        assert_eq!(parse(name, 5u8).unwrap(), 5);
-        assert!(flag(name, true).unwrap());
-        assert_eq!(millis(name, Duration::from_millis(9)).unwrap(), Duration::from_millis(9));
-        assert_eq!(secs(name, Duration::from_secs(9)).unwrap(), Duration::from_secs(9));
+        assert_eq!(process.text(name), None);
+        assert_eq!(process.parse(name, 5u8).unwrap(), 5);
         // PATH is set in every test run: read, not defaulted.
-        assert_eq!(text("PATH"), std::env::var("PATH").ok().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()));
-        assert!(text("PATH").is_some(), "PATH is set for cargo test");
+        let path = std::env::var("PATH").ok().map(|p| p.trim().to_string()).filter(|p| !p.is_empty());
+        assert_eq!(process.text("PATH"), path);
+        assert!(path.is_some(), "PATH is set for cargo test");
     }
 }

@@ -42,13 +42,13 @@ pub struct TelemetryConfig {
 }
 
 impl TelemetryConfig {
-    pub fn from_env() -> anyhow::Result<Self> {
-        let json_logs = match settings::text("LOG_FORMAT").map(|f| f.to_ascii_lowercase()).as_deref() {
+    pub fn read(env: &settings::Env<impl Fn(&str) -> Option<String>>) -> anyhow::Result<Self> {
+        let json_logs = match env.text("LOG_FORMAT").map(|f| f.to_ascii_lowercase()).as_deref() {
             None | Some("text") => false,
             Some("json") => true,
             Some(other) => anyhow::bail!("LOG_FORMAT={other:?} is not valid: use text or json"),
         };
-        Ok(Self { json_logs, otlp_endpoint: settings::text("OTEL_EXPORTER_OTLP_ENDPOINT") })
+        Ok(Self { json_logs, otlp_endpoint: env.text("OTEL_EXPORTER_OTLP_ENDPOINT") })
     }
 }
 
