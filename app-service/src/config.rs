@@ -45,9 +45,9 @@ impl Default for Config {
             cache: CacheConfig { enabled: false, ttl: Duration::from_secs(300), max_entries: 10_000 },
             resolve_interval: Duration::from_secs(10),
             // A model connection carries 32 calls at once; twice that keeps it full while
-            // the rest wait briefly. With 256, an overload made ~220 of them wait the whole
-            // MODEL_TIMEOUT_MS for a 503 (make bench: p99 1.06 s at wrk -c10000); now the
-            // excess is refused at once. At 2 ms a call, 64 is ~30k classifications/s.
+            // the rest wait briefly. A larger bound let an overload make most of the excess
+            // wait the whole MODEL_TIMEOUT_MS for its 503 (docs/performance.md); now it is
+            // refused at once.
             max_concurrent_requests: 64,
             connections: ConnLimits::default(),
             runtime_threads: cores(),

@@ -66,12 +66,11 @@ impl Default for Config {
             inference_http_addr: ([0, 0, 0, 0], 8082).into(),
             max_batch_rows: 64,
             // The cores split between serving and inference, so neither set of threads
-            // preempts the other: on 2 cores (the chart's 1 CPU gives 1 + 1 as well), 1 + 1
-            // served v2 at 16-17.7k calls/s and p99 1.8-2.3 ms, against 11-13k and 2.8-3.5 ms
-            // with 2 + 2 (h2load c16 on the same cores; v1 18.7-23k against 18-19.7k).
+            // preempts the other (the chart's 1 CPU gives 1 + 1 as well): faster and with a
+            // shorter tail than both sets on every core (docs/performance.md).
             workers: cores.div_ceil(2),
             runtime_threads: (cores / 2).max(1),
-            // ~64 calls of ~0.1-0.3 ms each: a few tens of ms of work waiting per core.
+            // A few tens of milliseconds of work waiting per core at most.
             queue_per_worker: 64,
             reload_interval: Some(Duration::from_secs(5)),
             ort_dylib: None,
@@ -82,10 +81,10 @@ impl Default for Config {
             memory_limit_mib: None,
             // Every call a connection opens is admitted (up to 32), and the server answers
             // the admitted calls in turn: under a flood, a call waits about (connections x
-            // 32) / (answers a second) before it is answered or refused. 128 x 32 = 4,096
-            // at the ~30k answers/s of two cores is ~0.15 s (make bench: h2load -c800 -m100
-            // answered at p99 0.3 s; with 1,024 connections, 2.2 s). The model's callers are
-            // a few app replicas and their sidecars, each holding a connection or two.
+            // 32) / (answers a second) before it is answered or refused, so the bound keeps
+            // that wait a fraction of a second on two cores (docs/performance.md). The
+            // model's callers are a few app replicas and their sidecars, each holding a
+            // connection or two.
             connections: ConnLimits { max_connections: 128, ..ConnLimits::default() },
             telemetry: TelemetryConfig::default(),
         }

@@ -40,9 +40,9 @@ use shadow::Comparison;
 use workers::InferencePool;
 
 /// Calls open at once on one HTTP/2 connection (a client opens more connections, or waits).
-/// Each costs ~6 KiB while it waits; 32 keep 2 workers busy with room to spare, and
-/// MAX_CONNECTIONS x 32 calls stay inside the chart's memory limit (h2load -c800 -m100
-/// took 612 MiB with 256).
+/// Each costs memory while it waits; 32 keep 2 workers busy with room to spare, and
+/// MAX_CONNECTIONS x 32 calls stay inside the chart's memory limit, where 256 did not
+/// (docs/performance.md).
 const MAX_STREAMS_PER_CONNECTION: u32 = 32;
 /// Streams a client may reset before the server takes them up, before it is treated as a
 /// rapid-reset attack (hyper's default 20 turned a model stall into a GOAWAY).

@@ -65,7 +65,7 @@ pub struct Model {
 /// Rows of the batch the load times against as many single runs, and the most rows one
 /// run takes: a run's intermediate tensors grow with its rows (the graphs' TF-IDF is a row
 /// of the vocabulary per message) and ONNX Runtime's arena keeps the largest run's for
-/// good, so a 64-row call runs as 4 runs of 16 (one run of 64 kept ~30 MiB more).
+/// good, so a 64-row call runs as 4 runs of 16 (docs/performance.md).
 pub const BATCH_ROWS: usize = 16;
 
 impl Model {

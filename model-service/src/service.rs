@@ -184,7 +184,7 @@ impl SpamClassifier for Classifier {
         });
         match &result {
             // One line per answer is a debug line: at the chart's `info` a line per call
-            // cost a quarter of the throughput (make bench); the answers are counted in
+            // cost much of the throughput (docs/performance.md); the answers are counted in
             // sms_model_predictions_total and traced.
             Ok(r) => tracing::debug!(
                 trace_id = %trace.trace_id(), label = %r.label, spam_probability = r.spam_probability,

@@ -57,11 +57,9 @@ impl Default for ConnLimits {
         Self {
             idle_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(20),
-            // Measured (make bench): an HTTP/1 connection under load ~20 KiB, an HTTP/2 one
-            // ~30 KiB plus ~6 KiB a call in flight; with the model's 32 calls a connection
-            // that is ~230 MiB at the worst, inside the chart's 512 Mi (the app's 128 Mi
-            // holds 1,024 HTTP/1 connections with room to spare). Real callers are a
-            // handful of app replicas and proxies.
+            // Sized by what a connection costs under load (docs/performance.md), so that a
+            // listener full of them stays inside the chart's memory limit. Real callers are
+            // a handful of app replicas and proxies.
             max_connections: 1024,
         }
     }

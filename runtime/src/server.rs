@@ -22,9 +22,8 @@ use tokio::{
 const LISTEN_BACKLOG: u32 = 4096;
 
 /// Listen queues per address (SO_REUSEPORT: the kernel spreads new connections over them),
-/// so 4 x 4,096 clients wait their turn instead of one queue's 4,096. make bench's app
-/// overload (wrk -c10000, reconnecting at once after each 503) dropped 3,000-8,000
-/// attempts in 5 s with one queue, and its slowest answers took 1-2 s; with four, none.
+/// so 4 x 4,096 clients wait their turn instead of one queue's 4,096: under make bench's
+/// app overload one queue dropped thousands of attempts, four none (docs/performance.md).
 const LISTEN_QUEUES: usize = 4;
 
 /// The cores this process may use (a container's CPU limit included).
@@ -201,9 +200,9 @@ pub fn run<C, T: std::fmt::Display>(
 }
 
 /// After a burst (thousands of connections, a queue of refused calls) glibc keeps the freed
-/// memory mapped, so RSS stays near its peak for good (the model held 587 MiB after an
-/// h2load -c800 -m100 run, idle at 55). Handing free pages back every few seconds lets RSS
-/// fall back with the load; with little free memory it costs next to nothing.
+/// memory mapped, so RSS stays near its peak for good (docs/performance.md). Handing free
+/// pages back every few seconds lets RSS fall back with the load; with little free memory
+/// it costs next to nothing.
 async fn return_freed_memory() {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
