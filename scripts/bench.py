@@ -71,6 +71,7 @@ from pathlib import Path
 
 import perf_record
 from smsdev import stack as local
+from smsdev.promtext import by_label, metric
 
 ROOT = local.ROOT
 # 84 characters, normalized: the message of training/profile.py and benches/ort.rs.
@@ -336,20 +337,6 @@ def scrape(url: str) -> str:
         with urllib.request.urlopen(url, timeout=10) as r:
             return r.read().decode()
     return local.poll(page, 10, what=f"{url} answering")
-
-
-def by_label(text: str, name: str, label: str, **match) -> dict[str, float]:
-    """Samples of counter `name` summed by the value of `label` (those matching `match`)."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        m = re.match(r"^([a-zA-Z_:][\w:]*)\{(.*)\}\s+(\S+)", line)
-        if not m or m.group(1) != name:
-            continue
-        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2)))
-        if all(labels.get(k) == v for k, v in match.items()):
-            key = labels.get(label, "")
-            out[key] = out.get(key, 0.0) + float(m.group(3))
-    return out
 
 
 def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, int]:
@@ -818,7 +805,7 @@ class Bench:
         idle = rss_mib(ap.pid)
         page = scrape(a.addresses["metrics"])
         before = by_label(page, "sms_requests_total", "status", route="/sms/")
-        refused_before = local.metric(page, "sms_refused_connections_total")
+        refused_before = metric(page, "sms_refused_connections_total")
         overflows = listen_overflows()
         with PeakRss(ap.pid) as peak, PeakRss(mp.pid) as model_peak, Probe(http_probe(a.addresses["url"])) as probe:
             load = wrk(a.addresses["url"], connections=10000, threads=2, duration=d, timeout_s=2)
@@ -827,7 +814,7 @@ class Bench:
         page = scrape(a.addresses["metrics"])
         statuses = delta(by_label(page, "sms_requests_total", "status", route="/sms/"), before)
         # 503s written before any request was read (over MAX_CONNECTIONS): their own counter.
-        statuses["503 over MAX_CONNECTIONS"] = int(local.metric(page, "sms_refused_connections_total") - refused_before)
+        statuses["503 over MAX_CONNECTIONS"] = int(metric(page, "sms_refused_connections_total") - refused_before)
         healthy = self.app_healthy(a)
         after, after_s = self.settle(ap.pid, idle)
         out["app"] = {"connections": 10000, "duration_s": d, "answers_per_s": load["rps"], "answers": load["requests"],
@@ -850,7 +837,7 @@ class Bench:
         idle = rss_mib(mp.pid)
         page = scrape(m.addresses["metrics"])
         before = by_label(page, "sms_model_requests_total", "code")
-        refused_before = local.metric(page, "sms_model_refused_connections_total", listener="grpc")
+        refused_before = metric(page, "sms_model_refused_connections_total", listener="grpc")
         with PeakRss(mp.pid) as peak, Probe(grpc_probe(m.addresses["grpc"], self.h2.frame), after=2) as probe:
             # Two threads, and a warm-up in which the 800 connections open: h2load 1.52 with
             # several threads can miss the stop of clients that connect after the measured
@@ -860,7 +847,7 @@ class Bench:
         mp.check_alive()
         page = scrape(m.addresses["metrics"])
         codes = delta(by_label(page, "sms_model_requests_total", "code"), before)
-        refused = int(local.metric(page, "sms_model_refused_connections_total", listener="grpc") - refused_before)
+        refused = int(metric(page, "sms_model_refused_connections_total", listener="grpc") - refused_before)
         healthy = self.model_healthy(m)
         after, after_s = self.settle(mp.pid, idle)
         out["model"] = {"connections": 800, "streams": 100, "duration_s": d, "answers_per_s": load["rps"],
