@@ -1,4 +1,4 @@
--- wrk script for `make bench` (scripts/bench.py): POST one JSON body to one path, built
+-- wrk script for `make bench` (tooling/smsdev/bench/loadgen.py): POST one JSON body to one path, built
 -- once (no per-request Lua), so wrk spends its CPU on the load and not on the script.
 --   BENCH_BODY  the body, e.g. {"sms": "WINNER!! ..."} (the app's and the FastAPI service's API)
 --   BENCH_PATH  the path (default /sms/)

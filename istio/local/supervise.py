@@ -51,7 +51,8 @@ import overlay
 import render as chart
 
 from smsdev import stack as local  # noqa: E402 - the one description of the local stack
-from smsdev.stack import Proc, RunState, http_ok, samples  # noqa: E402
+from smsdev.promtext import samples  # noqa: E402
+from smsdev.stack import Proc, RunState, http_ok  # noqa: E402
 
 COMPONENT = "app.kubernetes.io/component"
 # Set per process here, whatever the render says (cluster paths and addresses).

@@ -7,7 +7,8 @@
 //! one answered call by gRPC code; then the page is rendered once per 10,000 calls (a
 //! scrape every 15 s at ~700 calls/s). The same call again with the drift histograms
 //! (spam probability and input length, `Metrics::scored`) measures what they add, in the
-//! same run. Prints a table, then one `BENCH_JSON {...}` line for scripts/bench.py.
+//! same run. Prints a table, then one `BENCH_JSON {...}` line for `make bench`
+//! (tooling/smsdev/bench/sections/ort.py).
 
 use std::{hint::black_box, time::Instant};
 
@@ -88,7 +89,7 @@ fn main() {
     // Against the ~150 us a v1 call costs end to end on this kind of machine.
     println!("difference: {:+.0} ns/call, {:+.2} % of a 150 us call", a - b, (a - b) / 150_000.0 * 100.0);
     println!("drift histograms: {:+.0} ns/call, {:+.2} % of a 150 us call", d - a, (d - a) / 150_000.0 * 100.0);
-    // For scripts/bench.py, which puts it into bench.json.
+    // For `make bench`, which puts it into bench.json.
     println!(
         r#"BENCH_JSON {{"metrics_per_call_ns":{{"prometheus_before":{b:.1},"opentelemetry_after":{a:.1},"with_drift_histograms":{d:.1},"drift_histograms":{:.1},"calls":{CALLS}}}}}"#,
         d - a

@@ -6,7 +6,8 @@
 //! The models come from `BENCH_MODELS` (`name=dir,name=dir`; default: `models/v1` and
 //! `models/v2`); each is loaded as the service loads it (the card's `onnx_sha256` must
 //! match). They take turns in rounds, so a shared machine's load hits every model alike.
-//! Prints a table, then one `BENCH_JSON {...}` line for scripts/bench.py.
+//! Prints a table, then one `BENCH_JSON {...}` line for `make bench`
+//! (tooling/smsdev/bench/sections/ort.py).
 
 use std::{
     path::{Path, PathBuf},
@@ -15,7 +16,7 @@ use std::{
 
 use model_service::model::{Model, ort_environment};
 
-/// 84 characters, normalized (the message of training/profile.py and scripts/bench.py).
+/// 84 characters, normalized (the message of training/profile.py and tooling/smsdev/bench/common.py).
 const MESSAGE: &str = "WINNER!! You have won a 1000 cash prize. To claim call 09061701461 now. T&C apply 18";
 const ROUNDS: usize = 10;
 const CALLS_PER_ROUND: usize = 300;

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 import re
 
-import perf_record  # scripts/, on the path by run.sh
 from repository import ROOT, tracked_text_files
+from smsdev.bench import record
 
 
 # "issue" or "issues" and a number, any case, "#" or not; another project's issues
@@ -48,34 +48,34 @@ def a_run(when="2026-12-07T10:00:00+00:00", commit="0123456789abcdef", rps=20000
 
 def test_a_bench_run_is_recorded_in_the_performance_document():
     doc = (ROOT / "docs" / "performance.md").read_text()
-    first = perf_record.update(doc, a_run())
+    first = record.update(doc, a_run())
     # The prose around the generated sections is left byte for byte.
-    outside = lambda text: [text[:text.index(perf_record.LATEST[0])],
-                            text[text.index(perf_record.LATEST[1]):text.index(perf_record.HISTORY[0])],
-                            text[text.index(perf_record.HISTORY[1]):]]
+    outside = lambda text: [text[:text.index(record.LATEST[0])],
+                            text[text.index(record.LATEST[1]):text.index(record.HISTORY[0])],
+                            text[text.index(record.HISTORY[1]):]]
     assert outside(first) == outside(doc)
-    latest = first[first.index(perf_record.LATEST[0]):first.index(perf_record.LATEST[1])]
+    latest = first[first.index(record.LATEST[0]):first.index(record.LATEST[1])]
     assert "| serving | model v1 / FastAPI v1, req/s at c16 (x) | 3.30 | >= 2.5 | met |" in latest
     assert "| protocol | ModelInfer 64 rows c1 (rows/s) | 36,700.00 | (information) |  |" in latest
     rows_before = doc.count("\n| 20")  # history rows start with the year
 
     # The same run recorded again replaces its row; a later run adds one, newest last.
-    again = perf_record.update(first, a_run())
+    again = record.update(first, a_run())
     assert again == first
-    later = perf_record.update(first, a_run(when="2026-12-08T09:00:00+00:00", commit="fedcba9876543210",
+    later = record.update(first, a_run(when="2026-12-08T09:00:00+00:00", commit="fedcba9876543210",
                                             rps=18000.0, met=False))
-    history = later[later.index(perf_record.HISTORY[0]):later.index(perf_record.HISTORY[1])]
+    history = later[later.index(record.HISTORY[0]):later.index(record.HISTORY[1])]
     rows = [line for line in history.splitlines() if line.startswith("| 20")]
     assert len(rows) == rows_before + 2
     assert rows[-2].startswith("| 2026-12-07 10:00 | `0123456789` | throughput,oip | 20,000 | 3.30 |")
     assert rows[-1].startswith("| 2026-12-08 09:00 | `fedcba9876` |") and rows[-1].endswith("| 0 of 1 |")
-    assert "**NOT met**" in later[later.index(perf_record.LATEST[0]):]
+    assert "**NOT met**" in later[later.index(record.LATEST[0]):]
 
 
 def test_a_document_that_lost_its_markers_is_refused():
-    doc = (ROOT / "docs" / "performance.md").read_text().replace(perf_record.HISTORY[1], "")
+    doc = (ROOT / "docs" / "performance.md").read_text().replace(record.HISTORY[1], "")
     try:
-        perf_record.update(doc, copy.deepcopy(a_run()))
+        record.update(doc, copy.deepcopy(a_run()))
     except ValueError as e:
         assert "lost its markers" in str(e)
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import yaml
 from repository import ROOT, tracked_text_files
 
@@ -63,3 +64,33 @@ def test_no_query_selects_users_requests_by_route():
     `is_scrape_or_probe`), so no rule, dashboard, SLO or template repeats a route regex."""
     found = [name for name, text in tracked_text_files() if re.search(r'route!~\\?"/metrics', text)]
     assert not found, found
+
+
+def test_the_bench_reads_the_models_stream_limit_and_the_charts_values_where_they_live():
+    """make bench judges the model's overload by the streams a connection carries (a constant
+    of model-service/src/lib.rs) and its memory and deadlines by the chart's values: it
+    reads them there (tooling/smsdev/bench/facts.py), and refuses a shape it does not know
+    rather than fall back on a copy."""
+    from smsdev.bench import facts
+
+    lib = (ROOT / "model-service" / "src" / "lib.rs").read_text()
+    limit = facts.model_streams_per_connection()
+    assert limit > 0 and ".max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)" in lib
+    assert facts.model_streams_per_connection(lib.replace(f"u32 = {limit};", "u32 = 1_024;")) == 1024
+    for broken in (lib.replace("const MAX_STREAMS_PER_CONNECTION", "const MAX_H2_STREAMS"),
+                   lib + "\nconst MAX_STREAMS_PER_CONNECTION: u32 = 64;\n"):
+        with pytest.raises(AssertionError, match="MAX_STREAMS_PER_CONNECTION"):
+            facts.model_streams_per_connection(broken)
+
+    values = yaml.safe_load((ROOT / "helm" / "values.yaml").read_text())
+    assert facts.chart_model_deadline_ms(values) == values["appService"]["modelTimeoutMs"] > 0
+    limits = facts.chart_memory_limits(values)
+    assert set(limits) == {"app", "model"} and all(v > 0 for v in limits.values())
+    values["modelService"]["resources"]["limits"]["memory"] = "1Gi"
+    assert facts.chart_memory_limits(values)["model"] == 1024
+    values["modelService"]["resources"]["limits"]["memory"] = "512M"
+    with pytest.raises(AssertionError, match="512M"):
+        facts.chart_memory_limits(values)
+    del values["modelService"]["resources"]["limits"]
+    with pytest.raises(AssertionError, match="modelService.resources.limits.memory"):
+        facts.chart_memory_limits(values)

@@ -19,7 +19,8 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "istio" / "local"))  # render, overlay, bootstrap, supervise
 
-from smsdev.stack import free_port, metric, poll  # noqa: E402,F401 - re-exported (tooling/smsdev/stack.py)
+from smsdev.promtext import metric  # noqa: E402,F401 - re-exported (tooling/smsdev/promtext.py)
+from smsdev.stack import free_port, poll  # noqa: E402,F401 - re-exported (tooling/smsdev/stack.py)
 
 import supervise  # noqa: E402
 

@@ -31,7 +31,7 @@ import pytest
 import requests
 
 from harness import HOST, OUT, ROOT, Stack, poll
-from smsdev.stack import samples
+from smsdev.promtext import samples
 
 sys.path.insert(0, str(ROOT / "istio" / "local"))
 import traffic  # noqa: E402 - the generator of `make mesh-traffic`

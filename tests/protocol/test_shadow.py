@@ -10,11 +10,11 @@ import urllib.request
 import grpc
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb, grpc_predict_v2_pb2_grpc as pb_grpc
 
-from smsdev import stack as local
+from smsdev.promtext import metric
 
 
 def count(text: str, name: str, **labels) -> float:
-    return local.metric(text, name, **labels)
+    return metric(text, name, **labels)
 
 
 def test_the_shadow_counts_agreement_for_protocol_calls(shadow):

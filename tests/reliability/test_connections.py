@@ -13,6 +13,7 @@ import time
 import urllib.request
 
 from conftest import addr, figure, local
+from smsdev.promtext import metric
 
 PARTIAL_HTTP = b"POST /sms/ HTTP/1.1\r\nHost: sms\r\nContent-Type: application/json\r\n"
 PARTIAL_PREFACE = b"PRI * HTTP/2.0\r\n"  # 16 of the 24 preface bytes
@@ -160,9 +161,9 @@ def test_connections_over_max_connections_are_refused_at_once(stack):
     app_page = urllib.request.urlopen(app.addresses["metrics"], timeout=5).read().decode()
     model_page = urllib.request.urlopen(model.addresses["metrics"], timeout=5).read().decode()
     # (the 5th connection, and any readiness poll that came before a closed slot was free)
-    assert local.metric(app_page, "sms_refused_connections_total") >= 1
-    assert local.metric(model_page, "sms_model_refused_connections_total", listener="grpc") == 1
-    assert local.metric(model_page, "sms_model_refused_connections_total", listener="metrics") == 0
+    assert metric(app_page, "sms_refused_connections_total") >= 1
+    assert metric(model_page, "sms_model_refused_connections_total", listener="grpc") == 1
+    assert metric(model_page, "sms_model_refused_connections_total", listener="metrics") == 0
     figure("MAX_CONNECTIONS=4: a 5th HTTP connection answered 503 with Retry-After and closed, "
            f"a 5th gRPC connection closed after {took:.3f} s; accepted again once the 4 closed")
 

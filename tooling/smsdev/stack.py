@@ -21,7 +21,6 @@ import fcntl
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import socket
@@ -425,21 +424,6 @@ def http_ok(url: str, timeout: float = 2) -> bool:
             return 200 <= r.status < 300
     except OSError:
         return False
-
-
-def samples(text: str):
-    """(name, labels, value) of every sample of a Prometheus text page."""
-    for line in text.splitlines():
-        m = re.match(r"^([a-zA-Z_:][\w:]*)(\{(.*)\})?\s+(\S+)", line)
-        if not m:
-            continue
-        yield m.group(1), dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or "")), float(m.group(4))
-
-
-def metric(text: str, name: str, **labels) -> float:
-    """Sum of the samples of `name` (Prometheus text format) whose labels include `labels`."""
-    return sum(v for n, have, v in samples(text)
-               if n == name and all(have.get(k) == want for k, want in labels.items()))
 
 
 # --------------------------------------------------------------------------- the services

@@ -2,8 +2,9 @@
 
 The document keeps two generated sections between markers: the latest run's targets (met or
 not) and a history with one row per run. Everything else in the document is prose that this
-leaves byte for byte. scripts/bench.py calls `record` at the end of a run that did not fail;
-`python3 scripts/perf_record.py test-output/bench/bench.json` records a saved run by hand.
+leaves byte for byte. The CLI calls `record` at the end of a run that did not fail;
+`.venv/bench/bin/python -m smsdev.bench.record test-output/bench/bench.json` records a saved
+run by hand.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import json
 import sys
 from pathlib import Path
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
+from .report import informational, shown
+
+# tooling/smsdev/bench/record.py, installed editable: the checkout's docs/
+DOC = Path(__file__).resolve().parents[3] / "docs" / "performance.md"
 
 LATEST = ("<!-- make bench: latest run (generated) -->", "<!-- end of latest run -->")
 HISTORY = ("<!-- make bench: history (generated, newest last) -->", "<!-- end of history -->")
@@ -29,14 +33,6 @@ HEADLINES = (
 )
 
 
-def shown(value) -> str:
-    if isinstance(value, float):
-        return f"{value:,.2f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
 def latest_section(r: dict) -> str:
     m = r["machine"]
     lines = [
@@ -48,8 +44,7 @@ def latest_section(r: dict) -> str:
         "|---|---|---|---|---|",
     ]
     for t in r["targets"]:
-        information = t["target"].startswith("(information")
-        mark = "" if information else ("met" if t["met"] else "**NOT met**")
+        mark = "" if informational(t) else ("met" if t["met"] else "**NOT met**")
         lines.append(f"| {t['part']} | {t['what']} | {shown(t['value'])} | {t['target']} | {mark} |")
     return "\n".join(lines)
 
@@ -65,7 +60,7 @@ def history_row(r: dict) -> str:
         else:
             value = by_name.get(name)
             cells.append(shown(value) if value is not None else "-")
-    judged = [t for t in r["targets"] if not t["target"].startswith("(information")]
+    judged = [t for t in r["targets"] if not informational(t)]
     met = sum(t["met"] for t in judged)
     m = r["machine"]
     return (f"| {m['when'][:16].replace('T', ' ')} | `{(m.get('commit') or 'unknown')[:10]}` | "
@@ -103,11 +98,18 @@ def record(r: dict, doc: Path = DOC) -> None:
     doc.write_text(update(doc.read_text(), r))
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python3 scripts/perf_record.py BENCH_JSON")
-    result = json.loads(Path(sys.argv[1]).read_text())
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m smsdev.bench.record BENCH_JSON", file=sys.stderr)
+        return 2
+    result = json.loads(Path(argv[0]).read_text())
     if result.get("error"):
-        sys.exit(f"not recorded: that run failed ({result['error']})")
+        print(f"not recorded: that run failed ({result['error']})", file=sys.stderr)
+        return 1
     record(result)
     print(f"recorded in {DOC.relative_to(Path.cwd()) if DOC.is_relative_to(Path.cwd()) else DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
