@@ -59,7 +59,7 @@ def test_the_shadow_alert_warns_at_the_agreement_the_verdict_requires():
 
 
 def test_no_query_selects_users_requests_by_route():
-    """The app counts users' requests only (app-service/src/middleware.rs,
+    """The app counts users' requests only (app-service/src/middleware/observe.rs,
     `is_scrape_or_probe`), so no rule, dashboard, SLO or template repeats a route regex."""
     found = [name for name, text in tracked_text_files() if re.search(r'route!~\\?"/metrics', text)]
     assert not found, found
