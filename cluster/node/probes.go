@@ -207,6 +207,68 @@ func (r *podRT) probeLoop(ctx context.Context, p *corev1.Probe, c *containerRT, 
 	}
 }
 
+// runProbes: startup first; once it succeeds, liveness and readiness.
+func (r *podRT) runProbes(ctx context.Context, c *containerRT, pr *proc) {
+	if sp := c.spec.StartupProbe; sp != nil {
+		ok := false
+		r.probeLoop(ctx, sp, c, false, func(res bool, msg string) bool {
+			if res {
+				ok = true
+				return true
+			}
+			r.killForProbe(c, pr, sp, "Startup probe failed: "+msg)
+			return true
+		})
+		if !ok {
+			return
+		}
+		r.mu.Lock()
+		c.started = true
+		if c.spec.ReadinessProbe == nil {
+			c.ready = true
+		}
+		r.mu.Unlock()
+		r.notify()
+	} else if c.spec.ReadinessProbe == nil {
+		r.mu.Lock()
+		c.ready = true
+		r.mu.Unlock()
+		r.notify()
+	}
+	if lp := c.spec.LivenessProbe; lp != nil {
+		go r.probeLoop(ctx, lp, c, true, func(res bool, msg string) bool {
+			if !res {
+				r.logf("container %s: liveness probe failed: %s", c.spec.Name, msg)
+				r.killForProbe(c, pr, lp, "Liveness probe failed: "+msg)
+				return true
+			}
+			return false
+		})
+	}
+	if rp := c.spec.ReadinessProbe; rp != nil {
+		go r.probeLoop(ctx, rp, c, false, func(res bool, msg string) bool {
+			r.mu.Lock()
+			if c.proc == pr {
+				c.ready = res
+			}
+			r.mu.Unlock()
+			r.notify()
+			return false
+		})
+	}
+}
+
+func (r *podRT) killForProbe(c *containerRT, pr *proc, p *corev1.Probe, msg string) {
+	r.mu.Lock()
+	c.killMsg = msg
+	r.mu.Unlock()
+	grace := r.podGrace()
+	if p.TerminationGracePeriodSeconds != nil {
+		grace = time.Duration(*p.TerminationGracePeriodSeconds) * time.Second
+	}
+	go r.stopProc(c, pr, time.Now().Add(grace), true)
+}
+
 func sleepCtx(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return ctx.Err() == nil

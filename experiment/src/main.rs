@@ -7,7 +7,7 @@
 //! (see `prom.rs`: a negative, NaN, infinite or absurd count, more than 4 MiB or
 //! 1,000 series).
 //!
-//! `sms-experiment serve` answers Flagger's webhooks with the same verdict (`serve.rs`).
+//! `sms-experiment serve` answers Flagger's webhooks with the same verdict (`serve/`).
 
 mod prom;
 mod report;

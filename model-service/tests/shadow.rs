@@ -1,11 +1,16 @@
 //! The shadow compares itself with the serving model on the same messages: a v2 shadow
 //! with REFERENCE_VERSION=v1 counts agreement and the probability gap per call, keeps a
 //! bounded sample of disagreements (texts only when allowed), and both models count
-//! agreement with the user's guess carried in the call's metadata.
+//! agreement with the user's guess carried in the call's metadata; calls that came in
+//! through the Open Inference Protocol are compared and counted too.
 
 mod common;
 
-use common::{HAM, SPAM, TestModel, sample, test_config};
+use common::{
+    HAM, SPAM, TestModel,
+    oip::{http, oip_client, typed},
+    sample, test_config,
+};
 use sms_proto::{
     GUESS_METADATA,
     v1::{ClassifyRequest, ListDisagreementsRequest},
@@ -131,4 +136,33 @@ async fn an_answer_stops_at_the_byte_budget_and_says_so() {
     assert_eq!((few.disagreements.len(), few.truncated), (10, false));
     assert_eq!(few.disagreements[..], all.disagreements[..10], "the newest first, the same entries");
     shadow.server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_shadow_compares_calls_that_came_in_through_the_protocol() {
+    let mut config = test_config("v2");
+    config.source = "shadow".into();
+    config.reference_version = Some("v1".into());
+    let m = TestModel::start(config).await;
+    let mut oip = oip_client(&m).await;
+    let rows = ["Want explicit SEX in 30 secs? Ring 02073162414 now! Costs 20p/min", SPAM, HAM];
+    let mut with_guess = typed(&rows);
+    with_guess.parameters.insert(
+        "guess".into(),
+        sms_proto::inference::InferParameter {
+            parameter_choice: Some(sms_proto::inference::infer_parameter::ParameterChoice::StringParam("spam".into())),
+        },
+    );
+    oip.model_infer(with_guess).await.unwrap();
+    let mut by_metadata = tonic::Request::new(typed(&[HAM]));
+    by_metadata.metadata_mut().insert(GUESS_METADATA, "ham".parse().unwrap());
+    oip.model_infer(by_metadata).await.unwrap();
+    let body = serde_json::json!({"parameters": {"guess": "ham"}, "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [HAM]}]});
+    assert_eq!(http(&m, "POST", "/v2/models/sms-spam/infer", &[], body.to_string().as_bytes()).await.0, 200);
+    let metrics = m.metrics().await;
+    let compared = |outcome| sample(&metrics, "sms_shadow_comparisons_total", &[("outcome", outcome)]).unwrap_or(0.0);
+    assert_eq!(compared("agree") + compared("disagree"), 5.0, "{metrics}");
+    let guesses = |a| sample(&metrics, "sms_model_guesses_total", &[("agreement", a)]).unwrap_or(0.0);
+    assert_eq!(guesses("agree") + guesses("disagree"), 5.0, "{metrics}");
+    m.server.stop().await.unwrap();
 }

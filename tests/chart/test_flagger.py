@@ -78,7 +78,7 @@ def test_canary_uses_the_charts_names_cookie_and_decision_rule(scenario):
         ref = metric["templateRef"]
         assert ref["namespace"] == "sms-app" and ref["name"] in templates, ref
         limits[metric["name"]] = metric["thresholdRange"]
-    # docs/experiment.md: error share at most +0.5 point, p95 not higher, guess agreement within 2 points (experiment/src/rules.rs)
+    # docs/experiment.md: error share at most +0.5 point, p95 not higher, guess agreement within 2 points (experiment/src/rules/thresholds.rs)
     assert limits == {"error-share-increase": {"max": 0.005}, "latency-p95-increase": {"max": 0},
                       "guess-agreement-gap": {"max": 0.02}}
     for t in templates.values():

@@ -10,8 +10,8 @@ from repository import ROOT, tracked_text_files
 
 
 def decision_thresholds() -> dict[str, float]:
-    """The experiment's margins and limits, as experiment/src/rules.rs defines them."""
-    text = (ROOT / "experiment" / "src" / "rules.rs").read_text()
+    """The experiment's margins and limits, as experiment/src/rules/thresholds.rs defines them."""
+    text = (ROOT / "experiment" / "src" / "rules" / "thresholds.rs").read_text()
     found = {name: float(value) for name, value in re.findall(r"^pub const (\w+): f64 = ([\d.]+);$", text, re.M)}
     assert {"CANARY_ERROR_MARGIN", "CANARY_CALLS_RATIO", "GUESS_MARGIN", "SHADOW_ERROR_MARGIN", "SHADOW_P95_LIMIT",
             "SHADOW_MIN_AGREEMENT"} <= set(found), found
@@ -48,7 +48,7 @@ def test_the_experiment_document_states_the_thresholds_of_the_code():
         f"**p95 inference time**: under {number(t['SHADOW_P95_LIMIT'] * 1000)} ms",
     ]
     missing = [s for s in stated if s not in doc]
-    assert not missing, "docs/experiment.md no longer states (experiment/src/rules.rs):\n" + "\n".join(missing)
+    assert not missing, "docs/experiment.md no longer states (experiment/src/rules/thresholds.rs):\n" + "\n".join(missing)
 
 
 def test_the_shadow_alert_warns_at_the_agreement_the_verdict_requires():
@@ -60,7 +60,7 @@ def test_the_shadow_alert_warns_at_the_agreement_the_verdict_requires():
 
 
 def test_no_query_selects_users_requests_by_route():
-    """The app counts users' requests only (app-service/src/middleware.rs,
+    """The app counts users' requests only (app-service/src/middleware/observe.rs,
     `is_scrape_or_probe`), so no rule, dashboard, SLO or template repeats a route regex."""
     found = [name for name, text in tracked_text_files() if re.search(r'route!~\\?"/metrics', text)]
     assert not found, found

@@ -22,4 +22,4 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 export ANSIBLE_HOME="$tmp/ansible-home" ANSIBLE_LOCAL_TEMP="$tmp/ansible-tmp"
 cd "$HERE"
-"$venv/bin/python" -m pytest -q -p no:cacheprovider --basetemp="$tmp/pytest" "$@" test_provisioning.py
+"$venv/bin/python" -m pytest -q -p no:cacheprovider --basetemp="$tmp/pytest" "$@" "$HERE"

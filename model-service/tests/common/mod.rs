@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod files;
+pub mod oip;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 

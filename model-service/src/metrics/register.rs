@@ -1,97 +1,16 @@
-//! The model service's metrics, recorded through the OpenTelemetry metrics API and
-//! exported for Prometheus on the metrics port. The names, labels and buckets are the
-//! contract shared with the dashboards and alert rules (docs/contracts.md); they are
-//! defined here and nowhere else in this service. (The exporter adds `_total` to counters.)
+//! Every series of the service created once: named, described, bucketed, bound to its
+//! labels where it is recorded on every call, and exported at zero from the start.
 
 use std::sync::{Arc, Mutex};
 
-use opentelemetry::{
-    KeyValue,
-    metrics::{BoundCounter, BoundHistogram, BoundUpDownCounter, Counter},
+use opentelemetry::KeyValue;
+use sms_runtime::telemetry::MetricsPipeline;
+
+use super::{
+    Comparisons, INFERENCE_BUCKETS, Metrics, PROBABILITY_GAP_BUCKETS, PerProtocol, Protocol, ServedModel,
+    record::code_name,
 };
-use sms_runtime::{
-    conn::OnRefused,
-    telemetry::{InFlight, MetricsPipeline},
-};
-
-use crate::{
-    drift::{INPUT_CHARS_BUCKETS, Quantity, Reference, SPAM_PROBABILITY_BUCKETS, le_label},
-    model::ModelCard,
-};
-
-/// Fine enough for sub-millisecond inference (the word model takes ~0.15 ms).
-pub const INFERENCE_BUCKETS: &[f64] =
-    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
-
-/// Where |p_shadow - p_reference| falls: most pairs agree closely, a few are far apart.
-pub const PROBABILITY_GAP_BUCKETS: &[f64] = &[0.001, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0];
-
-/// How a call came in: the `protocol` label of the prediction series, bounded to these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// `sms.v1.SpamClassifier/Classify`.
-    Sms,
-    /// The Open Inference Protocol over gRPC (`inference.GRPCInferenceService/ModelInfer`).
-    OipGrpc,
-    /// The Open Inference Protocol over HTTP/JSON (`POST /v2/models/sms-spam/infer`).
-    OipRest,
-}
-
-impl Protocol {
-    pub const ALL: [Self; 3] = [Self::Sms, Self::OipGrpc, Self::OipRest];
-
-    /// The label's value.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Sms => "sms",
-            Self::OipGrpc => "oip-grpc",
-            Self::OipRest => "oip-rest",
-        }
-    }
-}
-
-/// The series recorded per prediction, bound once per protocol.
-struct PerProtocol {
-    spam: BoundCounter<u64>,
-    ham: BoundCounter<u64>,
-    inference_seconds: BoundHistogram<f64>,
-    spam_probability: BoundHistogram<f64>,
-    input_chars: BoundHistogram<u64>,
-}
-
-/// The comparison with the reference model's answers (a shadow with REFERENCE_VERSION).
-struct Comparisons {
-    agree: BoundCounter<u64>,
-    disagree: BoundCounter<u64>,
-    gap: BoundHistogram<f64>,
-}
-
-/// What `sms_model_info` reports: the card being served.
-#[derive(Debug, Clone, Default)]
-struct ServedModel {
-    name: String,
-    data_sha256: String,
-    /// Its card's reference, when it is one in this service's buckets.
-    reference: Option<Arc<Reference>>,
-}
-
-pub struct Metrics {
-    pipeline: MetricsPipeline,
-    /// `version` and `source`, the labels every series carries.
-    labels: [KeyValue; 2],
-    // Recorded on every call: bound to their labels once (indexed by `Protocol`).
-    predictions: [PerProtocol; 3],
-    inflight: BoundUpDownCounter<i64>,
-    answered_ok: BoundCounter<u64>,
-    guess_agrees: BoundCounter<u64>,
-    guess_disagrees: BoundCounter<u64>,
-    comparisons: Option<Comparisons>,
-    // The rest: labels looked up when recorded.
-    requests: Counter<u64>,
-    reloads: Counter<u64>,
-    refused_connections: Counter<u64>,
-    served: Arc<Mutex<ServedModel>>,
-}
+use crate::drift::{INPUT_CHARS_BUCKETS, Quantity, SPAM_PROBABILITY_BUCKETS, le_label};
 
 impl Metrics {
     /// `reference_version`: the version this server compares its answers with (a shadow's
@@ -299,116 +218,5 @@ impl Metrics {
         }
         m.inflight.add(0);
         m
-    }
-
-    pub fn in_flight(&self) -> InFlight<'_> {
-        InFlight::new(&self.inflight)
-    }
-
-    /// One prediction (`spam` unless `is_spam` is false) of a call that came in through
-    /// `protocol`, and the time ONNX Runtime took for it.
-    pub fn predicted(&self, protocol: Protocol, is_spam: bool, inference_seconds: f64) {
-        let p = &self.predictions[protocol as usize];
-        if is_spam { &p.spam } else { &p.ham }.add(1);
-        p.inference_seconds.record(inference_seconds);
-    }
-
-    /// What one message of a call that came in through `protocol` looked like to the
-    /// model: its spam probability and its length in characters (the drift histograms).
-    pub fn scored(&self, protocol: Protocol, spam_probability: f32, input_chars: usize) {
-        let p = &self.predictions[protocol as usize];
-        p.spam_probability.record(f64::from(spam_probability));
-        p.input_chars.record(input_chars as u64);
-    }
-
-    /// A call that carried the user's guess: did this model's answer agree with it?
-    pub fn guessed(&self, agrees: bool) {
-        if agrees { &self.guess_agrees } else { &self.guess_disagrees }.add(1);
-    }
-
-    /// A call also scored by the reference model (only on a server that has one).
-    pub fn compared(&self, agrees: bool, probability_gap: f64) {
-        if let Some(c) = &self.comparisons {
-            if agrees { &c.agree } else { &c.disagree }.add(1);
-            c.gap.record(probability_gap);
-        }
-    }
-
-    /// One answered Classify call, by its gRPC code name (`Ok`, `InvalidArgument`, ...).
-    pub fn answered(&self, code: tonic::Code) {
-        if code == tonic::Code::Ok {
-            self.answered_ok.add(1);
-        } else {
-            let [version, source] = self.labels.clone();
-            self.requests.add(1, &[version, source, KeyValue::new("code", code_name(code))]);
-        }
-    }
-
-    /// What `listener`'s accept loop calls for each connection it refuses over
-    /// MAX_CONNECTIONS; its series is exported at 0 from now on (start-up, for both).
-    pub fn refusals(&self, listener: &'static str) -> OnRefused {
-        let [version, source] = self.labels.clone();
-        let refused = self.refused_connections.bind(&[version, source, KeyValue::new("listener", listener)]);
-        refused.add(0);
-        Arc::new(move || refused.add(1))
-    }
-
-    pub fn reloaded(&self, success: bool) {
-        let [version, source] = self.labels.clone();
-        let outcome = KeyValue::new("outcome", if success { "success" } else { "failure" });
-        self.reloads.add(1, &[version, source, outcome]);
-    }
-
-    /// The card being served: `sms_model_info` and the drift reference (a card without
-    /// one, or with one in other buckets, exports no reference).
-    pub fn set_model_info(&self, card: &ModelCard) {
-        let reference = card.reference.as_ref().and_then(|r| match r.check() {
-            Ok(()) => Some(Arc::new(r.clone())),
-            Err(e) => {
-                tracing::warn!(model = %card.name, "the model card's drift reference is not exported: {e}");
-                None
-            }
-        });
-        *self.served.lock().unwrap_or_else(|e| e.into_inner()) =
-            ServedModel { name: card.name.clone(), data_sha256: card.data.sha256.clone(), reference };
-    }
-
-    pub fn render(&self) -> String {
-        self.pipeline.render()
-    }
-}
-
-/// The gRPC code's name as the `code` label shows it (tonic's `Debug` spelling).
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "Ok",
-        Cancelled => "Cancelled",
-        Unknown => "Unknown",
-        InvalidArgument => "InvalidArgument",
-        DeadlineExceeded => "DeadlineExceeded",
-        NotFound => "NotFound",
-        AlreadyExists => "AlreadyExists",
-        PermissionDenied => "PermissionDenied",
-        ResourceExhausted => "ResourceExhausted",
-        FailedPrecondition => "FailedPrecondition",
-        Aborted => "Aborted",
-        OutOfRange => "OutOfRange",
-        Unimplemented => "Unimplemented",
-        Internal => "Internal",
-        Unavailable => "Unavailable",
-        DataLoss => "DataLoss",
-        Unauthenticated => "Unauthenticated",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn code_names_are_tonics_debug_names() {
-        for n in 0..17 {
-            let code = tonic::Code::from_i32(n);
-            assert_eq!(super::code_name(code), format!("{code:?}"));
-        }
     }
 }

@@ -1,11 +1,6 @@
-//! Cross-cutting concerns for every HTTP request, each a tower layer with one job:
-//! `Observe` (the trace context, continued from the caller's `traceparent` or started
-//! here; the request metrics; one access-log line carrying the trace id), `RefuseOversize`
-//! (a body declared too large is refused before it is read) and `security_headers`.
-//!
-//! Hand-written rather than `axum::middleware::from_fn`, which boxes the inner service
-//! again for every request: these call the inner service directly, and only `Observe`,
-//! whose work goes on after the answer, boxes its future.
+//! `Observe`, the outermost layer: every request's trace (continued from the caller's
+//! `traceparent` or started here), its metrics (users' requests only) and its access-log
+//! line carrying the trace id.
 
 use std::{
     future::Future,
@@ -16,8 +11,7 @@ use std::{
 
 use axum::{
     extract::{MatchedPath, Request},
-    http::{HeaderMap, HeaderName, HeaderValue, Response, header},
-    response::Response as AxumResponse,
+    http::{HeaderValue, Response},
 };
 use sms_runtime::trace::{self, Headers};
 use tower::{Layer, Service};
@@ -113,217 +107,25 @@ where
     }
 }
 
-/// Answers a request whose declared `Content-Length` is over `limit` with `refusal()`
-/// before any of the body is read (a body limit alone would wait for bytes a client may
-/// never send).
-#[derive(Clone)]
-pub struct RefuseOversizeLayer {
-    limit: u64,
-    refusal: fn() -> AxumResponse,
-}
-
-impl RefuseOversizeLayer {
-    pub fn new(limit: usize, refusal: fn() -> AxumResponse) -> Self {
-        Self { limit: limit as u64, refusal }
-    }
-}
-
-impl<S> Layer<S> for RefuseOversizeLayer {
-    type Service = RefuseOversize<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RefuseOversize { inner, limit: self.limit, refusal: self.refusal }
-    }
-}
-
-#[derive(Clone)]
-pub struct RefuseOversize<S> {
-    inner: S,
-    limit: u64,
-    refusal: fn() -> AxumResponse,
-}
-
-impl<S> Service<Request> for RefuseOversize<S>
-where
-    S: Service<Request, Response = AxumResponse>,
-{
-    type Response = AxumResponse;
-    type Error = S::Error;
-    type Future = OrRefused<S::Future, AxumResponse>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.limit) {
-            return OrRefused::Refused { response: Some((self.refusal)()) };
-        }
-        OrRefused::Inner { future: self.inner.call(request) }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The inner service's answer, or a refusal ready at once.
-    #[project = OrRefusedProjection]
-    pub enum OrRefused<F, T> {
-        Inner { #[pin] future: F },
-        Refused { response: Option<T> },
-    }
-}
-
-impl<F, T, E> Future for OrRefused<F, T>
-where
-    F: Future<Output = Result<T, E>>,
-{
-    type Output = Result<T, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            OrRefusedProjection::Inner { future } => future.poll(cx),
-            OrRefusedProjection::Refused { response } => {
-                Poll::Ready(Ok(response.take().expect("OrRefused polled after it answered")))
-            }
-        }
-    }
-}
-
-/// The security headers of every answer, set where the handler did not set its own.
-pub fn security_headers<B>(mut response: Response<B>) -> Response<B> {
-    const POLICY: [(HeaderName, &str); 5] = [
-        (header::CONTENT_SECURITY_POLICY, CSP),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (HeaderName::from_static("permissions-policy"), "camera=(), microphone=(), geolocation=()"),
-    ];
-    let headers: &mut HeaderMap = response.headers_mut();
-    headers.reserve(POLICY.len() + 1); // and x-trace-id, set by `Observe`
-    for (name, value) in POLICY {
-        if let header::Entry::Vacant(slot) = headers.entry(name) {
-            slot.insert(HeaderValue::from_static(value));
-        }
-    }
-    response
-}
-
-/// A strict policy: only this origin's scripts and styles, no inline code, no framing.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
-                   form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
-
 #[cfg(test)]
 mod tests {
-    use std::{
-        collections::BTreeMap,
-        convert::Infallible,
-        sync::{
-            Arc,
-            atomic::{AtomicUsize, Ordering},
-        },
-    };
+    use std::collections::BTreeMap;
 
     use axum::{
         Extension, Router,
-        body::{Body, to_bytes},
         http::{Method, StatusCode},
-        response::IntoResponse,
+        response::Response as AxumResponse,
         routing::get,
     };
     use sms_runtime::trace::SpanContext;
     use tower::ServiceExt;
 
+    use super::super::testing::{request, text};
     use super::*;
-    use crate::error::AppError;
 
     /// An app state whose model tier cannot be found (these layers never call it).
     fn state() -> AppState {
         AppState::without_model()
-    }
-
-    fn request(method: Method, uri: &str) -> Request {
-        Request::builder().method(method).uri(uri).body(Body::empty()).unwrap()
-    }
-
-    async fn text(response: AxumResponse) -> String {
-        String::from_utf8(to_bytes(response.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap()
-    }
-
-    // -- RefuseOversize ------------------------------------------------------------------
-
-    fn refusal() -> AxumResponse {
-        AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "the request body is larger than 100 bytes").into_response()
-    }
-
-    #[tokio::test]
-    async fn a_body_declared_over_the_limit_is_refused_before_it_is_read() {
-        let reached = Arc::new(AtomicUsize::new(0));
-        let inner = {
-            let reached = reached.clone();
-            tower::service_fn(move |_: Request| {
-                reached.fetch_add(1, Ordering::SeqCst);
-                async { Ok::<_, Infallible>(StatusCode::OK.into_response()) }
-            })
-        };
-        let service = RefuseOversizeLayer::new(100, refusal).layer(inner);
-        let post = |length: Option<&str>| {
-            let mut r = request(Method::POST, "/sms/");
-            if let Some(length) = length {
-                r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_str(length).unwrap());
-            }
-            r
-        };
-
-        for over in ["101", "16385", "18446744073709551615"] {
-            let response = service.clone().oneshot(post(Some(over))).await.unwrap();
-            assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "Content-Length {over}");
-            assert_eq!(
-                serde_json::from_str::<serde_json::Value>(&text(response).await).unwrap(),
-                serde_json::json!({"error": "the request body is larger than 100 bytes", "status": 413})
-            );
-        }
-        assert_eq!(reached.load(Ordering::SeqCst), 0, "a refused request never reaches the handler");
-
-        // At the limit, without a length (chunked) or with one that is not a number: the
-        // body limit behind this layer decides, as the body is read.
-        for length in [Some("100"), Some("0"), None, Some("lots"), Some("-1")] {
-            let response = service.clone().oneshot(post(length)).await.unwrap();
-            assert_eq!(response.status(), StatusCode::OK, "Content-Length {length:?}");
-        }
-        assert_eq!(reached.load(Ordering::SeqCst), 5);
-    }
-
-    // -- security_headers ----------------------------------------------------------------
-
-    #[test]
-    fn every_answer_gets_the_security_headers() {
-        for status in [StatusCode::OK, StatusCode::NOT_FOUND, StatusCode::PAYLOAD_TOO_LARGE, StatusCode::BAD_GATEWAY] {
-            let response = security_headers(Response::builder().status(status).body(()).unwrap());
-            let headers = response.headers();
-            assert_eq!(headers[header::CONTENT_SECURITY_POLICY], CSP, "{status}");
-            assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{status}");
-            assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY", "{status}");
-            assert_eq!(headers[header::REFERRER_POLICY], "no-referrer", "{status}");
-            assert_eq!(headers["permissions-policy"], "camera=(), microphone=(), geolocation=()", "{status}");
-            assert_eq!(headers.len(), 5, "{status}: {headers:?}");
-        }
-        assert!(CSP.contains("script-src 'self'") && !CSP.contains("unsafe-inline"), "{CSP}");
-        assert!(CSP.contains("frame-ancestors 'none'"), "{CSP}");
-    }
-
-    #[test]
-    fn a_handlers_own_security_header_is_kept() {
-        let own = "default-src 'none'; img-src data:";
-        let response = Response::builder()
-            .header(header::CONTENT_SECURITY_POLICY, own)
-            .header(header::X_FRAME_OPTIONS, "SAMEORIGIN")
-            .body(())
-            .unwrap();
-        let headers = security_headers(response).headers().clone();
-        assert_eq!(headers.get_all(header::CONTENT_SECURITY_POLICY).iter().collect::<Vec<_>>(), [own]);
-        assert_eq!(headers.get_all(header::X_FRAME_OPTIONS).iter().collect::<Vec<_>>(), ["SAMEORIGIN"]);
-        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
-        assert_eq!(headers[header::REFERRER_POLICY], "no-referrer");
     }
 
     // -- Observe: the trace ----------------------------------------------------------------
