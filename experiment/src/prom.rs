@@ -92,6 +92,18 @@ fn at_most_max_series<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Series>, D:
     d.deserialize_seq(Bounded)
 }
 
+/// Where the rules read their counts: a live Prometheus, or (the tests) answers one
+/// recorded, asked by the same query text.
+pub trait Counts {
+    fn counts(&self, promql: &str) -> impl std::future::Future<Output = Result<Vec<Sample>>> + Send;
+}
+
+impl Counts for Prometheus {
+    fn counts(&self, promql: &str) -> impl std::future::Future<Output = Result<Vec<Sample>>> + Send {
+        Prometheus::counts(self, promql)
+    }
+}
+
 impl Prometheus {
     pub fn new(base: &str, timeout: Duration) -> Result<Self> {
         // No client-wide timeout: `counts` puts the deadline around the whole call.

@@ -11,7 +11,7 @@ use super::{
     samples::{histogram, total},
     thresholds::{CANARY_CALLS_RATIO, CANARY_ERROR_MARGIN, GUESS_MARGIN},
 };
-use crate::prom::{Prometheus, Sample};
+use crate::prom::{Counts, Prometheus, Sample};
 use crate::stats::{Count, Interval};
 
 /// What the canary's rules read from Prometheus: one answer per query.
@@ -31,7 +31,7 @@ pub struct CanaryAnswers {
 }
 
 impl CanaryAnswers {
-    pub async fn read(prom: &Prometheus, s: &Settings) -> Result<Self> {
+    pub async fn read(prom: &impl Counts, s: &Settings) -> Result<Self> {
         let q = Query { s };
         let v = q.versions();
         let cand_sel = format!("version=\"{}\"", s.candidate);

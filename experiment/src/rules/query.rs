@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use super::Settings;
-use crate::prom::Prometheus;
+use crate::prom::Counts;
 
 /// PromQL text for the settings: label matchers and the window.
 pub(super) struct Query<'a> {
@@ -59,7 +59,7 @@ sum by (version, class) (
     }
 
     /// Whether `metric{matchers}` already had a series `min_duration` ago.
-    pub(super) async fn existed_before(&self, prom: &Prometheus, metric: &str, matchers: &[&str]) -> Result<bool> {
+    pub(super) async fn existed_before(&self, prom: &impl Counts, metric: &str, matchers: &[&str]) -> Result<bool> {
         if self.s.min_duration_secs == 0 {
             return Ok(true);
         }

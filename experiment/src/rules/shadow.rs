@@ -11,7 +11,7 @@ use super::{
     samples::{histogram, total},
     thresholds::{GUESS_MARGIN, SHADOW_ERROR_MARGIN, SHADOW_MIN_AGREEMENT, SHADOW_P95_LIMIT},
 };
-use crate::prom::{Prometheus, Sample};
+use crate::prom::{Counts, Prometheus, Sample};
 use crate::stats::{Count, Interval, contrast};
 
 /// gRPC codes that are the client's doing, not a server failure.
@@ -34,7 +34,7 @@ pub struct ShadowAnswers {
 }
 
 impl ShadowAnswers {
-    pub async fn read(prom: &Prometheus, s: &Settings) -> Result<Self> {
+    pub async fn read(prom: &impl Counts, s: &Settings) -> Result<Self> {
         let q = Query { s };
         let v = q.versions();
         let pair = [

@@ -1,8 +1,9 @@
 //! The rules on answers a real Prometheus gave: each fixture holds this binary's
 //! queries and Prometheus' answers to them over one scenario built with
 //! experiment/tests/common (those of experiment/tests/verdict.rs, and one without any
-//! series of v2), backfilled with promtool. The answers go through `read_counts`, the
-//! checks every live answer passes, then through the rules.
+//! series of v2), backfilled with promtool. The rules read them through their live path,
+//! asked by the query texts they send now, and each answer passes `read_counts`, the
+//! checks every live answer passes.
 
 use serde_json::Value;
 
@@ -10,7 +11,7 @@ use super::canary::{CanaryAnswers, canary_verdict};
 use super::shadow::{ShadowAnswers, shadow_verdict};
 use super::thresholds::{CANARY_ERROR_MARGIN, SHADOW_MIN_AGREEMENT};
 use super::*;
-use crate::prom::{Sample, read_counts};
+use crate::prom::{Counts, Sample, read_counts};
 
 /// The settings the answers were recorded with: `--window 1h`, the default minimums.
 fn settings(namespace: &str) -> Settings {
@@ -35,25 +36,46 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(text).unwrap()
 }
 
-/// The recorded answer to one query, read as a live one is.
-fn answer(experiment: &Value, key: &str) -> Vec<Sample> {
-    let recorded = &experiment[key];
-    let query = recorded["query"].as_str().unwrap_or_else(|| panic!("the fixture has no query {key:?}"));
-    assert!(recorded["answer"].is_object(), "the fixture has no answer to {key:?}");
-    read_counts(query, recorded["answer"].to_string().as_bytes()).unwrap_or_else(|e| panic!("{key}: {e:#}"))
+/// One experiment's recorded answers, asked as a live Prometheus is: by the query text the
+/// rules send now. A query the fixture did not record fails the test, so a fixture cannot
+/// stand for queries the code no longer asks.
+struct Recorded<'a>(&'a Value, std::sync::Mutex<Vec<String>>);
+
+impl Counts for Recorded<'_> {
+    fn counts(&self, promql: &str) -> impl std::future::Future<Output = anyhow::Result<Vec<Sample>>> + Send {
+        let recorded = self.0.as_object().expect("an experiment's answers");
+        self.1.lock().unwrap().push(promql.to_owned());
+        let answer = match recorded.values().find(|r| r["query"].as_str() == Some(promql)) {
+            Some(r) => {
+                assert!(r["answer"].is_object(), "the fixture has no answer to {promql:?}");
+                read_counts(promql, r["answer"].to_string().as_bytes())
+            }
+            None => {
+                let queries: Vec<&str> = recorded.values().filter_map(|r| r["query"].as_str()).collect();
+                panic!("the rules ask\n{promql}\nwhich the fixture did not record; it holds:\n{}", queries.join("\n"))
+            }
+        };
+        std::future::ready(answer)
+    }
+}
+
+/// The answers the rules read from experiment `part` ("canary" or "shadow") of a fixture,
+/// through the live read path; every recorded query must be asked.
+fn read<T>(name: &str, part: &str, read: impl AsyncFnOnce(&Recorded<'_>, &Settings) -> anyhow::Result<T>) -> T {
+    let fixture = fixture(name);
+    let recorded = Recorded(&fixture[part], Default::default());
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+    let answers = runtime.block_on(read(&recorded, &settings(name))).unwrap_or_else(|e| panic!("{name} {part}: {e:#}"));
+    let asked = recorded.1.into_inner().unwrap();
+    for (key, r) in fixture[part].as_object().expect("an experiment's answers") {
+        let query = r["query"].as_str().unwrap_or_else(|| panic!("{name} {part}: {key} has no query"));
+        assert!(asked.iter().any(|q| q == query), "{name} {part}: the rules no longer ask {key}'s recorded query");
+    }
+    answers
 }
 
 fn canary_answers(name: &str) -> CanaryAnswers {
-    let f = &fixture(name)["canary"];
-    CanaryAnswers {
-        requests: answer(f, "requests"),
-        classified: answer(f, "classified"),
-        calls: answer(f, "calls"),
-        guesses: answer(f, "guesses"),
-        latency: answer(f, "latency"),
-        gateway: answer(f, "gateway"),
-        ran_long_enough: !answer(f, "earlier").is_empty(),
-    }
+    read(name, "canary", async |prom, s| CanaryAnswers::read(prom, s).await)
 }
 
 fn canary_of(name: &str) -> Experiment {
@@ -61,15 +83,7 @@ fn canary_of(name: &str) -> Experiment {
 }
 
 fn shadow_of(name: &str) -> Experiment {
-    let f = &fixture(name)["shadow"];
-    let answers = ShadowAnswers {
-        requests: answer(f, "requests"),
-        guesses: answer(f, "guesses"),
-        inference: answer(f, "inference"),
-        comparisons: answer(f, "comparisons"),
-        gap: answer(f, "gap"),
-        ran_long_enough: !answer(f, "earlier").is_empty(),
-    };
+    let answers = read(name, "shadow", async |prom, s| ShadowAnswers::read(prom, s).await);
     shadow_verdict(&answers, &settings(name))
 }
 
