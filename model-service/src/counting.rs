@@ -78,10 +78,9 @@ where
             let body = Watched::body(body, move |frame: &Frame| {
                 let trailers = frame.as_ref().and_then(|f| f.as_ref().ok()).and_then(http_body::Frame::trailers_ref);
                 if let Some(code) = trailers.and_then(|t| t.get("grpc-status")).map(|s| Code::from_bytes(s.as_bytes()))
+                    && let Some(outcome) = outcome.take()
                 {
-                    if let Some(outcome) = outcome.take() {
-                        outcome.record(code);
-                    }
+                    outcome.record(code);
                 }
             });
             Ok(http::Response::from_parts(parts, body))

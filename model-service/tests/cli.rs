@@ -9,12 +9,11 @@ use common::{SPAM, TestModel};
 
 fn grpcurl(args: &[&str]) -> Output {
     let bin = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into());
-    let out = Command::new(&bin)
+    Command::new(&bin)
         .args(["-max-time", "10"])
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run grpcurl ({bin}): {e}; `make test` installs it"));
-    out
+        .unwrap_or_else(|e| panic!("cannot run grpcurl ({bin}): {e}; `make test` installs it"))
 }
 
 fn ok_stdout(out: Output) -> String {

@@ -115,7 +115,7 @@ pub async fn serve_http<S, B>(
         // It still lets the other tasks run every ACCEPTS_PER_TURN, should the queues never
         // run dry.
         accepts = accepts.wrapping_add(1);
-        if accepts % ACCEPTS_PER_TURN == 0 {
+        if accepts.is_multiple_of(ACCEPTS_PER_TURN) {
             tokio::task::yield_now().await;
         }
         let tcp = tokio::select! {

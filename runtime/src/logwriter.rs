@@ -154,7 +154,10 @@ mod tests {
         let line = [b'x'; 1000];
         log_lines(&writer, MAX_PENDING / line.len() + 50, &line);
         let pending = writer.0.pending.lock().unwrap();
-        assert!(pending.bytes.len() <= MAX_PENDING && pending.bytes.len() % line.len() == 0, "whole lines only");
+        assert!(
+            pending.bytes.len() <= MAX_PENDING && pending.bytes.len().is_multiple_of(line.len()),
+            "whole lines only"
+        );
         assert_eq!(pending.dropped, 50);
     }
 
