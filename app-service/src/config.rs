@@ -57,12 +57,8 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The settings of the process's environment.
-    pub fn from_env() -> anyhow::Result<Self> {
-        Self::read(&settings::Env::process())
-    }
-
-    /// The settings `env` gives, each unset one at its default.
+    /// The settings `env` gives (the process's: `Env::process()`), each unset one at its
+    /// default.
     pub fn read(env: &settings::Env<impl Fn(&str) -> Option<String>>) -> anyhow::Result<Self> {
         let d = Self::default();
         Ok(Self {

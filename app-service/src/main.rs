@@ -20,7 +20,7 @@ fn main() -> std::process::ExitCode {
     }
     sms_runtime::server::run(
         "app-service",
-        Config::from_env(),
+        Config::read(&sms_runtime::settings::Env::process()),
         |c| &c.telemetry,
         |c| c.runtime_threads,
         app_service::start,

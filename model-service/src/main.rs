@@ -3,7 +3,7 @@ use model_service::Config;
 fn main() -> std::process::ExitCode {
     sms_runtime::server::run(
         "model-service",
-        Config::from_env(),
+        Config::read(&sms_runtime::settings::Env::process()),
         |c| &c.telemetry,
         |c| c.runtime_threads,
         model_service::start,

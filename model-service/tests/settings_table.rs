@@ -1,21 +1,11 @@
 //! docs/contracts.md's settings tables against the model service's configuration.
 
+#[macro_use]
 #[path = "../../runtime/tests/support/settings_table.rs"]
 mod settings_table;
 
-use model_service::config::Config;
-use sms_runtime::settings::Env;
-
-#[test]
-fn the_documented_settings_are_the_ones_read_with_their_defaults() {
-    assert_eq!(
-        format!("{:?}", Config::read(&Env::new(|_: &str| None)).unwrap()),
-        format!("{:?}", Config::default()),
-        "an empty environment gives Config::default()"
-    );
-    settings_table::check(
-        "model",
-        &["model service:", "both services, every listener (app HTTP; model gRPC and metrics):"],
-        &|lookup| Config::read(&Env::new(lookup)).map(|c| format!("{c:?}")).map_err(|e| format!("{e:#}")),
-    );
-}
+settings_table_test!(
+    model_service::config::Config,
+    "model",
+    ["model service:", "both services, every listener (app HTTP; model gRPC and metrics):"]
+);

@@ -89,3 +89,23 @@ pub fn check(service: &str, headings: &[&str], read: Read) {
         asked.len()
     );
 }
+
+/// The test itself, for a service's `Config` (with `read(&Env)` and `Default`), under the
+/// name `service` and the headings of its tables.
+#[macro_export]
+macro_rules! settings_table_test {
+    ($config:ty, $service:literal, $headings:expr) => {
+        #[test]
+        fn the_documented_settings_are_the_ones_read_with_their_defaults() {
+            use sms_runtime::settings::Env;
+            assert_eq!(
+                format!("{:?}", <$config>::read(&Env::new(|_: &str| None)).unwrap()),
+                format!("{:?}", <$config>::default()),
+                "an empty environment gives Config::default()"
+            );
+            settings_table::check($service, &$headings, &|lookup| {
+                <$config>::read(&Env::new(lookup)).map(|c| format!("{c:?}")).map_err(|e| format!("{e:#}"))
+            });
+        }
+    };
+}
