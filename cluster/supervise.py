@@ -13,7 +13,7 @@ from their projects' own modules, then `helm install sms-app helm/ -n sms-app`.
 One instance at a time (a lock in the state directory); Ctrl-C, SIGTERM or SIGHUP stop
 everything it started, in order, and remove the namespaces; a run that could not stop in
 order (kill -9) is cleaned up by the next start, which says what it cleaned. Every child
-dies with the supervisor however it ends (the parent-death signal, tooling/smsdev/stack.py).
+dies with the supervisor however it ends (the parent-death signal, tooling/smsdev/procs.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-from smsdev import stack  # noqa: E402 - ProcGroup, RunState: the supervisors' process handling
+from smsdev.procs import Proc, ProcGroup, poll  # noqa: E402 - the supervisors' process handling
+from smsdev.runstate import RunState  # noqa: E402
 
 import netns  # noqa: E402
 import pki  # noqa: E402
@@ -238,8 +239,8 @@ class Cluster:
         self.s = s
         self.pki = s.state / "pki"
         self.logs = s.state / "logs"
-        self.run = stack.RunState(s.state, "cluster")
-        self.procs = stack.ProcGroup(self.logs, supervised=True, state=self.run)
+        self.run = RunState(s.state, "cluster")
+        self.procs = ProcGroup(self.logs, supervised=True, state=self.run)
         self.relays: list[netns.Relay] = []
         self.kubeconfig = s.state / "kubeconfig"
         self.started = time.monotonic()
@@ -251,7 +252,7 @@ class Cluster:
             raise SystemExit(f"{path} is missing: run scripts/ensure-cluster-tools.sh (make cluster does)")
         return str(path)
 
-    def start(self, name: str, argv: list[str], env: dict | None = None) -> stack.Proc:
+    def start(self, name: str, argv: list[str], env: dict | None = None) -> Proc:
         return self.procs.start(name, netns.exec_argv(self.s.namespace, argv), env=env)
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60):
@@ -309,7 +310,7 @@ class Cluster:
             "--kubelet-preferred-address-types=InternalIP", "--allow-privileged=true", "--profiling=false",
         ])
         self.relays_up()  # kubectl and helm reach the API server through it
-        stack.poll(self.api_ready, 90, interval=0.5, what="the API server to be ready")
+        poll(self.api_ready, 90, interval=0.5, what="the API server to be ready")
         common = lambda user: [f"--kubeconfig={s.state / f'{user}.kubeconfig'}",  # noqa: E731
                                f"--authentication-kubeconfig={s.state / f'{user}.kubeconfig'}",
                                f"--authorization-kubeconfig={s.state / f'{user}.kubeconfig'}",
@@ -366,7 +367,7 @@ class Cluster:
             out = self.kubectl("get", "node", NODE, "-o", 'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
                                check=False)
             return out.stdout.strip() == "True"
-        stack.poll(ready, 60, interval=0.5, what=f"node {NODE} to be Ready")
+        poll(ready, 60, interval=0.5, what=f"node {NODE} to be Ready")
 
     def networking(self) -> None:
         """Services as Kubernetes routes them: kube-proxy (nftables, in the cluster's
@@ -475,7 +476,7 @@ class Cluster:
         self.kubectl("rollout", "status", "deployment/prometheus-operator", "-n", "default", "--timeout=120s",
                      timeout=150)
         self.kubectl("apply", "-f", "-", input=PROMETHEUS_OBJECTS.format(version=v))
-        stack.poll(lambda: self.kubectl("get", "statefulset", "prometheus-cluster", "-n", "default",
+        poll(lambda: self.kubectl("get", "statefulset", "prometheus-cluster", "-n", "default",
                                         check=False).returncode == 0, 60, interval=1,
                    what="the operator to make the Prometheus StatefulSet")
         self.kubectl("rollout", "status", "statefulset/prometheus-cluster", "-n", "default", "--timeout=120s",

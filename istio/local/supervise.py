@@ -50,8 +50,12 @@ import bootstrap
 import overlay
 import render as chart
 
-from smsdev import stack as local  # noqa: E402 - the one description of the local stack
-from smsdev.stack import Proc, RunState, http_ok, samples  # noqa: E402
+from smsdev import prometheus
+from smsdev import stack as local  # the one description of the local stack
+from smsdev.console import say
+from smsdev.procs import Proc, http_ok
+from smsdev.runstate import RunState
+from smsdev.stack import samples
 
 COMPONENT = "app.kubernetes.io/component"
 # Set per process here, whatever the render says (cluster paths and addresses).
@@ -65,7 +69,7 @@ LOCAL_DEFAULTS = ["--set", "modelService.shadow.enabled=true",
 
 
 def log(msg: str) -> None:
-    local.say(f"==> {msg}")  # never fails: a closed terminal must not keep it from stopping
+    say(f"==> {msg}")  # never fails: a closed terminal must not keep it from stopping
 
 
 @dataclass
@@ -136,7 +140,7 @@ class LocalMesh:
     def __init__(self, run_dir: Path, ports: Ports, bindir: Path, istio_dir: Path, envoy_bin: str,
                  extra_env: dict | None = None, log_level: str = "warning", prometheus: bool = False,
                  scrape_interval: str = "2s", state: RunState | None = None):
-        """`prometheus`: also run a Prometheus (tooling/smsdev/stack.py's) scraping the processes
+        """`prometheus`: also run a Prometheus (tooling/smsdev/prometheus.py's) scraping the processes
         every `scrape_interval`, as the rendered ServiceMonitors say, with the rendered rules.
         `state`: where every process started is recorded while it runs (for the next start
         after a supervisor that could not stop them)."""
@@ -393,8 +397,8 @@ class LocalMesh:
         rules = self.run / "prometheus" / "rules.yml"
         groups = [g for d in self.docs if d["kind"] == "PrometheusRule" for g in (d["spec"].get("groups") or [])]
         if groups:
-            local.write_config(rules, {"groups": groups})
-        config = local.scrape_config(self.scrape_targets(), self.scrape_interval, [rules] if groups else [])
+            prometheus.write_config(rules, {"groups": groups})
+        config = prometheus.scrape_config(self.scrape_targets(), self.scrape_interval, [rules] if groups else [])
         for t in self.gateway_targets():
             config["scrape_configs"].append({
                 "job_name": t["job"], "metrics_path": t["path"], "scheme": "http",
@@ -410,7 +414,7 @@ class LocalMesh:
         workdir = self.run / "prometheus"
         shutil.rmtree(workdir / "data", ignore_errors=True)  # each run's experiment starts empty
         try:
-            svc = local.prometheus("prometheus", listen=f"127.0.0.1:{self.ports.prometheus}", workdir=workdir,
+            svc = prometheus.server("prometheus", listen=f"127.0.0.1:{self.ports.prometheus}", workdir=workdir,
                                    config=self.prometheus_config(), retention="1d", log_level="warn")
         except AssertionError as err:  # not installed (scripts/mesh.sh installs it)
             raise RuntimeError(str(err)) from None
@@ -421,7 +425,7 @@ class LocalMesh:
         """New scrape targets (processes started or replaced) and rules: rewrite the file and
         send SIGHUP (Prometheus re-reads its configuration)."""
         if self.prometheus and self.prometheus.alive():
-            local.write_config(self.run / "prometheus" / "prometheus.yml", self.prometheus_config())
+            prometheus.write_config(self.run / "prometheus" / "prometheus.yml", self.prometheus_config())
             os.kill(self.prometheus.pid, signal.SIGHUP)
 
     def start(self, args: list[str]) -> None:
@@ -744,7 +748,7 @@ def cmd_run(args: list[str], run: Path) -> int:
 
         record()
         server = control_server(mesh, ports.control, record)
-        local.say(mesh.banner(), sys.stdout)
+        say(mesh.banner(), sys.stdout)
         running.set()
         while not stopping.wait(0.3):
             reason = mesh.check()
@@ -767,7 +771,7 @@ def cmd_run(args: list[str], run: Path) -> int:
         (run / "instance.json").unlink(missing_ok=True)
         if running.is_set():
             try:
-                local.say(mesh.summary(), sys.stdout)
+                say(mesh.summary(), sys.stdout)
             except Exception as err:  # noqa: BLE001 - stopping matters more than the summary
                 log(f"no summary: {err!r}")
         mesh.stop()

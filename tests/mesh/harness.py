@@ -19,7 +19,8 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "istio" / "local"))  # render, overlay, bootstrap, supervise
 
-from smsdev.stack import free_port, metric, poll  # noqa: E402,F401 - re-exported (tooling/smsdev/stack.py)
+from smsdev.procs import free_port, poll  # noqa: E402,F401 - re-exported
+from smsdev.stack import metric  # noqa: E402,F401 - re-exported
 
 import supervise  # noqa: E402
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 from harness import OUT, ROOT, free_port, poll, mesh_ports
-from smsdev.stack import children, listening, running
+from smsdev.procs import children, listening, running
 
 NAMES = {"app-service", "model-service", "istio-xds", "envoy", "prometheus"}
 

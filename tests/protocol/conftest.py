@@ -1,5 +1,5 @@
 """Fixtures: the real model service (v1, and a v2 shadow of it) as processes on 127.0.0.1
-from tooling/smsdev/stack.py, stopped by PID; sms.v1's Python stubs made from the repository's
+as smsdev.stack describes them, stopped by PID; sms.v1's Python stubs made from the repository's
 .proto with grpcio-tools, so each answer can be checked against Classify's."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 from smsdev import stack as local  # noqa: E402 - the one description of the local stack
+from smsdev.procs import free_port  # noqa: E402
 
 OUT = ROOT / "test-output" / "protocol"
 
@@ -32,7 +33,7 @@ class Model:
 
 
 def addr() -> str:
-    return f"127.0.0.1:{local.free_port()}"
+    return f"127.0.0.1:{free_port()}"
 
 
 @pytest.fixture(scope="session")
