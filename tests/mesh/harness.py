@@ -1,5 +1,5 @@
-"""The local mesh for the tests: the same supervisor `make mesh` runs (istio/local/
-supervise.py: one process per rendered Deployment, Istio's config generator istio-xds, the
+"""The local mesh for the tests: the same supervisor `make mesh` runs (smsdev.mesh.supervisor:
+one process per rendered Deployment, Istio's config generator istio-xds, the
 gateway and sidecar Envoys it programs over xDS, optionally its Prometheus), on free ports,
 logging under test-output/mesh/, every process stopped by its PID. A scenario is a
 `helm upgrade` of the running mesh (`Stack.use(*sets)`): nothing restarts, Istio pushes the
@@ -10,19 +10,16 @@ from __future__ import annotations
 import json
 import os
 import random
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "istio" / "local"))  # render, overlay, bootstrap, supervise
-
-from smsdev.procs import free_port, poll  # noqa: E402,F401 - re-exported
-from smsdev.stack import metric  # noqa: E402,F401 - re-exported
-
-import supervise  # noqa: E402
+from smsdev import ROOT
+from smsdev.mesh.ports import Ports
+from smsdev.mesh.supervisor import LocalMesh
+from smsdev.procs import free_port, poll  # noqa: F401 - re-exported
+from smsdev.stack import metric  # noqa: F401 - re-exported
 
 OUT = Path(os.environ.get("MESH_TEST_OUT", ROOT / "test-output" / "mesh"))
 APP, MODEL = "sms-app-app", "sms-app-model"  # the chart's Service (and Deployment) names for release sms-app
@@ -44,11 +41,11 @@ def istio_dir() -> Path:
     return d
 
 
-def mesh_ports() -> supervise.Ports:
+def mesh_ports() -> Ports:
     """Free ports, and a loopback address of its own for the model Service (the sidecar's
     listener binds it with the chart's port, 8081), so a running `make mesh` is no bother."""
-    p = supervise.Ports(**{k: free_port() for k in ("gateway", "gateway_admin", "sidecar_admin", "xds", "istiod",
-                                                       "control", "app", "model", "metrics", "prometheus")})
+    p = Ports(**{k: free_port() for k in ("gateway", "gateway_admin", "sidecar_admin", "xds", "istiod",
+                                             "control", "app", "model", "metrics", "prometheus")})
     p.vip = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
     return p
 
@@ -61,11 +58,11 @@ class Stack:
         self.run = run_dir or OUT
         self.run.mkdir(parents=True, exist_ok=True)
         self.ports = mesh_ports()
-        self.mesh = supervise.LocalMesh(self.run, self.ports, ROOT / "target" / "debug", istio_dir(),
-                                        str(envoy_binary()), extra_env={
-                                            "INFERENCE_WORKERS": "1", "MODEL_RELOAD_SECS": "0", "RUST_LOG": "warn",
-                                            "MODEL_TIMEOUT_MS": "2000", **(extra_env or {})},
-                                        prometheus=prometheus, scrape_interval="1s")
+        self.mesh = LocalMesh(self.run, self.ports, ROOT / "target" / "debug", istio_dir(),
+                              str(envoy_binary()), extra_env={
+                                  "INFERENCE_WORKERS": "1", "MODEL_RELOAD_SECS": "0", "RUST_LOG": "warn",
+                                  "MODEL_TIMEOUT_MS": "2000", **(extra_env or {})},
+                              prometheus=prometheus, scrape_interval="1s")
         self.sets: tuple | None = None
         self.upgrades: list[dict] = []
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -31,10 +30,8 @@ import pytest
 import requests
 
 from harness import HOST, OUT, ROOT, Stack, poll
+from smsdev.mesh import traffic  # the generator of `make mesh-traffic`
 from smsdev.stack import samples
-
-sys.path.insert(0, str(ROOT / "istio" / "local"))
-import traffic  # noqa: E402 - the generator of `make mesh-traffic`
 
 DRIFT_HOLD_S = 20
 SETS = ("modelService.shadow.mirror.percent=100",

@@ -24,17 +24,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import requests
 
 from harness import DEPLOYMENTS, HOST, OUT, ROOT, Stack, poll
+from smsdev.mesh import traffic  # the generator of `make mesh-traffic`
 from smsdev.stack import samples
-
-sys.path.insert(0, str(ROOT / "istio" / "local"))
-import traffic  # noqa: E402 - the generator of `make mesh-traffic`
 
 EXPERIMENT = ROOT / "target" / "debug" / "sms-experiment"
 NAMESPACE = "sms-app"

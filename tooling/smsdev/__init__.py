@@ -8,6 +8,7 @@ it by its package name.
   stack        the services' description (which binary, environment, ports, readiness)
   prometheus   a Prometheus scraping the local processes as the chart's ServiceMonitors do
   run          `make run`
+  mesh         `make mesh` and `make mesh-traffic`: the experiment on one machine
 """
 
 from pathlib import Path

@@ -1,9 +1,9 @@
 """The local stack, described once: which binaries, the environment each gets, the ports,
 and when each is ready. Every place that runs the services on this machine goes through
-here: `make run` (smsdev.run), `make bench`, `make mesh` (its supervisor,
-istio/local/supervise.py, builds each rendered Deployment's process with `model`/`app`), and the ui, protocol,
-reliability, observability and mesh test suites. The processes themselves are
-smsdev.procs'; a Prometheus is smsdev.prometheus'.
+here: `make run` (smsdev.run), `make bench`, `make mesh` (smsdev.mesh.plan builds each
+rendered Deployment's process with `model`/`app`), and the ui, protocol, reliability,
+observability and mesh test suites. The processes themselves are smsdev.procs'; a
+Prometheus is smsdev.prometheus'.
 
 Standard library only.
 """
