@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness import DEPLOYMENTS, HOST, OUT, ROOT, Stack, poll
+from harness import DEPLOYMENTS, HOST, OUT, ROOT, Stack, poll, report
 from smsdev.mesh import traffic  # the generator of `make mesh-traffic`
 from smsdev.stack import samples
 
@@ -37,12 +37,6 @@ EXPERIMENT = ROOT / "target" / "debug" / "sms-experiment"
 NAMESPACE = "sms-app"
 SETS = ("istio.canary.weights.stable=50,istio.canary.weights.canary=50", "modelService.shadow.mirror.percent=100")
 VERDICT_ARGS = ["--namespace", NAMESPACE, "--window", "15m", "--min-samples", "1000", "--min-duration", "0"]
-
-
-def report(line: str = "") -> None:
-    print(line)
-    with open(OUT / "figures.txt", "a") as f:
-        f.write(line + "\n")
 
 
 @pytest.fixture(scope="module")
