@@ -9,6 +9,8 @@ it by its package name.
   prometheus   a Prometheus scraping the local processes as the chart's ServiceMonitors do
   run          `make run`
   mesh         `make mesh` and `make mesh-traffic`: the experiment on one machine
+  cluster      `make cluster`: a real Kubernetes on this machine and its supervisor
+  protos       Python modules generated from .proto files, as subpackages (smsdev.generated)
 """
 
 from pathlib import Path
