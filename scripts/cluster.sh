@@ -29,4 +29,4 @@ case "${CLUSTER_PROFILE:-release}" in
 esac
 log "building model-service, app-service and sms-experiment (${CLUSTER_PROFILE:-release}; the pods and the gate run them)"
 cargo build "${profile[@]}" --locked -p model-service -p app-service -p sms-experiment
-exec "$venv/bin/python" cluster/supervise.py run "$@"
+exec "$venv/bin/python" -m smsdev.cluster run "$@"

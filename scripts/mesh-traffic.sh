@@ -20,4 +20,4 @@ case "${1:-}" in -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0
 venv="$(venv_ensure mesh istio/local/requirements.txt)"
 split="$(scripts/ensure-test-split.sh)"
 export MESH_DIR="${MESH_DIR:-$ROOT/.cache/mesh}"
-exec "$venv/bin/python" istio/local/traffic.py --messages "$split" "$@"
+exec "$venv/bin/python" -m smsdev.mesh.traffic --messages "$split" "$@"

@@ -40,12 +40,12 @@ venv="$(venv_ensure mesh istio/local/requirements.txt)"
 py="$venv/bin/python"
 export MESH_DIR="${MESH_DIR:-$ROOT/.cache/mesh}"
 if [ "$cmd" = upgrade ]; then
-  exec "$py" istio/local/supervise.py upgrade "$@" 2> >(trap '' INT TERM HUP; grep -v 'found symbolic link' >&2)
+  exec "$py" -m smsdev.mesh upgrade "$@" 2> >(trap '' INT TERM HUP; grep -v 'found symbolic link' >&2)
 fi
 
 # refuse at once when one runs already (before building anything)
 if [ -f "$MESH_DIR/lock" ] && ! flock -n "$MESH_DIR/lock" true; then
-  exec "$py" istio/local/supervise.py run "$@"  # prints which one runs, touches nothing
+  exec "$py" -m smsdev.mesh run "$@"  # prints which one runs, touches nothing
 fi
 
 apt_ensure prometheus  # Debian's package, the one the observability tests run
@@ -65,4 +65,4 @@ log "building model-service and app-service ($MESH_PROFILE; the first release bu
 cargo build "${profile[@]}" --locked -p model-service -p app-service
 
 # exec: the supervisor gets Ctrl-C itself, stops what it started and exits 0
-exec "$py" istio/local/supervise.py run "$@" 2> >(trap '' INT TERM HUP; grep --line-buffered -v 'found symbolic link' >&2)
+exec "$py" -m smsdev.mesh run "$@" 2> >(trap '' INT TERM HUP; grep --line-buffered -v 'found symbolic link' >&2)

@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "test-output" / "cluster"
 BIN = ROOT / ".cache" / "cluster" / "bin"
-from smsdev import stack as local  # noqa: E402 - children, listening: processes followed by PID
 
 
 def free_port() -> int:

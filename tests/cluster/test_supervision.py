@@ -12,7 +12,8 @@ import signal
 import time
 from pathlib import Path
 
-from conftest import local, start_cluster, stop
+from conftest import start_cluster, stop
+from smsdev.procs import children, listening, running
 
 
 def started(c) -> dict[int, str]:
@@ -20,19 +21,19 @@ def started(c) -> dict[int, str]:
     assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "sms-node"} <= set(
         recorded.values()), recorded
     supervisor = json.loads((c.state / "processes.json").read_text())["supervisor"]["pid"]
-    assert local.children(supervisor) == set(recorded), (local.children(supervisor), recorded)
+    assert children(supervisor) == set(recorded), (children(supervisor), recorded)
     return recorded
 
 
 def gone_within(pids, netns: str, api_port: int, seconds: float = 5) -> float:
     t0 = time.monotonic()
     while time.monotonic() - t0 < seconds:
-        alive = [p for p in pids if local.running(p)]
+        alive = [p for p in pids if running(p)]
         if not alive and not Path("/run/netns", netns).exists() and not any(
-                port == api_port for (_, port) in local.listening()):
+                port == api_port for (_, port) in listening()):
             return time.monotonic() - t0
         time.sleep(0.05)
-    raise AssertionError(f"after {seconds} s: alive {[p for p in pids if local.running(p)]}, "
+    raise AssertionError(f"after {seconds} s: alive {[p for p in pids if running(p)]}, "
                          f"netns {netns} {'still there' if Path('/run/netns', netns).exists() else 'gone'}")
 
 
@@ -54,8 +55,8 @@ def test_a_closed_terminal_stops_the_cluster_and_a_killed_one_is_cleaned_at_the_
     os.kill(supervisor, signal.SIGKILL)
     c.proc.wait(30)
     t0 = time.monotonic()
-    while any(local.running(p) for p in pids):
-        assert time.monotonic() - t0 < 5, [p for p in pids if local.running(p)]
+    while any(running(p) for p in pids):
+        assert time.monotonic() - t0 < 5, [p for p in pids if running(p)]
         time.sleep(0.05)
     took = time.monotonic() - t0
     print(f"kill -9: {len(pids)} processes gone {took:.2f} s after")

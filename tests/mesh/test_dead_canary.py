@@ -28,8 +28,7 @@ import time
 
 import requests
 
-from harness import COOKIE, OUT, ROOT, poll
-from test_mesh_script import Load, figure, script_env, start_mesh
+from harness import COOKIE, OUT, ROOT, Load, poll, report, script_env, start_mesh
 
 EXPERIMENT = ROOT / "target" / "debug" / "sms-experiment"
 NAMESPACE, CANARY = "sms-app", "sms-app-app-canary"
@@ -104,7 +103,7 @@ def test_a_dead_canary_is_seen_by_the_gateway_the_alert_and_the_verdict():
         # a new visitor the split sends to v2: Envoy's 503, with the cookie pinning it there for an hour
         r = new_visitor_sent_to_v2(gw, env)
         cookie = r.headers["set-cookie"]
-        figure(f"dead canary: a new visitor sent to v2 got {r.status_code} {r.text[:80]!r} with "
+        report(f"dead canary: a new visitor sent to v2 got {r.status_code} {r.text[:80]!r} with "
                f"Set-Cookie: {cookie}")
         assert r.status_code == 503 and "x-envoy-upstream-service-time" not in r.headers, (r.status_code, r.headers)
         assert "Max-Age=3600" in cookie, cookie
@@ -137,7 +136,7 @@ def test_a_dead_canary_is_seen_by_the_gateway_the_alert_and_the_verdict():
             load.stop()
         after = (pinned.total - before[0], fresh.total - before[1])
         failed = (len(pinned.failures), len(fresh.failures))
-        figure(f"dead canary (kill -9 of app v2 under load, canary 90/10): visitors pinned to v2 {failed[0]} of "
+        report(f"dead canary (kill -9 of app v2 under load, canary 90/10): visitors pinned to v2 {failed[0]} of "
                f"{after[0]} requests failed after the kill; new visitors {failed[1]} of {after[1]} (those the split "
                f"sent to v2); v2's 5xx share: the app's own {app_view or 0:.2f}, the users' (gateway) {user_view:.2f}; "
                f"CanaryUnreachable pending {pending:.1f} s and firing {firing:.1f} s after the kill "
@@ -156,7 +155,7 @@ def test_a_dead_canary_is_seen_by_the_gateway_the_alert_and_the_verdict():
         canary_doc = next(e for e in doc["experiments"] if e["name"] == "canary")
         errors = next(row for row in canary_doc["rows"] if row["figure"] == "error share (5xx)")
         pct = lambda iv: f"{100 * iv['estimate']:.2f} % [{100 * iv['low']:.2f}, {100 * iv['high']:.2f}]"  # noqa: E731
-        figure(f"dead canary: sms-experiment {' '.join(args[2:])}: exit {v.returncode}, {canary_doc['verdict']} "
+        report(f"dead canary: sms-experiment {' '.join(args[2:])}: exit {v.returncode}, {canary_doc['verdict']} "
                f"({canary_doc['reason']}); error share (5xx) v1 {pct(errors['baseline'])}, v2 "
                f"{pct(errors['candidate'])}, {errors['status']}")
         assert v.returncode == 2 and canary_doc["verdict"] == "ROLL_BACK" and errors["status"] == "fail", v.stdout

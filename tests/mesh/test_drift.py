@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -30,11 +29,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness import HOST, OUT, ROOT, Stack, poll
+from harness import HOST, OUT, ROOT, Stack, poll, report
+from smsdev.mesh import traffic  # the generator of `make mesh-traffic`
 from smsdev.promtext import samples
-
-sys.path.insert(0, str(ROOT / "istio" / "local"))
-import traffic  # noqa: E402 - the generator of `make mesh-traffic`
 
 DRIFT_HOLD_S = 20
 SETS = ("modelService.shadow.mirror.percent=100",
@@ -42,12 +39,6 @@ SETS = ("modelService.shadow.mirror.percent=100",
 PSI = "namespace_version:sms_model_spam_probability_psi:rate1h"
 SHIFT = "namespace_version:sms_model_spam_share_shift:ratio_rate1h"
 COUNT = "sms_model_spam_probability_count"
-
-
-def report(line: str = "") -> None:
-    print(line)
-    with open(OUT / "figures.txt", "a") as f:
-        f.write(line + "\n")
 
 
 @pytest.fixture(scope="module")

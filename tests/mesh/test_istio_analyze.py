@@ -10,10 +10,10 @@ import subprocess
 
 import pytest
 
-import overlay
-import render as chart
 from harness import OUT, istio_dir
-from supervise import LOCAL_DEFAULTS
+from smsdev.mesh import overlay
+from smsdev.mesh import render as chart
+from smsdev.mesh.plan import LOCAL_DEFAULTS
 
 SCENARIOS = {
     "defaults": [],

@@ -11,8 +11,7 @@ from collections import Counter
 import requests
 import yaml
 
-from harness import COOKIE
-from test_routing import serving_count, set_cookie, settled, shadow_count, version_of, report
+from harness import COOKIE, report, serving_count, set_cookie, settled, shadow_count, version_of
 
 STEPS = [  # (what, --set values, v2 share bounds in %)
     ("90/10", (), (7.0, 13.0)),

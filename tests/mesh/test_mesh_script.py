@@ -12,15 +12,14 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import requests
 
-from harness import OUT, ROOT, free_port, poll, mesh_ports
-from smsdev.stack import children, listening, running
+from harness import OUT, ROOT, Load, poll, report, script_env, start_mesh
+from smsdev.procs import children, listening, running
 
 NAMES = {"app-service", "model-service", "istio-xds", "envoy", "prometheus"}
 
@@ -38,17 +37,6 @@ def descendants(pid: int) -> dict[int, str]:
     return kids
 
 
-def script_env(run_dir) -> dict:
-    p = mesh_ports()
-    ports = dict(MESH_PORT=p.gateway, MESH_ADMIN_PORT=p.gateway_admin, MESH_SIDECAR_ADMIN_PORT=p.sidecar_admin,
-                 MESH_XDS_PORT=p.xds, MESH_ISTIOD_PORT=p.istiod, MESH_CONTROL_PORT=p.control,
-                 MESH_APP_PORT=free_port(), MESH_MODEL_PORT=free_port(), MESH_METRICS_PORT=free_port(),
-                 MESH_PROMETHEUS_PORT=p.prometheus)
-    return {**os.environ, **{k: str(v) for k, v in ports.items()}, "MESH_VIP": p.vip,
-            "MESH_PROFILE": "debug", "MESH_DIR": str(run_dir), "MESH_EXTRA_ENV": "INFERENCE_WORKERS=1 RUST_LOG=warn",
-            "MESH_SCRAPE_INTERVAL": "1s"}
-
-
 def scraped(prom: str) -> dict:
     """The Prometheus' active targets: pod -> (job, namespace, health)."""
     targets = requests.get(f"{prom}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
@@ -63,68 +51,6 @@ def split(gw: str, n: int) -> Counter:
         assert r.status_code == 200, r.text
         seen[r.json()["app_version"]] += 1
     return seen
-
-
-def start_mesh(env: dict, out, *args: str) -> subprocess.Popen:
-    """scripts/mesh.sh with these arguments in a process group of its own (as a terminal runs
-    it: Ctrl-C and a hangup reach the whole group), output into `out`; returns once it prints
-    its banner (or fails with the output's end, nothing left running)."""
-    with open(out, "wb") as log:
-        proc = subprocess.Popen(["bash", "scripts/mesh.sh", *args], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        poll(lambda: proc.poll() is None and "Ctrl-C stops it" in out.read_text(errors="replace"), 300,
-             "scripts/mesh.sh to print its banner")
-    except AssertionError as err:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        raise AssertionError(f"{err}\n{out.read_text(errors='replace')[-3000:]}") from None
-    return proc
-
-
-class Load:
-    """Steady load through the gateway, as browsers without a kept cookie: one request after
-    another on a keep-alive connection until `stop()` (bounded by `seconds` and `limit`, at
-    most `rate` a second if given); every answer but a 200 is a failure, with when and who
-    answered. `headers`: sent with every request (a `Cookie` for visitors pinned to a
-    version)."""
-
-    def __init__(self, gw: str, env: dict, seconds: float = 120, limit: int = 50_000,
-                 headers: dict | None = None, rate: float = 0):
-        self.failures: list[str] = []
-        self.total = 0
-        self._stop = threading.Event()
-        self._args = (gw, env, seconds, limit, headers or {}, rate)
-        self._thread = threading.Thread(target=self._run)
-        self._thread.start()
-
-    def _run(self):
-        gw, env, seconds, limit, headers, rate = self._args
-        s = requests.Session()
-        start = time.monotonic()
-        end = start + seconds
-        while not self._stop.is_set() and time.monotonic() < end and self.total < limit:
-            if rate and self._stop.wait(max(0.0, start + self.total / rate - time.monotonic())):
-                break
-            s.cookies.clear()
-            try:
-                r = s.post(f"{gw}/sms/", json={"sms": "load"}, timeout=10,
-                           headers={"Host": f"sms.localhost:{env['MESH_PORT']}", **headers})
-                if r.status_code != 200:
-                    # when, and who answered: Envoy adds its upstream time only to an upstream's
-                    # answer; the body is Envoy's own text or the app's JSON error
-                    self.failures.append(f"{time.strftime('%H:%M:%S')} {r.status_code} "
-                                         f"{r.headers.get('x-envoy-upstream-service-time', 'no upstream time')} "
-                                         f"{r.text[:120]!r}")
-            except requests.RequestException as e:
-                self.failures.append(f"{time.strftime('%H:%M:%S')} {e!r}")
-            self.total += 1
-
-    def stop(self) -> "Load":
-        self._stop.set()
-        self._thread.join()
-        return self
 
 
 def test_mesh_script_runs_upgrades_survives_the_shadow_and_stops_what_it_started():
@@ -271,12 +197,6 @@ def gone_within(pids, addrs: set, seconds: float = 5) -> float:
         time.sleep(0.05)
 
 
-def figure(line: str) -> None:
-    print(line)
-    with open(OUT / "figures.txt", "a") as f:
-        f.write(line + "\n")
-
-
 def test_mesh_script_leaves_nothing_behind_when_its_terminal_closes_or_it_is_killed():
     run_dir = OUT / "mesh-exits"
     env = script_env(run_dir)
@@ -298,7 +218,7 @@ def test_mesh_script_leaves_nothing_behind_when_its_terminal_closes_or_it_is_kil
         text = out.read_text(errors="replace")
         assert "Summary (the processes' counters since they started):" in text, text[-2000:]
         assert "stopped every process it started" in text, text[-2000:]
-        figure(f"make mesh, SIGHUP to its group: summary, exit 0; {len(kids)} processes gone and {len(addrs)} "
+        report(f"make mesh, SIGHUP to its group: summary, exit 0; {len(kids)} processes gone and {len(addrs)} "
                f"listening sockets closed {took:.2f} s after the signal")
 
         # the supervisor is killed (kill -9, the OOM killer): its processes die with it, those
@@ -316,7 +236,7 @@ def test_mesh_script_leaves_nothing_behind_when_its_terminal_closes_or_it_is_kil
         os.kill(proc.pid, signal.SIGKILL)
         took = gone_within(kids, addrs)
         proc.wait(timeout=10)
-        figure(f"make mesh, kill -9 of the supervisor: {len(kids)} processes gone and {len(addrs)} listening "
+        report(f"make mesh, kill -9 of the supervisor: {len(kids)} processes gone and {len(addrs)} listening "
                f"sockets closed {took:.2f} s after it")
 
         # the next start comes up and says what it cleaned
@@ -366,7 +286,7 @@ def test_the_experiment_keeps_serving_while_its_control_plane_is_killed():
         # started again, both Envoys connected to it (their retry back-off: seconds)
         poll(lambda: "istio-xds is back" in out.read_text(errors="replace"), 60, "istio-xds to be back")
         back = next(line for line in out.read_text(errors="replace").splitlines() if "istio-xds is back" in line)
-        figure(f"make mesh, kill -9 of istio-xds under steady load: {len(load.failures)} failed of {during} requests "
+        report(f"make mesh, kill -9 of istio-xds under steady load: {len(load.failures)} failed of {during} requests "
                f"in the 30 s after; {back.strip('= >')}")
         assert proc.poll() is None
         # and the control plane works again: a live upgrade is pushed and acknowledged

@@ -11,35 +11,18 @@ import base64
 import json
 import os
 import subprocess
-import time
 from collections import Counter
 
 import requests
 
-from harness import COOKIE, HOST, MODEL, OUT, metric, poll
+from harness import (COOKIE, HOST, MODEL, metric, poll, report, serving_count, set_cookie, settled, shadow_count,
+                     version_of)
 
 DEFAULTS = ()
 SPLIT_80_20 = ("istio.canary.weights.stable=80,istio.canary.weights.canary=20",)
 ROLLBACK = ("istio.canary.weights.stable=100,istio.canary.weights.canary=0",)
 CANARY_OFF = ("istio.canary.enabled=false",)
 SHADOW_25 = ("modelService.shadow.enabled=true,modelService.shadow.mirror.percent=25",)
-
-
-def report(line: str) -> None:
-    print(line)
-    with open(OUT / "figures.txt", "a") as f:
-        f.write(line + "\n")
-
-
-def version_of(r: requests.Response) -> str:
-    assert r.status_code == 200, f"{r.status_code} {r.text[:200]}"
-    return r.json()["app_version"]
-
-
-def set_cookie(r: requests.Response) -> str | None:
-    """The sticky cookie `NAME=VALUE` Envoy set on this response, if any."""
-    v = r.headers.get("set-cookie")
-    return v.split(";")[0] if v else None
 
 
 def new_visitors(client, n: int) -> Counter:
@@ -151,14 +134,6 @@ def test_rollback_sends_nobody_to_v2_whatever_the_cookie(mesh, client):
         report(f"rollback {sets[0]}: 400 requests (new, v2 cookie, x-version v2, canary. host) -> {dict(total)}")
 
 
-def shadow_count(stack) -> float:
-    return metric(stack.model_metrics("v2"), "sms_model_predictions_total", source="shadow")
-
-
-def serving_count(stack) -> float:
-    return metric(stack.model_metrics("v1"), "sms_model_predictions_total", source="app")
-
-
 def mirror_sent(stack) -> int:
     """Requests the apps' sidecar has sent to the model Service's v2 subset: the mirror's
     cluster (Istio's cluster stat names end with ";", its tag-extraction delimiter)."""
@@ -167,21 +142,6 @@ def mirror_sent(stack) -> int:
     lines = stats.strip().splitlines()
     assert lines, f"the sidecar has no upstream_rq_total for {cluster}"
     return sum(int(line.rsplit(":", 1)[1]) for line in lines)
-
-
-def settled(read, what: str) -> float:
-    """The counter once it has stopped moving (mirrored calls finish after the answers)."""
-    last = [read(), time.monotonic()]
-
-    def stable():
-        now = read()
-        if now != last[0]:
-            last[:] = [now, time.monotonic()]
-            return False
-        return time.monotonic() - last[1] > 0.5
-
-    poll(stable, 20, f"{what} to settle")
-    return last[0]
 
 
 def oip_count(stack, version: str, source: str) -> float:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import copy
 from collections import Counter
 
-from harness import APP, COOKIE
-from test_routing import report, version_of
+from harness import APP, COOKIE, report, version_of
 
 
 def seed_recipe(docs: list[dict]) -> list[dict]:

@@ -24,28 +24,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import requests
 
-from harness import DEPLOYMENTS, HOST, OUT, ROOT, Stack, poll
+from harness import DEPLOYMENTS, HOST, OUT, ROOT, Stack, poll, report
+from smsdev.mesh import traffic  # the generator of `make mesh-traffic`
 from smsdev.promtext import samples
-
-sys.path.insert(0, str(ROOT / "istio" / "local"))
-import traffic  # noqa: E402 - the generator of `make mesh-traffic`
 
 EXPERIMENT = ROOT / "target" / "debug" / "sms-experiment"
 NAMESPACE = "sms-app"
 SETS = ("istio.canary.weights.stable=50,istio.canary.weights.canary=50", "modelService.shadow.mirror.percent=100")
 VERDICT_ARGS = ["--namespace", NAMESPACE, "--window", "15m", "--min-samples", "1000", "--min-duration", "0"]
-
-
-def report(line: str = "") -> None:
-    print(line)
-    with open(OUT / "figures.txt", "a") as f:
-        f.write(line + "\n")
 
 
 @pytest.fixture(scope="module")

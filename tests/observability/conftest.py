@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 import uuid
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import requests
 
 from harness import (NAMESPACE, ROOT, Prometheus, free_port, local, poll, scrape_config,
                      wait_http_ok)
+from smsdev import protos
 
 RULES = ROOT / "grafana" / "rules" / "sms-app.rules.yml"
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
@@ -52,23 +52,20 @@ def log_dir(tmp_path_factory) -> Path:
 
 class Grpc:
     """A gRPC client for sms.v1.SpamClassifier built from the repository's proto files at
-    test time (grpc_tools.protoc), plus the standard health check."""
+    test time (grpc_tools.protoc, into the package smsdev.generated.proto), plus the
+    standard health check."""
 
-    def __init__(self, out_dir: Path):
+    def __init__(self):
+        import importlib
+
         import grpc
-        from grpc_tools import protoc
+        from google.protobuf import descriptor_pool, message_factory
         proto_root = ROOT / "proto"
         files = sorted(str(p.relative_to(proto_root)) for p in proto_root.rglob("*.proto"))
         assert files, "no .proto files under proto/"
-        grpc_tools_include = Path(protoc.__file__).parent / "_proto"
-        rc = protoc.main(["protoc", f"-I{proto_root}", f"-I{grpc_tools_include}",
-                          f"--python_out={out_dir}", *files])
-        assert rc == 0, f"protoc failed on {files}"
-        sys.path.insert(0, str(out_dir))
-        import importlib
-        from google.protobuf import descriptor_pool, message_factory
+        pkg = protos.generate("proto", proto_root, files)
         for f in files:
-            importlib.import_module(f[:-len(".proto")].replace("/", ".") + "_pb2")
+            importlib.import_module(f"{pkg}." + f[:-len(".proto")].replace("/", ".") + "_pb2")
         pool = descriptor_pool.Default()
         method = pool.FindServiceByName("sms.v1.SpamClassifier").FindMethodByName("Classify")
         self.request_cls = message_factory.GetMessageClass(method.input_type)
@@ -101,8 +98,8 @@ class Grpc:
 
 
 @pytest.fixture(scope="session")
-def grpc_client(tmp_path_factory):
-    client = Grpc(tmp_path_factory.mktemp("proto-py"))
+def grpc_client():
+    client = Grpc()
     try:
         yield client
     finally:

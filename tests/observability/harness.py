@@ -9,15 +9,16 @@ import math
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import requests
 
-from smsdev import stack as local  # noqa: E402,F401 - the one description of the local stack
-from smsdev.stack import NAMESPACE, ROOT, Proc, ProcGroup, free_port, poll, scrape_config  # noqa: E402,F401 - re-exported
+from smsdev import ROOT, prometheus
+from smsdev import stack as local  # noqa: F401 - re-exported: the one description of the local stack
+from smsdev.procs import Proc, ProcGroup, free_port, poll  # noqa: F401 - re-exported
+from smsdev.prometheus import NAMESPACE, scrape_config  # noqa: F401 - re-exported
 
 
 # --------------------------------------------------------------------------- the contract and the rules
@@ -79,14 +80,14 @@ def wait_http_ok(url: str, proc: Proc, timeout: float = 60):
 # --------------------------------------------------------------------------- Prometheus
 
 class Prometheus:
-    """A real Prometheus as tooling/smsdev/stack.py describes it (the one `make mesh` runs too),
+    """A real Prometheus as smsdev.prometheus describes it (the one `make mesh` runs too),
     with a client for its HTTP API."""
 
     def __init__(self, group: ProcGroup, workdir: Path, config: dict, name: str = "prometheus",
                  extra_args: tuple = ()):
         self.port = free_port()
-        svc = local.prometheus(name, listen=f"127.0.0.1:{self.port}", workdir=workdir, config=config,
-                               args=extra_args)
+        svc = prometheus.server(name, listen=f"127.0.0.1:{self.port}", workdir=workdir, config=config,
+                                args=extra_args)
         self.url = svc.addresses["url"]
         self.proc = group.start(name, [svc.binary, *svc.args])
         wait_http_ok(svc.ready_url, self.proc)

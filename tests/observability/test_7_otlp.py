@@ -1,5 +1,5 @@
 """OTLP export: with OTEL_EXPORTER_OTLP_ENDPOINT set, both services (real processes, started
-by tooling/smsdev/stack.py) export their spans over OTLP/gRPC to a real gRPC receiver (grpcio,
+by smsdev.stack) export their spans over OTLP/gRPC to a real gRPC receiver (grpcio,
 serving the OTLP collector protos of the very opentelemetry-proto crate the services link),
 as one trace that continues the caller's `traceparent`, the model's span a child of the
 app's, each under its own `service.name`; and their metrics, by the same names as on their
@@ -10,7 +10,6 @@ import importlib
 import json
 import re
 import subprocess
-import sys
 import threading
 from concurrent import futures
 from pathlib import Path
@@ -18,9 +17,9 @@ from pathlib import Path
 import grpc
 import pytest
 import requests
-from grpc_tools import protoc
 
 from harness import ROOT, free_port, local, poll
+from smsdev import protos
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -44,17 +43,14 @@ def otlp_protos() -> Path:
 class Receiver:
     """Records (service.name, span) and (service.name, metric name) of every export."""
 
-    def __init__(self, out: Path):
-        root = otlp_protos()
+    def __init__(self):
         files = [f"opentelemetry/proto/{p}" for p in (
             "common/v1/common.proto", "resource/v1/resource.proto", "trace/v1/trace.proto",
             "metrics/v1/metrics.proto", "collector/trace/v1/trace_service.proto",
             "collector/metrics/v1/metrics_service.proto")]
-        include = Path(protoc.__file__).parent / "_proto"
-        assert protoc.main(["protoc", f"-I{root}", f"-I{include}", f"--python_out={out}", *files]) == 0
-        sys.path.insert(0, str(out))
-        self.trace = importlib.import_module("opentelemetry.proto.collector.trace.v1.trace_service_pb2")
-        self.metrics = importlib.import_module("opentelemetry.proto.collector.metrics.v1.metrics_service_pb2")
+        pkg = protos.generate("otlp", otlp_protos(), files)  # the package smsdev.generated.otlp
+        self.trace = importlib.import_module(f"{pkg}.opentelemetry.proto.collector.trace.v1.trace_service_pb2")
+        self.metrics = importlib.import_module(f"{pkg}.opentelemetry.proto.collector.metrics.v1.metrics_service_pb2")
         self.spans, self.metric_names, self.lock = [], set(), threading.Lock()
 
     @staticmethod
@@ -93,8 +89,8 @@ class Receiver:
 
 
 @pytest.fixture(scope="module")
-def receiver(tmp_path_factory):
-    r = Receiver(tmp_path_factory.mktemp("otlp-py"))
+def receiver():
+    r = Receiver()
     server, endpoint = r.serve()
     r.endpoint = endpoint
     try:

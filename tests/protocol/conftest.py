@@ -1,20 +1,17 @@
 """Fixtures: the real model service (v1, and a v2 shadow of it) as processes on 127.0.0.1
-from tooling/smsdev/stack.py, stopped by PID; sms.v1's Python stubs made from the repository's
-.proto with grpcio-tools, so each answer can be checked against Classify's."""
+as smsdev.stack describes them, stopped by PID; sms.v1's Python stubs made from the repository's
+.proto with grpcio-tools (smsdev.protos), so each answer can be checked against Classify's."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
+import importlib
 
 import grpc
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-from smsdev import stack as local  # noqa: E402 - the one description of the local stack
+from smsdev import ROOT, protos
+from smsdev import stack as local  # the one description of the local stack
+from smsdev.procs import free_port
 
 OUT = ROOT / "test-output" / "protocol"
 
@@ -32,7 +29,7 @@ class Model:
 
 
 def addr() -> str:
-    return f"127.0.0.1:{local.free_port()}"
+    return f"127.0.0.1:{free_port()}"
 
 
 @pytest.fixture(scope="session")
@@ -61,13 +58,11 @@ def shadow(stack) -> Model:
 
 @pytest.fixture(scope="session")
 def sms_v1():
-    """sms.v1's messages and stub, generated from proto/sms/v1/classifier.proto."""
-    out = Path(tempfile.mkdtemp(prefix="sms-v1-stubs-"))
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}", f"--python_out={out}",
-                    f"--grpc_python_out={out}", "sms/v1/classifier.proto"], check=True)
-    sys.path.insert(0, str(out))
-    from sms.v1 import classifier_pb2, classifier_pb2_grpc  # noqa: PLC0415
-    return classifier_pb2, classifier_pb2_grpc
+    """sms.v1's messages and stub, generated from proto/sms/v1/classifier.proto (into the
+    package smsdev.generated.sms_v1)."""
+    pkg = protos.generate("sms_v1", ROOT / "proto", ["sms/v1/classifier.proto"], grpc=True)
+    return (importlib.import_module(f"{pkg}.sms.v1.classifier_pb2"),
+            importlib.import_module(f"{pkg}.sms.v1.classifier_pb2_grpc"))
 
 
 @pytest.fixture(scope="session")

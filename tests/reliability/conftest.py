@@ -1,15 +1,15 @@
-"""Fixtures: a stack of real processes (tooling/smsdev/stack.py), stopped by PID after each test."""
+"""Fixtures: a stack of real processes (smsdev.stack, smsdev.procs), stopped by PID after each test."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from smsdev import procs  # processes followed by PID, free ports, polling
+from smsdev import stack as local  # the one description of the local stack
 
-from smsdev import stack as local  # noqa: E402 - the one description of the local stack
+ROOT = Path(__file__).resolve().parents[2]
 
 OUT = ROOT / "test-output" / "reliability"
 
@@ -24,7 +24,7 @@ def stack(request):
 
 
 def addr() -> str:
-    return f"127.0.0.1:{local.free_port()}"
+    return f"127.0.0.1:{procs.free_port()}"
 
 
 def figure(line: str):

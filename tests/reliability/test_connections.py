@@ -12,7 +12,7 @@ import subprocess
 import time
 import urllib.request
 
-from conftest import addr, figure, local
+from conftest import addr, figure, local, procs
 from smsdev.promtext import metric
 
 PARTIAL_HTTP = b"POST /sms/ HTTP/1.1\r\nHost: sms\r\nContent-Type: application/json\r\n"
@@ -95,18 +95,18 @@ def test_idle_and_half_open_connections_are_closed_within_the_idle_timeout(stack
         took = seconds_until_closed(s, since, limit=IDLE + 5)
         figure(f"idle timeout {IDLE} s: {what}: closed after {took:.2f} s")
         assert IDLE * 0.5 <= took <= IDLE + 2, f"{what}: closed after {took:.2f} s (idle timeout {IDLE} s)"
-    assert local.http_ok(app.addresses["url"] + "/readyz"), "the app does not answer after closing idle connections"
+    assert procs.http_ok(app.addresses["url"] + "/readyz"), "the app does not answer after closing idle connections"
 
 
 def test_sigterm_ends_within_its_bound_while_clients_hold_connections(stack):
     bound = 2
     model, app = start_both(stack, IDLE_TIMEOUT_SECS="300", SHUTDOWN_TIMEOUT_SECS=str(bound))
     held = holders(model, app)
-    procs = {p.name: p for p in stack.procs}
+    both = {p.name: p for p in stack.procs}
     start = time.monotonic()
-    for p in procs.values():
+    for p in both.values():
         p.terminate()
-    for name, p in procs.items():
+    for name, p in both.items():
         code = p.popen.wait(timeout=bound + 30)
         took = time.monotonic() - start
         figure(f"SIGTERM with {len(held)} half-open connections held, SHUTDOWN_TIMEOUT_SECS={bound}: "
@@ -125,9 +125,9 @@ def test_running_out_of_file_descriptors_is_logged_and_heals(stack):
     subprocess.run(["prlimit", f"--pid={proc.pid}", "--nofile=64:64"], check=True)
     web = host_port(app.addresses["url"])
     held = [hold(web, PARTIAL_HTTP) for _ in range(80)]  # more than the process may open
-    local.poll(lambda: "cannot accept a connection" in proc.log(), 10, "the app to log that it cannot accept")
+    procs.poll(lambda: "cannot accept a connection" in proc.log(), 10, "the app to log that it cannot accept")
     # The held connections time out, and new ones are served again.
-    healed = local.poll(lambda: local.http_ok(app.addresses["url"] + "/livez", timeout=1), IDLE + 10,
+    healed = procs.poll(lambda: procs.http_ok(app.addresses["url"] + "/livez", timeout=1), IDLE + 10,
                         "the app to answer again")
     for s in held:
         s.close()
@@ -156,7 +156,7 @@ def test_connections_over_max_connections_are_refused_at_once(stack):
     for s in held:
         s.close()
     # Slots free again once the held connections are gone.
-    local.poll(lambda: local.http_ok(app.addresses["url"] + "/readyz", timeout=1), 10, "the app to accept again")
+    procs.poll(lambda: procs.http_ok(app.addresses["url"] + "/readyz", timeout=1), 10, "the app to accept again")
     # Each refusal is counted where dashboards see it.
     app_page = urllib.request.urlopen(app.addresses["metrics"], timeout=5).read().decode()
     model_page = urllib.request.urlopen(model.addresses["metrics"], timeout=5).read().decode()
@@ -212,7 +212,7 @@ def test_connections_wait_in_the_listen_queues_while_the_server_is_busy(stack):
     one_queue = min(4096, somaxconn) + 1
     expected = wanted if 4 * one_queue >= 2 * wanted else min(wanted, 2 * one_queue)
     assert established >= expected, f"{established} of {wanted} connections were taken while the server was stopped"
-    local.poll(lambda: local.http_ok(app.addresses["url"] + "/livez", timeout=1), 10, "the app to answer again")
+    procs.poll(lambda: procs.http_ok(app.addresses["url"] + "/livez", timeout=1), 10, "the app to answer again")
     figure(f"app stopped (SIGSTOP): {established} of {wanted} new connections taken into its listen queues "
            f"(somaxconn {somaxconn}); answering again after SIGCONT")
 

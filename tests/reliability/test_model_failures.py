@@ -12,7 +12,7 @@ import threading
 import time
 from collections import Counter
 
-from conftest import addr, figure, local
+from conftest import addr, figure, local, procs
 
 CLIENTS = 16
 
@@ -83,7 +83,7 @@ def test_a_stalled_then_killed_model_gives_users_only_200_or_503(stack):
         model_proc.expected_exit = True
         time.sleep(2)
         stack.up(model)  # the same ports, as a restarted pod behind its Service
-        local.poll(lambda: load.since(time.monotonic() - 0.5)[200] > 0, 30, "answers to succeed again")
+        procs.poll(lambda: load.since(time.monotonic() - 0.5)[200] > 0, 30, "answers to succeed again")
         time.sleep(1)
         recovered = time.monotonic()
         marks.append(("restarted", recovered))

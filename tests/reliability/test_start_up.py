@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import addr, local
+from conftest import addr, local, procs
 
 CASES = {
     "missing ONNX Runtime": ({"ORT_DYLIB_PATH": "/nonexistent/libonnxruntime.so"}, ["ORT_DYLIB_PATH", "make ort"]),
@@ -40,7 +40,7 @@ def test_the_model_splits_the_cores_between_serving_and_inference(stack, env):
     serving = int(env.get("RUNTIME_THREADS", max(1, cores // 2)))
     inference = int(env.get("INFERENCE_WORKERS", -(-cores // 2)))
     proc = stack.up(local.model(grpc=addr(), metrics=addr(), MODEL_RELOAD_SECS="0", RUST_LOG="info", **env))
-    local.poll(lambda: "ready:" in proc.log(), 10, "the ready line")
+    procs.poll(lambda: "ready:" in proc.log(), 10, "the ready line")
     ready = next(line for line in proc.log().splitlines() if "ready:" in line)
     assert f", {inference} inference threads; {serving} serving threads" in ready, ready
     # The threads are there (tokio names its workers and its blocking pool alike).

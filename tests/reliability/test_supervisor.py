@@ -1,4 +1,4 @@
-"""`make run` (scripts/run-local.sh, then tooling/smsdev/stack.py run) leaves nothing behind:
+"""`make run` (scripts/run-local.sh, then `python -m smsdev.run`) leaves nothing behind:
 closing its terminal (SIGHUP to the process group) stops it in order, as Ctrl-C
 does; `kill -9` of the supervisor takes every process it started with it (the kernel's
 parent-death signal); either way no process it started is alive and every port it held is
@@ -15,7 +15,8 @@ import signal
 import subprocess
 import time
 
-from conftest import OUT, ROOT, figure, local
+from conftest import OUT, ROOT, figure
+from smsdev.procs import children, free_port, listening, poll, running
 
 
 def start(run_dir, ports: dict, out):
@@ -27,7 +28,7 @@ def start(run_dir, ports: dict, out):
                             stdin=subprocess.DEVNULL, start_new_session=True)
     log.close()
     try:
-        local.poll(lambda: proc.poll() is None and "is running" in out.read_text(errors="replace"), 300,
+        poll(lambda: proc.poll() is None and "is running" in out.read_text(errors="replace"), 300,
                    "scripts/run-local.sh to print its banner")
     except AssertionError:
         kill(proc)
@@ -46,20 +47,20 @@ def started(proc, run_dir) -> dict[int, str]:
     each holding the ports of its service."""
     recorded = {c["pid"]: c["name"] for c in json.loads((run_dir / "processes.json").read_text())["children"]}
     assert sorted(recorded.values()) == ["app", "model"], recorded
-    assert local.children(proc.pid) == set(recorded), (local.children(proc.pid), recorded)
+    assert children(proc.pid) == set(recorded), (children(proc.pid), recorded)
     return recorded
 
 
 def held(pids) -> set[tuple[str, int]]:
-    return {addr for addr, holders in local.listening().items() if holders & set(pids)}
+    return {addr for addr, holders in listening().items() if holders & set(pids)}
 
 
 def gone_within(pids, ports: set, seconds: float = 5) -> float:
     """Seconds until none of `pids` runs and nobody listens on `ports`; fails after `seconds`."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < seconds:
-        alive = [p for p in pids if local.running(p)]
-        busy = ports & set(local.listening())
+        alive = [p for p in pids if running(p)]
+        busy = ports & set(listening())
         if not alive and not busy:
             return time.monotonic() - t0
         time.sleep(0.05)
@@ -69,8 +70,8 @@ def gone_within(pids, ports: set, seconds: float = 5) -> float:
 def test_make_run_leaves_nothing_behind_when_its_terminal_closes_or_it_is_killed():
     run_dir = OUT / "make-run"
     shutil.rmtree(run_dir, ignore_errors=True)
-    ports = {"APP_PORT": local.free_port(), "MODEL_PORT": local.free_port(), "MODEL_METRICS_PORT": local.free_port(),
-             "MODEL_INFERENCE_PORT": local.free_port()}
+    ports = {"APP_PORT": free_port(), "MODEL_PORT": free_port(), "MODEL_METRICS_PORT": free_port(),
+             "MODEL_INFERENCE_PORT": free_port()}
     procs = []
     try:
         # the terminal closes: SIGHUP to the whole foreground group, as the kernel sends it

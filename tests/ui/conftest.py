@@ -1,17 +1,16 @@
 """Fixtures: the real model and app services as processes on 127.0.0.1, and headless
 Chromium driven through chromedriver (no browser download: Debian's packages)."""
 
-import sys
 import tempfile
-from pathlib import Path
 
 import pytest
 import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from smsdev import stack as local  # noqa: E402 - the one description of the local stack
-from smsdev.stack import ROOT, free_port, poll  # noqa: E402
+from smsdev import ROOT
+from smsdev import stack as local  # the one description of the local stack
+from smsdev.procs import free_port, poll
 
 OUT = ROOT / "test-output" / "ui"
 
@@ -21,7 +20,7 @@ def wait_until(check, what: str, timeout: float = 20.0):
 
 
 class Stack:
-    """Model v1 and app v1, from tooling/smsdev/stack.py; the model can be stopped and restarted."""
+    """Model v1 and app v1, as smsdev.stack describes them; the model can be stopped and restarted."""
 
     def __init__(self):
         self.procs = local.Stack(OUT)

@@ -1,7 +1,7 @@
 // istio-xds: Istio's own control plane code (the pilot config generator and its ADS
 // server, from istio.io/istio's pilot/test/xds package) serving real Envoys over plaintext
 // gRPC on 127.0.0.1, with no Kubernetes: the configuration is read from YAML files (the
-// rendered chart plus the local overlay, see istio/local/overlay.py) into Istio's
+// rendered chart plus the local overlay, see tooling/smsdev/mesh/overlay.py) into Istio's
 // in-memory config store. Non-Istio kinds in the files are ignored.
 //
 //	istio-xds -xds 127.0.0.1:15010 -control 127.0.0.1:15014 -config FILE

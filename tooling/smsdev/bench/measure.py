@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import urllib.request
 
+from smsdev import procs
 from smsdev import stack as local
 from smsdev.promtext import by_label
 
@@ -26,7 +27,7 @@ def scrape(url: str) -> str:
     def page():
         with urllib.request.urlopen(url, timeout=10) as r:
             return r.read().decode()
-    return local.poll(page, 10, what=f"{url} answering")
+    return procs.poll(page, 10, what=f"{url} answering")
 
 
 def model_codes(page: str) -> dict[str, float]:
@@ -68,7 +69,7 @@ def check_codes(name: str, codes: dict, load: dict, allowed: set, abandoned_at_e
         raise BenchError(f"{name}: h2load finished {load['requests']} calls, the model counted {counted}")
 
 
-def grpc_load(s: Session, name: str, group: str, svc: local.Service, proc: local.Proc, connections: int,
+def grpc_load(s: Session, name: str, group: str, svc: local.Service, proc: procs.Proc, connections: int,
               streams: int = 1, **extra) -> dict:
     """Classify at `connections` x `streams` in flight, every answer Ok."""
     grpc, metrics = svc.addresses["grpc"], svc.addresses["metrics"]
@@ -86,7 +87,7 @@ def grpc_load(s: Session, name: str, group: str, svc: local.Service, proc: local
                    **extra})
 
 
-def http_load(s: Session, name: str, group: str, url: str, proc: local.Proc, connections: int = 16,
+def http_load(s: Session, name: str, group: str, url: str, proc: procs.Proc, connections: int = 16,
               app_metrics: str | None = None, **extra) -> dict:
     """POST /sms/ at `connections`, every answer 200: counted by the app itself when it is
     ours (`app_metrics`), by wrk otherwise."""

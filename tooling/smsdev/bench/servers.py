@@ -7,8 +7,10 @@ stopped together."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+from smsdev import procs
 from smsdev import stack as local
 
 from .common import CHART_MODEL_LOGGING, ROOT
@@ -26,9 +28,9 @@ class Servers:
     def stop_all(self):
         self.stack.stop_all()
 
-    def model(self, name: str, version: str = "v1", root: Path = local.MODELS, **env) -> tuple[local.Service, local.Proc]:
+    def model(self, name: str, version: str = "v1", root: Path = local.MODELS, **env) -> tuple[local.Service, procs.Proc]:
         """The model service (release build) serving `version` from `root`."""
-        svc = local.model(name, grpc=f"127.0.0.1:{local.free_port()}", metrics=f"127.0.0.1:{local.free_port()}",
+        svc = local.model(name, grpc=f"127.0.0.1:{procs.free_port()}", metrics=f"127.0.0.1:{procs.free_port()}",
                           version=version, model_root=root,
                           # The chart's logging (helm/values.yaml modelService.logLevel/logFormat):
                           # the headline figures are the model as the chart runs it.
@@ -37,14 +39,14 @@ class Servers:
 
     def app(self, name: str, model: local.Service, version: str = "v1", cache: bool = False, **env):
         """The app (release build) in front of `model`, at warn."""
-        svc = local.app(name, http=f"127.0.0.1:{local.free_port()}", model_host=f"http://{model.addresses['grpc']}",
+        svc = local.app(name, http=f"127.0.0.1:{procs.free_port()}", model_host=f"http://{model.addresses['grpc']}",
                         version=version, cache=cache, **{"RUST_LOG": "warn", **env})
         return svc, self.stack.up(svc, timeout=60)
 
-    def fastapi(self, name: str, model_dir: Path) -> tuple[str, local.Proc]:
+    def fastapi(self, name: str, model_dir: Path) -> tuple[str, procs.Proc]:
         """FastAPI + onnxruntime under uvicorn (2 workers, uvloop, httptools) on `model_dir`;
         returns its URL."""
-        port = local.free_port()
+        port = procs.free_port()
         venv = Path(self.venv)
         proc = self.stack.start(name, [venv / "bin" / "python", "-m", "uvicorn", f"{FASTAPI_APP.stem}:app",
                                        "--app-dir", FASTAPI_APP.parent, "--host", "127.0.0.1", "--port", str(port),
@@ -55,15 +57,15 @@ class Servers:
 
         def ready():
             proc.check_alive()
-            return local.http_ok(f"{url}/healthz")
-        local.poll(ready, 60, what=f"{name} ready")
+            return procs.http_ok(f"{url}/healthz")
+        procs.poll(ready, 60, what=f"{name} ready")
         return url, proc
 
-    def mlserver(self) -> tuple[str, local.Proc]:
+    def mlserver(self) -> tuple[str, procs.Proc]:
         """Seldon's MLServer serving models/v1's model.onnx as `sms-spam` through the minimal
         runtime in bench/mlserver; returns its gRPC address."""
         venv = Path(self.mlserver_venv)
-        grpc_port, http_port, metrics_port = local.free_port(), local.free_port(), local.free_port()
+        grpc_port, http_port, metrics_port = procs.free_port(), procs.free_port(), procs.free_port()
         models = self.work / "mlserver-models"
         (models / "sms-spam").mkdir(parents=True, exist_ok=True)
         (models / "settings.json").write_text(json.dumps({
@@ -75,12 +77,13 @@ class Servers:
         (models / "sms-spam" / "model-settings.json").write_text(json.dumps({
             "name": "sms-spam", "implementation": "sms_onnx.SmsOnnx",
             "parameters": {"uri": str(local.MODELS / "v1" / "model.onnx")}}))
-        proc = self.stack.start("mlserver", [venv / "bin" / "mlserver", "start", str(models)],
-                                env={"PYTHONPATH": str(MLSERVER_DIR)})
+        # MLServer imports a model's runtime from the model's own folder.
+        shutil.copy(MLSERVER_DIR / "sms_onnx.py", models / "sms-spam" / "sms_onnx.py")
+        proc = self.stack.start("mlserver", [venv / "bin" / "mlserver", "start", str(models)])
         url = f"http://127.0.0.1:{http_port}/v2/models/sms-spam/ready"
 
         def ready():
             proc.check_alive()
-            return local.http_ok(url)
-        local.poll(ready, 120, what="MLServer ready")
+            return procs.http_ok(url)
+        procs.poll(ready, 120, what="MLServer ready")
         return f"127.0.0.1:{grpc_port}", proc

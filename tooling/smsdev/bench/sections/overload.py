@@ -13,6 +13,7 @@ import json
 import time
 import urllib.request
 
+from smsdev import procs
 from smsdev import stack as local
 from smsdev.promtext import metric
 
@@ -129,8 +130,8 @@ def app_healthy(a: local.Service) -> bool:
         with urllib.request.urlopen(req, timeout=5) as r:
             return r.status == 200 and json.loads(r.read())["result"] in ("spam", "ham")
     try:
-        local.poll(ok, 10, what="app answering after overload")
-        return local.http_ok(a.ready_url)
+        procs.poll(ok, 10, what="app answering after overload")
+        return procs.http_ok(a.ready_url)
     except AssertionError:
         return False
 
@@ -142,7 +143,7 @@ def model_healthy(s: Session, m: local.Service) -> bool:
         load = s.h2.run(m.addresses["grpc"], connections=1, count=20)
         return load["requests"] == 20 and delta(model_codes(scrape(m.addresses["metrics"])), before) == {"Ok": 20}
     try:
-        local.poll(ok, 10, what="model answering after overload")
+        procs.poll(ok, 10, what="model answering after overload")
         return True
     except AssertionError:
         return False

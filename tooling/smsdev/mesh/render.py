@@ -1,7 +1,7 @@
 """Render the chart with the real Helm engine (Helm v4 Go SDK through helm-python-sdk, no
 helm binary, no cluster), with values given as a user types them for `helm upgrade`.
 
-  render.py [--set EXPR]... [-f values.yaml]... [-o rendered.yaml]
+  python -m smsdev.mesh.render [--set EXPR]... [-f values.yaml]... [-o rendered.yaml]
 
 Several `--set` are merged in order, later ones winning, as Helm does; values.schema.json
 and the chart's own checks are enforced (a refused value exits non-zero with Helm's
@@ -17,7 +17,9 @@ from pathlib import Path
 import helm_python as helm
 import yaml
 
-CHART = Path(__file__).resolve().parents[2] / "helm"
+from smsdev import ROOT
+
+CHART = ROOT / "helm"
 RELEASE = "sms-app"
 NAMESPACE = "sms-app"
 

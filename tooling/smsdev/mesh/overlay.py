@@ -18,7 +18,8 @@ What it adds or changes, and why:
   install creates it): each Gateway port maps to the local gateway port, like the
   install's 80 -> 8080; and the chart's Gateway servers bind 127.0.0.1 instead of 0.0.0.0.
 
-Used by istio/local/supervise.py, which writes the result to istio.yaml for istio-xds.
+Used by the mesh's supervisor (smsdev.mesh.plan), which writes the result to istio.yaml for
+istio-xds.
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ ham messages: a shifted mix, for the drift rules and PredictionDrift. Bounded by
 and --count, whichever comes first; --concurrency visitors at a time, at most --rate
 requests a second (0: as fast as the visitors get answers).
 
-  traffic.py --messages FILE [--gateway URL] [--host HOST] [--duration S] [--count N]
-             [--concurrency C] [--rate R] [--per-visitor K] [--wrong-guesses SHARE] [--zipf S] [--seed N]
-             [--mix split|spam-only|ham-only] [--cookie NAME] [--json]
+  python -m smsdev.mesh.traffic --messages FILE [--gateway URL] [--host HOST] [--duration S] [--count N]
+                                [--concurrency C] [--rate R] [--per-visitor K] [--wrong-guesses SHARE] [--zipf S] [--seed N]
+                                [--mix split|spam-only|ham-only] [--cookie NAME] [--json]
 
 Prints a summary: requests and rate, per app version (requests, visitors, answers from
 the cache, agreement with the guess), status counts, and visitors that saw both versions
@@ -32,7 +32,6 @@ import argparse
 import bisect
 import itertools
 import json
-import os
 import random
 import sys
 import threading
@@ -43,6 +42,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
+
+from smsdev.mesh import instance
 
 LABELS = ("ham", "spam")
 # The messages a mix sends: the whole split (its own spam share), or only one label.
@@ -231,8 +232,8 @@ def run(gateway: str, host: str, messages: list[tuple[str, str]], *, duration: f
 def running_gateway(mesh_dir: Path) -> tuple[str, str] | None:
     """(URL to connect to, Host header) of the running `make mesh`, from its instance file."""
     try:
-        gw = urlsplit(json.loads((mesh_dir / "instance.json").read_text())["gateway"])
-    except (OSError, ValueError, KeyError):
+        gw = urlsplit((instance.read(mesh_dir) or {})["gateway"])
+    except (KeyError, TypeError, ValueError):
         return None
     return f"http://127.0.0.1:{gw.port or 80}", gw.hostname or "sms.localhost"
 
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--concurrency and --per-visitor must be at least 1")
     gateway, host = a.gateway, a.host
     if not gateway:
-        found = running_gateway(Path(os.environ.get("MESH_DIR", Path(__file__).resolve().parents[2] / ".cache" / "mesh")))
+        found = running_gateway(instance.run_dir())
         if not found:
             print("error: no running mesh found (start it with `make mesh`, or give --gateway)", file=sys.stderr)
             return 1
