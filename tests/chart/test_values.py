@@ -132,7 +132,6 @@ def _merge(a: dict, b: dict) -> dict:
 def doc_examples():
     """Every `$U --set ...` example of docs/helm.md, as the argument list a shell gives helm."""
     import re
-    import shlex
 
     from conftest import ROOT
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness import (NAMESPACE, ROOT, Prometheus, free_port, local, poll, scrape_config,
+from harness import (ROOT, Prometheus, free_port, local, poll, scrape_config,
                      wait_http_ok)
 from smsdev import protos
 

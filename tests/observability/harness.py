@@ -21,6 +21,15 @@ from smsdev.procs import Proc, ProcGroup, free_port, poll  # noqa: F401 - re-exp
 from smsdev.prometheus import NAMESPACE, scrape_config  # noqa: F401 - re-exported
 
 
+# --------------------------------------------------------------------------- the dashboards
+
+def variable_query(variable: dict) -> str:
+    """A query variable's PromQL: the SDK writes the Prometheus editor's object (or a string)."""
+    q = variable["query"]
+    return q["query"] if isinstance(q, dict) else q
+
+
+
 # --------------------------------------------------------------------------- the contract and the rules
 # What several test files read: the shipped rules and docs/contracts.md's metrics.
 

@@ -26,14 +26,14 @@ else
   log "scripts/ensure-ort.sh FAILED: the model service cannot start"
 fi
 
-# Sloth, which test_8_slo.py runs on the SLO spec (a Go build, ~2 min the first time):
+# Sloth, which test_slo.py runs on the SLO spec (a Go build, ~2 min the first time):
 # built here so that no test waits for it.
 scripts/ensure-sloth.sh >/dev/null || log "scripts/ensure-sloth.sh FAILED: the SLO tests will fail"
-# Grafana's Foundation SDK, with which test_2_dashboards.py regenerates the dashboards
+# Grafana's Foundation SDK, with which test_dashboards.py regenerates the dashboards
 # (grafana/dashboards/src/generate.sh, `make dashboards`, uses the same virtualenv).
 venv_ensure dashboards grafana/dashboards/src/requirements.txt >/dev/null
 
 cd tests/observability
 exec "$venv/bin/python" -m pytest -p no:cacheprovider --timeout=300 -ra "$@" \
-  test_1_rules.py test_2_dashboards.py test_3_prometheus.py test_4_alerting.py test_5_tracing.py \
-  test_6_model_down.py test_7_otlp.py test_8_slo.py
+  test_rules.py test_dashboards.py test_prometheus.py test_alerting.py test_tracing.py \
+  test_model_down.py test_otlp.py test_slo.py

@@ -10,7 +10,6 @@ import urllib.error
 import urllib.request
 
 import grpc
-import numpy as np
 import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb, grpc_predict_v2_pb2_grpc as pb_grpc
 

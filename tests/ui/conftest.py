@@ -4,7 +4,6 @@ Chromium driven through chromedriver (no browser download: Debian's packages).""
 import tempfile
 
 import pytest
-import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 

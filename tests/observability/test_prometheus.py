@@ -10,8 +10,7 @@ import requests
 import yaml
 
 from harness import (NAMESPACE, ROOT, Load, data_queries, finite, poll, promql_names,
-                     require_tool, run)
-from test_2_dashboards import variable_query
+                     require_tool, run, variable_query)
 
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 RULES = ROOT / "grafana" / "rules" / "sms-app.rules.yml"

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from harness import BUILTIN, ROOT, RULES, SCRAPE_LABELS, contract_metrics, promql_names
+from harness import BUILTIN, ROOT, RULES, SCRAPE_LABELS, contract_metrics, promql_names, variable_query
 
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 GENERATE = ROOT / "grafana" / "dashboards" / "src" / "generate.sh"
@@ -28,12 +28,6 @@ def test_contract_parser_reads_the_metrics():
 
 def load(path):
     return json.loads(path.read_text())
-
-
-def variable_query(variable: dict) -> str:
-    """A query variable's PromQL: the SDK writes the Prometheus editor's object (or a string)."""
-    q = variable["query"]
-    return q["query"] if isinstance(q, dict) else q
 
 
 def test_committed_dashboards_are_what_the_code_generates(tmp_path):
