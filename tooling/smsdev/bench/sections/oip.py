@@ -11,6 +11,10 @@ from ..measure import grpc_load, oip_load
 from ..session import Session
 
 
+# The order of a comparison's runs: each side four times, symmetric about the middle twice.
+ABBA_ABBA = "ABBAABBA"
+
+
 def run(s: Session):
     report.section(f"the Open Inference Protocol: ModelInfer against Classify, 64 rows, and Seldon's MLServer "
                    f"({s.a.warmup:g} s warm-up + {s.a.duration:g} s each, c16, h2load)")
@@ -19,20 +23,24 @@ def run(s: Session):
     grpc, metrics = m.addresses["grpc"], m.addresses["metrics"]
     print(report.ROW_HEADER)
     out = {}
-    # Classify, ModelInfer, ModelInfer, Classify: a drift of the shared machine during the
-    # four runs weighs on both alike.
-    for when, call in (("1", "classify"), ("1", "infer1"), ("2", "infer1"), ("2", "classify")):
-        if call == "classify":
+    # Each comparison runs its two sides in the order ABBA ABBA: a drift of the shared
+    # machine's speed during the runs weighs on both sides alike.
+    for i, call in enumerate(ABBA_ABBA):
+        when = str(i // 2 + 1)
+        if call == "A":
             out[f"classify-{when}"] = grpc_load(s, f"oip: Classify c16 ({when})", "oip", m, p, 16, version="v1")
         else:
             out[f"infer1-{when}"] = oip_load(s, f"oip: ModelInfer 1 row c16 ({when})", s.h2_infer, grpc, p.pid, 1,
                                              metrics)
-    # The logging's cost: the same calls at the chart's logging and at warn, in turn.
-    for when in ("1", "2"):
-        out[f"warn-{when}"] = grpc_load(s, f"oip: Classify c16 at warn ({when})", "oip-logging", mw, pw, 16,
-                                        version="v1", env=AT_WARN)
-        out[f"chart-{when}"] = grpc_load(s, f"oip: Classify c16 at the chart's logging ({when})", "oip-logging", m, p,
-                                         16, version="v1", env=CHART_MODEL_LOGGING)
+    # The logging's cost: the same calls at warn and at the chart's logging.
+    for i, side in enumerate(ABBA_ABBA):
+        when = str(i // 2 + 1)
+        if side == "A":
+            out[f"warn-{when}"] = grpc_load(s, f"oip: Classify c16 at warn ({when})", "oip-logging", mw, pw, 16,
+                                            version="v1", env=AT_WARN)
+        else:
+            out[f"chart-{when}"] = grpc_load(s, f"oip: Classify c16 at the chart's logging ({when})", "oip-logging",
+                                             m, p, 16, version="v1", env=CHART_MODEL_LOGGING)
     if s.a.mlserver_venv:
         mls, mp = s.servers.mlserver()
         out["mlserver"] = oip_load(s, "oip: MLServer ModelInfer 1 row c16", s.h2_infer, mls, mp.pid, 1)
