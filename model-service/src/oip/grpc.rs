@@ -126,12 +126,15 @@ impl GrpcInferenceService for OipGrpc {
         let guess = guess_of(&request);
         let parent = trace::extract(&Metadata(request.metadata()));
         let deadline = deadline(request.metadata(), oip.serving.request_timeout);
+        // The request is let go before the wait, so the call's state (boxed by async_trait)
+        // does not carry it: a state of a kilobyte or more takes the allocator's slow path.
+        let id = request.into_inner().id;
         let answers = oip.infer(texts, guess, parent, deadline, Protocol::OipGrpc).await?;
         let n = answers.labels.len() as i64;
         let mut response = ModelInferResponse {
             model_name: MODEL_NAME.into(),
             model_version: oip.version().to_string(),
-            id: request.into_inner().id,
+            id,
             ..Default::default()
         };
         for output in wanted {
