@@ -32,10 +32,10 @@ fn infer_request(rows: &[&str]) -> ModelInferRequest {
             name: "text".into(),
             datatype: "BYTES".into(),
             shape: vec![rows.len() as i64],
-            contents: Some(InferTensorContents {
+            contents: Some(Box::new(InferTensorContents {
                 bytes_contents: rows.iter().map(|r| r.as_bytes().to_vec()).collect(),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         }],
         ..Default::default()

@@ -135,6 +135,7 @@ impl GrpcInferenceService for OipGrpc {
             model_name: MODEL_NAME.into(),
             model_version: oip.version().to_string(),
             id,
+            outputs: Vec::with_capacity(wanted.len()),
             ..Default::default()
         };
         for output in wanted {
@@ -142,7 +143,7 @@ impl GrpcInferenceService for OipGrpc {
                 response.raw_output_contents.push(output.raw(&answers));
                 None
             } else {
-                Some(match output {
+                Some(Box::new(match output {
                     Output::Label => InferTensorContents {
                         bytes_contents: answers.labels.iter().map(|l| l.as_bytes().to_vec()).collect(),
                         ..Default::default()
@@ -150,7 +151,7 @@ impl GrpcInferenceService for OipGrpc {
                     Output::Probability => {
                         InferTensorContents { fp32_contents: answers.spam_probabilities.clone(), ..Default::default() }
                     }
-                })
+                }))
             };
             response.outputs.push(InferOutputTensor {
                 name: output.name().into(),

@@ -45,10 +45,10 @@ pub fn typed(rows: &[impl AsRef<[u8]>]) -> ModelInferRequest {
             datatype: "BYTES".into(),
             shape: vec![rows.len() as i64],
             parameters: Default::default(),
-            contents: Some(InferTensorContents {
+            contents: Some(Box::new(InferTensorContents {
                 bytes_contents: rows.iter().map(|r| r.as_ref().to_vec()).collect(),
                 ..Default::default()
-            }),
+            })),
         }],
         ..Default::default()
     }
