@@ -52,7 +52,7 @@ def metrics_cost(out: Targets, per_call: dict):
 
 def serving(out: Targets, rows: dict):
     """Section throughput: ours against FastAPI and the dense artifact, latency, memory,
-    the app's share of the model's throughput, the limits' and the logging's cost."""
+    the app's share of the model's throughput, the limits' cost."""
     m1, m2 = rows["model v1 gRPC c16"], rows["model v2 gRPC c16"]
     f1, f2 = rows["FastAPI+onnxruntime v1 HTTP c16"], rows["FastAPI+onnxruntime v2 HTTP c16"]
     dense = rows["model v1 dense (pre-lean) artifact gRPC c16"]
@@ -85,10 +85,6 @@ def serving(out: Targets, rows: dict):
         ratio = 100 * ship / rows[raised]["rps"]
         out.add("limits", f"{who} c16 req/s, shipped limits (mean of the runs around) / raised (%)", ratio,
                 ">= 95 (no lower; 5 % for noise)", ratio >= 95)
-    at_warn = statistics.mean(rows[f"model v1 gRPC c16, logging at warn ({w})"]["rps"] for w in ("before", "after"))
-    chart = statistics.mean(rows[f"model v1 gRPC c16, shipped limits ({w})"]["rps"] for w in ("before", "after"))
-    out.add("logging", "model v1 c16 req/s at the chart's logging (info, json) / at warn (%)", 100 * chart / at_warn,
-            ">= 95", chart >= 0.95 * at_warn)
 
 
 def runs(o: dict, side: str) -> list[float]:

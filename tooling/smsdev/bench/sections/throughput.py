@@ -2,8 +2,8 @@
 time each: the model service over gRPC at c1/c16/c64 (v1, v2), the pre-lean dense v1 on the
 same binary at c16, FastAPI + onnxruntime on the same artifacts at c16, the app end to end
 at c16 (v1 cache off, v2 cache on), the shipped limits against limits raised out of the way
-(each raised run between two shipped ones, so that a shared machine's drift shows), and
-the model at warn against the chart's logging, which every other model run uses."""
+(each raised run between two shipped ones, so that a shared machine's drift shows). Every
+model run is at the chart's logging; its cost against warn is measured in section `oip`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from smsdev import stack as local
 
 from .. import report
-from ..common import AT_WARN, MESSAGE
+from ..common import MESSAGE
 from ..measure import grpc_load, http_load
 from ..session import Session
 
@@ -28,7 +28,6 @@ def run(s: Session, dense_root: Path):
     m2, p2 = servers.model("model-v2", "v2")
     md, pd = servers.model("model-v1-dense", root=dense_root)
     mr, pr = servers.model("model-v1-raised", **RAISED_MODEL)
-    ml, pl = servers.model("model-v1-at-warn", **AT_WARN)
     a1, q1 = servers.app("app-v1", m1)
     a2, q2 = servers.app("app-v2-cache", m1, version="v2", cache=True)
     ar, qr = servers.app("app-v1-raised", mr, **RAISED_APP)
@@ -46,16 +45,12 @@ def run(s: Session, dense_root: Path):
               app_metrics=a1.addresses["metrics"], version="v1")
     http_load(s, "app v2 cache on -> model v1, HTTP c16", "app", a2.addresses["url"], q2,
               app_metrics=a2.addresses["metrics"], version="v2")
-    # The chart's logging (every shipped run) against warn: the warn runs around the shipped
-    # ones, so a drift of the machine weighs on both alike.
-    grpc_load(s, "model v1 gRPC c16, logging at warn (before)", "logging", ml, pl, 16, version="v1", env=AT_WARN)
     for when in ("before", "raised", "after"):
         if when == "raised":
             grpc_load(s, "model v1 gRPC c16, limits raised", "limits-raised", mr, pr, 16, version="v1",
                       limits=RAISED_MODEL)
         else:
             grpc_load(s, f"model v1 gRPC c16, shipped limits ({when})", "limits-shipped", m1, p1, 16, version="v1")
-    grpc_load(s, "model v1 gRPC c16, logging at warn (after)", "logging", ml, pl, 16, version="v1", env=AT_WARN)
     for when in ("before", "raised", "after"):
         if when == "raised":
             http_load(s, "app v1 -> model v1, HTTP c16, limits raised", "app-limits-raised", ar.addresses["url"], qr,
