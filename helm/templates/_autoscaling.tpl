@@ -64,7 +64,7 @@ as the MetricTemplates do (<app>-<hash>-<hash> / <app>-primary-<hash>-<hash>). *
 {{- $out = append $out (dict "name" $app "key" "app" "values" $a.app "metric" "sms_active_requests" "bound" $appBound
       "selector" (printf `namespace="%s", job="%s", version="%s"` $ns $app .Values.appService.version)) -}}
 {{- end -}}
-{{- if include "sms-app.canaryActive" . -}}
+{{- if include "sms-app.canaryDeployed" . -}}
 {{- $out = append $out (dict "name" (printf "%s-canary" $app) "key" "appCanary" "values" $a.appCanary "metric" "sms_active_requests" "bound" $appBound
       "selector" (printf `namespace="%s", job="%s", version="%s"` $ns $app .Values.appService.canary.version)) -}}
 {{- end -}}

@@ -66,10 +66,19 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end }}
 
-{{/* The chart's own canary runs and gets traffic only with Istio on, the canary on, a
-weight > 0 and Flagger off (with Flagger, Flagger makes and routes the canary). */}}
+{{/* The chart's own canary runs with Istio on, the canary on and Flagger off (with
+Flagger, Flagger makes and routes the canary). It keeps running at weight 0: a rollback by
+weight only takes its routes away, so neither that step nor ramping up again races the
+pods (no route to a pod that is going, or not ready yet). */}}
+{{- define "sms-app.canaryDeployed" -}}
+{{- if and .Values.istio.enabled .Values.istio.canary.enabled (not .Values.flagger.enabled) -}}
+true
+{{- end -}}
+{{- end }}
+
+{{/* The canary gets traffic: it runs and its weight is > 0. */}}
 {{- define "sms-app.canaryActive" -}}
-{{- if and .Values.istio.enabled .Values.istio.canary.enabled (gt (int .Values.istio.canary.weights.canary) 0) (not .Values.flagger.enabled) -}}
+{{- if and (include "sms-app.canaryDeployed" .) (gt (int .Values.istio.canary.weights.canary) 0) -}}
 true
 {{- end -}}
 {{- end }}

@@ -133,7 +133,7 @@ def test_a_rollback_takes_the_canary_s_endpoints_away_only_after_its_routes(stac
         return apply()
 
     monkeypatch.setattr(stack.mesh, "apply", recorded)
-    stack.use("istio.canary.weights.stable=100", "istio.canary.weights.canary=0")
+    stack.use("istio.canary.enabled=false")  # at weight 0 the canary keeps running
     assert stack.upgrades[-1]["stopped"] == ["sms-app-app-canary"], stack.upgrades[-1]
 
     def routed_to_canary(docs):

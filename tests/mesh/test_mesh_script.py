@@ -103,16 +103,15 @@ def test_mesh_script_runs_upgrades_survives_the_shadow_and_stops_what_it_started
         assert (run_dir / "rendered.yaml").read_text() == rendered
         assert sorted(p.name for p in run_dir.glob("*.log")) == logs
 
-        # a live upgrade under load: rollback to 100/0, then 90/10 again; no failed request
+        # a live upgrade under load: the canary switched off, then on again; no failed request
         load = Load(gw, env)
         try:
-            for sets in (["istio.canary.weights.stable=100", "istio.canary.weights.canary=0"],
-                         ["istio.canary.weights.stable=90", "istio.canary.weights.canary=10"]):
+            for sets in (["istio.canary.enabled=false"], ["istio.canary.enabled=true"]):
                 up = subprocess.run(["bash", "scripts/mesh.sh", "upgrade"] + [a for s in sets for a in ("--set", s)],
                                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
                 assert up.returncode == 0, up.stderr
                 assert "pushed to the Envoys and acknowledged" in up.stdout, up.stdout
-                if sets[1].endswith("=0"):
+                if sets[0].endswith("=false"):
                     assert "stopped: sms-app-app-canary" in up.stdout, up.stdout
                     assert split(gw, 50) == {"v1": 50}
                     # Prometheus follows: the canary's process is no target any more
@@ -224,8 +223,7 @@ def test_mesh_script_leaves_nothing_behind_when_its_terminal_closes_or_it_is_kil
         # the supervisor is killed (kill -9, the OOM killer): its processes die with it, those
         # an upgrade started too (forked while a short-lived request thread served it)
         out = OUT / "mesh-exits-2.out"
-        procs.append(proc := start_mesh(env, out, "--set", "istio.canary.weights.stable=100",
-                                        "--set", "istio.canary.weights.canary=0"))  # the next start: as the first
+        procs.append(proc := start_mesh(env, out, "--set", "istio.canary.enabled=false"))  # the next start: as the first
         assert "cleaned up" not in out.read_text(), out.read_text()
         up = subprocess.run(["bash", "scripts/mesh.sh", "upgrade"], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=180)
