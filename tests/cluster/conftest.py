@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "test-output" / "cluster"
 BIN = ROOT / ".cache" / "cluster" / "bin"
+# grpcurl built for running inside a pod, as a mesh client (tests/cluster/run.sh)
+GRPCURL = os.environ.get("GRPCURL_V1", "")
 
 
 def free_port() -> int:
@@ -208,3 +213,54 @@ class Visitors:
             for r in self.records:
                 out[r[3]] = out.get(r[3], 0) + 1
         return out
+
+
+
+def pods(cluster, **labels: str) -> list[dict]:
+    selector = ",".join(f"{k}={v}" for k, v in labels.items())
+    return cluster.json("get", "pods", "-n", "sms-app", "-l", selector)["items"]
+
+
+def exec_in(cluster, pod: dict, container: str, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    """A program run inside the pod's container (its namespaces and user), as a mesh client."""
+    return cluster.kubectl("exec", "-n", "sms-app", pod["metadata"]["name"], "-c", container, "--", *argv,
+                           check=False, timeout=timeout)
+
+
+def model_calls(cluster, pod: dict) -> int:
+    """sms.v1 calls a model pod answered Ok (its own /metrics, read from inside the pod)."""
+    out = exec_in(cluster, pod, "model", "curl", "-sS", "-m", "5", "http://127.0.0.1:9464/metrics")
+    assert out.returncode == 0, out.stderr
+    return sum(int(float(m.group(1))) for m in
+               re.finditer(r'^sms_model_requests_total\{code="Ok"[^}]*\} (\S+)$', out.stdout, re.M))
+
+
+def model_calls_by_version(cluster) -> dict[str, dict[str, int]]:
+    """Each model pod's answered calls, by version (v1 serves, v2 is the shadow); a pod
+    the autoscaler adds meanwhile counts from 0."""
+    out: dict[str, dict[str, int]] = {"v1": {}, "v2": {}}
+    for p in pods(cluster, **{"app.kubernetes.io/component": "model"}):
+        out[p["metadata"]["labels"]["version"]][p["metadata"]["name"]] = model_calls(cluster, p)
+    return out
+
+
+def api(cluster, path: str, **params) -> dict:
+    """The cluster Prometheus' HTTP API (`query`, `targets`, `rules`, `alerts`): its data."""
+    url = f"http://127.0.0.1:{cluster.prometheus_port}/api/v1/{path}"
+    if params:
+        url += "?" + urllib.parse.urlencode(params)
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.load(r)["data"]
+
+
+def pod_pids(cluster, pod: dict) -> list[int]:
+    """The processes of a pod's containers: those in the pod's network namespace (the node
+    names it after the pod's UID, in its own mount namespace), found by namespace, never
+    by name."""
+    netns = "sms-" + pod["metadata"]["uid"].replace("-", "")[:12]
+    node = next(c["pid"] for c in json.loads((cluster.state / "processes.json").read_text())["children"]
+                if c["name"] == "sms-node")
+    out = subprocess.run(["nsenter", "-t", str(node), "-m", "ip", "netns", "pids", netns],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out, f"no process in {netns}"
+    return [int(p) for p in out]

@@ -6,42 +6,10 @@ certificates from istiod's CA; the experiment is tuned with the real `helm upgra
 from __future__ import annotations
 
 import json
-import os
-import re
 import subprocess
 import time
 
-from conftest import Visitors, ready
-
-GRPCURL = os.environ.get("GRPCURL_V1", "")
-
-
-def pods(cluster, **labels: str) -> list[dict]:
-    selector = ",".join(f"{k}={v}" for k, v in labels.items())
-    return cluster.json("get", "pods", "-n", "sms-app", "-l", selector)["items"]
-
-
-def exec_in(cluster, pod: dict, container: str, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    """A program run inside the pod's container (its namespaces and user), as a mesh client."""
-    return cluster.kubectl("exec", "-n", "sms-app", pod["metadata"]["name"], "-c", container, "--", *argv,
-                           check=False, timeout=timeout)
-
-
-def model_calls(cluster, pod: dict) -> int:
-    """sms.v1 calls a model pod answered Ok (its own /metrics, read from inside the pod)."""
-    out = exec_in(cluster, pod, "model", "curl", "-sS", "-m", "5", "http://127.0.0.1:9464/metrics")
-    assert out.returncode == 0, out.stderr
-    return sum(int(float(m.group(1))) for m in
-               re.finditer(r'^sms_model_requests_total\{code="Ok"[^}]*\} (\S+)$', out.stdout, re.M))
-
-
-def model_calls_by_version(cluster) -> dict[str, dict[str, int]]:
-    """Each model pod's answered calls, by version (v1 serves, v2 is the shadow); a pod
-    the autoscaler adds meanwhile counts from 0."""
-    out: dict[str, dict[str, int]] = {"v1": {}, "v2": {}}
-    for p in pods(cluster, **{"app.kubernetes.io/component": "model"}):
-        out[p["metadata"]["labels"]["version"]][p["metadata"]["name"]] = model_calls(cluster, p)
-    return out
+from conftest import GRPCURL, Visitors, exec_in, model_calls_by_version, pods, ready
 
 
 def test_the_chart_is_served_by_istio_ingress_gateway_with_sidecars_injected(cluster):

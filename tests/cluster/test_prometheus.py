@@ -7,21 +7,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.parse
-import urllib.request
-from pathlib import Path
 
-from conftest import Visitors, wait
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def api(cluster, path: str, **params) -> dict:
-    url = f"http://127.0.0.1:{cluster.prometheus_port}/api/v1/{path}"
-    if params:
-        url += "?" + urllib.parse.urlencode(params)
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return json.load(r)["data"]
+from conftest import ROOT, Visitors, api, wait
 
 
 # Every pod of the release (the canary's and the shadow's too) and the ingress gateway: the

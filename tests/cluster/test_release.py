@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 
-from conftest import Visitors, ready, wait
+from conftest import Visitors, pod_pids, ready, wait
 
 DEPLOYMENTS = {"sms-app-app", "sms-app-app-canary", "sms-app-model", "sms-app-model-shadow"}
 
@@ -94,14 +93,7 @@ def test_a_killed_model_process_is_restarted_and_ready_and_users_see_only_200_or
     pod = serving_model_pods(cluster)[0]
     name = pod["metadata"]["name"]
     restarts = model_status(pod)["restartCount"]
-    # The container's processes: those in the pod's network namespace (the node names it
-    # after the pod's UID, in its own mount namespace), found by namespace, never by name.
-    netns = "sms-" + pod["metadata"]["uid"].replace("-", "")[:12]
-    node = next(c["pid"] for c in json.loads((cluster.state / "processes.json").read_text())["children"]
-                if c["name"] == "sms-node")
-    pids = subprocess.run(["nsenter", "-t", str(node), "-m", "ip", "netns", "pids", netns],
-                          capture_output=True, text=True, check=True).stdout.split()
-    assert pids, f"no process in {netns}"
+    pids = pod_pids(cluster, pod)
 
     def restarted():
         p = cluster.json("get", "pod", "-n", "sms-app", name)
@@ -111,7 +103,7 @@ def test_a_killed_model_process_is_restarted_and_ready_and_users_see_only_200_or
         users.canary_share(50)
         t0 = time.monotonic()
         for pid in pids:
-            os.kill(int(pid), signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
         p = wait(restarted, 120, f"{name} to be restarted and Ready")
         users.canary_share(50)
     statuses = users.statuses()
