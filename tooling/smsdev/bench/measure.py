@@ -16,7 +16,7 @@ from . import report
 from .common import BenchError, delta
 from .loadgen import H2load, wrk
 from .probes import PeakRss
-from .procfs import OtherCpu, descendants, pss_mib, rss_mib
+from .procfs import OtherCpu, cpu_seconds, descendants, pss_mib, rss_mib
 from .session import Session
 
 
@@ -75,8 +75,10 @@ def grpc_load(s: Session, name: str, group: str, svc: local.Service, proc: procs
     grpc, metrics = svc.addresses["grpc"], svc.addresses["metrics"]
     s.h2.run(grpc, connections=connections, streams=streams, duration=s.a.warmup)
     before = model_codes(scrape(metrics))
+    cpu = cpu_seconds(proc.pid)
     with OtherCpu() as others:
         load = s.h2.run(grpc, connections=connections, streams=streams, duration=s.a.duration)
+    cpu = cpu_seconds(proc.pid) - cpu
     proc.check_alive()
     rss = rss_mib(proc.pid)
     codes = delta(model_codes(scrape(metrics)), before)
@@ -84,7 +86,7 @@ def grpc_load(s: Session, name: str, group: str, svc: local.Service, proc: procs
     return add(s, {"name": name, "group": group, "protocol": "gRPC", "tool": "h2load", "connections": connections,
                    "streams": streams, "rps": load["rps"], "p50_ms": load["p50_ms"], "p99_ms": load["p99_ms"],
                    "rss_mib": rss, "requests": load["requests"], "codes": codes, "other_cores": others.cores,
-                   **extra})
+                   "cpu_us_per_call": 1e6 * cpu / max(load["requests"], 1), **extra})
 
 
 def http_load(s: Session, name: str, group: str, url: str, proc: procs.Proc, connections: int = 16,
@@ -119,8 +121,10 @@ def oip_load(s: Session, name: str, h2: H2load, grpc: str, pid: int, rows: int, 
     before = predictions() if metrics else 0
     # Every process the server started, each once (rss_mib sums the tree); the peak sampled
     # every 0.25 s beside the load (the bench's own CPU, not counted in "others").
+    cpu = cpu_seconds(pid)
     with OtherCpu() as others, PeakRss(pid, every=0.25) as peak:
         load = h2.run(grpc, connections=connections, duration=s.a.duration)
+    cpu = cpu_seconds(pid) - cpu
     rss, anon, processes = rss_mib(pid), rss_mib(pid, "RssAnon"), len(descendants(pid))
     if load["failed_http"]:
         raise BenchError(f"{name}: {load['failed_http']} calls failed")
@@ -136,4 +140,4 @@ def oip_load(s: Session, name: str, h2: H2load, grpc: str, pid: int, rows: int, 
                    "rows": rows, "rps": rps, "rows_per_s": rps * rows, "refused": load["requests"] - answered,
                    "p50_ms": load["p50_ms"], "p99_ms": load["p99_ms"], "rss_mib": rss, "peak_rss_mib": peak.peak,
                    "anon_rss_mib": anon, "processes": processes, "requests": load["requests"],
-                   "other_cores": others.cores})
+                   "other_cores": others.cores, "cpu_us_per_call": 1e6 * cpu / max(load["requests"], 1)})

@@ -1,5 +1,5 @@
-"""What /proc says about the servers and the machine: memory of a process tree, the CPU
-that other processes took, the kernel's dropped connection attempts."""
+"""What /proc says about the servers and the machine: memory and CPU time of a process
+tree, the CPU that other processes took, the kernel's dropped connection attempts."""
 
 from __future__ import annotations
 
@@ -24,6 +24,18 @@ def descendants(pid: int) -> list[int]:
         out.append(p)
         todo.extend(children.get(p, []))
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) the process tree has used so far."""
+    total = 0
+    for p in descendants(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def proc_kib(pid: int, key: str, file: str = "status") -> int:

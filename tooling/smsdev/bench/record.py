@@ -27,7 +27,7 @@ HEADLINES = (
     ("model v1 c16 req/s", None),
     ("model v1 / FastAPI v1", "model v1 / FastAPI v1, req/s at c16 (x)"),
     ("app / model direct %", "app v1 end to end / model v1 direct, c16, best of 3 runs each (%)"),
-    ("ModelInfer / Classify %", "ModelInfer 1 row / Classify, c16, same server (%)"),
+    ("ModelInfer / Classify %", "ModelInfer 1 row / Classify, c16, same server, median of pairs in turn (%)"),
     ("ours / MLServer", "ModelInfer c16 req/s, ours / MLServer's (x)"),
     ("RSS ours / MLServer", "RSS after ModelInfer c16, ours / MLServer's process tree"),
 )

@@ -11,8 +11,9 @@ from ..measure import grpc_load, oip_load
 from ..session import Session
 
 
-# The order of a comparison's runs: each side four times, symmetric about the middle twice.
-ABBA_ABBA = "ABBAABBA"
+# The order of a comparison's runs: ABBA three times, six runs a side; runs 2k-1 and 2k
+# are one pair, one of each side, next to each other.
+IN_TURN = "ABBA" * 3
 
 
 def run(s: Session):
@@ -23,9 +24,10 @@ def run(s: Session):
     grpc, metrics = m.addresses["grpc"], m.addresses["metrics"]
     print(report.ROW_HEADER)
     out = {}
-    # Each comparison runs its two sides in the order ABBA ABBA: a drift of the shared
-    # machine's speed during the runs weighs on both sides alike.
-    for i, call in enumerate(ABBA_ABBA):
+    # Each comparison runs its two sides in turn (IN_TURN) and is judged on the median of its
+    # pairs' ratios: the shared machine's speed drifts and jumps between two levels from one
+    # run to the next, and a pair sees one level far more often than two runs apart do.
+    for i, call in enumerate(IN_TURN):
         when = str(i // 2 + 1)
         if call == "A":
             out[f"classify-{when}"] = grpc_load(s, f"oip: Classify c16 ({when})", "oip", m, p, 16, version="v1")
@@ -33,7 +35,7 @@ def run(s: Session):
             out[f"infer1-{when}"] = oip_load(s, f"oip: ModelInfer 1 row c16 ({when})", s.h2_infer, grpc, p.pid, 1,
                                              metrics)
     # The logging's cost: the same calls at warn and at the chart's logging.
-    for i, side in enumerate(ABBA_ABBA):
+    for i, side in enumerate(IN_TURN):
         when = str(i // 2 + 1)
         if side == "A":
             out[f"warn-{when}"] = grpc_load(s, f"oip: Classify c16 at warn ({when})", "oip-logging", mw, pw, 16,
