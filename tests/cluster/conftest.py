@@ -45,9 +45,11 @@ class Cluster:
     def kubeconfig(self) -> Path:
         return self.state / "kubeconfig"
 
+    def kubectl_argv(self) -> list[str]:
+        return [str(BIN / "kubectl"), "--kubeconfig", str(self.kubeconfig)]
+
     def kubectl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        out = subprocess.run([str(BIN / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
-                             capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run([*self.kubectl_argv(), *args], capture_output=True, text=True, timeout=timeout)
         if check:
             assert out.returncode == 0, f"kubectl {' '.join(args)}: {out.stderr}"
         return out
