@@ -111,22 +111,23 @@ def cpu_per_call(o: dict, side: str) -> float:
     return statistics.median(row["cpu_us_per_call"] for row in side_runs(o, side).values())
 
 
+def in_turn(out: Targets, o: dict, part: str, short: str, figure: str, sides: tuple[str, str], least: float):
+    """A same-run comparison of two sides run in turn: the median of its pairs' ratios held
+    to `least`, each pair's ratio and the server's CPU a call of each side beside it."""
+    pairs = pair_ratios(o, *sides)
+    median = statistics.median(pairs)
+    out.add(part, f"{figure}, median of pairs in turn (%)", 100 * median, f">= {100 * least:.0f}", median >= least)
+    out.info(part, f"{short}, each pair in turn (%)", " ".join(f"{100 * r:.0f}" for r in pairs))
+    out.info(part, f"server CPU a call, {short} (us, medians)",
+             " / ".join(f"{cpu_per_call(o, side):.1f}" for side in sides))
+
+
 def protocol(out: Targets, o: dict):
     """Section oip: ModelInfer against Classify, the logging's cost, 64 rows, MLServer."""
-    infer_pairs = pair_ratios(o, "infer1", "classify")
-    out.add("protocol", "ModelInfer 1 row / Classify, c16, same server, median of pairs in turn (%)",
-            100 * statistics.median(infer_pairs), ">= 90", statistics.median(infer_pairs) >= 0.9)
-    out.info("protocol", "ModelInfer 1 row / Classify, each pair in turn (%)",
-             " ".join(f"{100 * r:.0f}" for r in infer_pairs))
-    out.info("protocol", "server CPU a call, ModelInfer 1 row / Classify (us, medians)",
-             f"{cpu_per_call(o, 'infer1'):.1f} / {cpu_per_call(o, 'classify'):.1f}")
-    logging_pairs = pair_ratios(o, "chart", "warn")
-    out.add("logging", "Classify c16 at the chart's logging / at warn, median of pairs in turn (%)",
-            100 * statistics.median(logging_pairs), ">= 95", statistics.median(logging_pairs) >= 0.95)
-    out.info("logging", "chart's logging / warn, each pair in turn (%)",
-             " ".join(f"{100 * r:.0f}" for r in logging_pairs))
-    out.info("logging", "server CPU a call, chart's logging / warn (us, medians)",
-             f"{cpu_per_call(o, 'chart'):.1f} / {cpu_per_call(o, 'warn'):.1f}")
+    in_turn(out, o, "protocol", "ModelInfer 1 row / Classify", "ModelInfer 1 row / Classify, c16, same server",
+            ("infer1", "classify"), 0.90)
+    in_turn(out, o, "logging", "chart's logging / warn", "Classify c16 at the chart's logging / at warn",
+            ("chart", "warn"), 0.95)
     infer = statistics.mean(runs(o, "infer1"))
     out.info("protocol", "ModelInfer 64 rows c1 (rows/s)", o["infer64"]["rows_per_s"])
     out.info("protocol", "rows/s at 64 rows c1 / calls/s at 1 row c16 (x)", o["infer64"]["rows_per_s"] / infer)
