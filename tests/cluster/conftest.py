@@ -45,11 +45,9 @@ class Cluster:
     def kubeconfig(self) -> Path:
         return self.state / "kubeconfig"
 
-    def kubectl_argv(self) -> list[str]:
-        return [str(BIN / "kubectl"), "--kubeconfig", str(self.kubeconfig)]
-
     def kubectl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        out = subprocess.run([*self.kubectl_argv(), *args], capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run([str(BIN / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
+                             capture_output=True, text=True, timeout=timeout)
         if check:
             assert out.returncode == 0, f"kubectl {' '.join(args)}: {out.stderr}"
         return out
@@ -266,3 +264,10 @@ def pod_pids(cluster, pod: dict) -> list[int]:
                          capture_output=True, text=True, check=True).stdout.split()
     assert out, f"no process in {netns}"
     return [int(p) for p in out]
+
+
+def deployed_revision(cluster) -> int:
+    """The release's revision that is deployed now (the last one may have failed: a later
+    `helm rollback` goes to this one)."""
+    history = json.loads(cluster.helm("history", "sms-app", "-n", "sms-app", "-o", "json").stdout)
+    return next(h["revision"] for h in reversed(history) if h["status"] == "deployed")

@@ -9,7 +9,7 @@ import os
 import signal
 import time
 
-from conftest import Visitors, pod_pids, ready, wait
+from conftest import Visitors, deployed_revision, pod_pids, ready, wait
 
 
 def istiod(cluster) -> dict:
@@ -34,12 +34,13 @@ def test_the_gateway_keeps_serving_while_istiod_is_killed_and_follows_it_once_ba
                     "istiod restarted and Ready")
         ready_after = time.monotonic() - t0
         during = len(v.records)
+        before_upgrade = deployed_revision(cluster)
         out = cluster.helm("upgrade", "sms-app", "helm/", "-n", "sms-app", "--reuse-values",
                            "--set", "istio.canary.weights.stable=50,istio.canary.weights.canary=50")
         assert out.returncode == 0, out.stderr
         wait(lambda: v.canary_share(100) > 0.35, 60, "the 50/50 weights at the gateway")
         pushed = time.monotonic() - t0 - ready_after
-        assert cluster.helm("rollback", "sms-app", "-n", "sms-app").returncode == 0
+        assert cluster.helm("rollback", "sms-app", str(before_upgrade), "-n", "sms-app").returncode == 0
         wait(lambda: v.canary_share(100) < 0.25, 60, "the weights back at the gateway")
     statuses = v.statuses()
     print(f"istiod killed under load: Ready again after {ready_after:.0f} s ({restarts(back)} restarts); "

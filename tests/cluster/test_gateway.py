@@ -4,13 +4,11 @@ recipe (what the chart's cookie routes replace) lets users flip between versions
 
 from __future__ import annotations
 
-import copy
 import json
-import subprocess
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import wait
+from conftest import deployed_revision, wait
 
 APP = "sms-app-app"
 COOKIE = "sms-app-version"
@@ -68,33 +66,23 @@ def post(port: int, i: int, cookie: str | None = None) -> tuple[str | None, str]
 
 def test_the_seeds_consistent_hash_recipe_lets_users_flip(cluster):
     """The seed's recipe (section 6.2): a weighted split plus a DestinationRule
-    `consistentHash.httpCookie` and nothing else. istiod turns the consistent hash into a
-    ring-hash choice of a pod inside the subset the weighted route already picked per
-    request, so a returning visitor with the cookie still lands on v2 one request in ten."""
-    vs = cluster.json("get", "virtualservice", "-n", "sms-app", "sms-app-vs")
-    dr = cluster.json("get", "destinationrule", "-n", "sms-app", "sms-app-dr")
-    seed_vs, seed_dr = copy.deepcopy(vs), copy.deepcopy(dr)
-    split = next(r for r in vs["spec"]["http"] if r["name"] == "split")
-    seed_vs["spec"]["http"] = [{"name": "split", "route": [
-        {"destination": d["destination"], "weight": d["weight"]} for d in split["route"]]}]
-    assert [d["weight"] for d in seed_vs["spec"]["http"][0]["route"]] == [90, 10]
-    seed_dr["spec"]["trafficPolicy"] = {"loadBalancer": {"consistentHash": {"httpCookie": {"name": COOKIE,
-                                                                                            "ttl": "3600s"}}}}
-
-    def replace(*objects: dict) -> None:
-        for o in objects:
-            o = {k: v for k, v in o.items() if k != "status"}
-            o["metadata"] = {k: v for k, v in o["metadata"].items() if k != "managedFields"}
-            out = subprocess.run([*cluster.kubectl_argv(), "replace", "-f", "-"], input=json.dumps(o),
-                                 capture_output=True, text=True, timeout=60)
-            assert out.returncode == 0, out.stderr
-
+    `consistentHash.httpCookie` on the version cookie and no cookie routes, set with the
+    chart's own values (stickiness off, the pod-affinity cookie named as the version
+    cookie). istiod turns the consistent hash into a ring-hash choice of a pod inside the
+    subset the weighted route already picked per request, so a returning visitor with the
+    cookie still lands on v2 one request in ten."""
     def ring_hash() -> bool:
         v2 = [c for c in app_clusters(cluster) if c["name"].startswith(f"outbound|8080|v2|{APP}.")]
         return bool(v2) and v2[0].get("lb_policy") == "RING_HASH"
 
-    replace(seed_vs, seed_dr)
+    first = deployed_revision(cluster)
+    out = cluster.helm("upgrade", "sms-app", "helm/", "-n", "sms-app", "--reuse-values", "--set",
+                       f"istio.canary.stickyCookie.enabled=false,istio.canary.stickyCookie.name=unused-cookie,"
+                       f"istio.podAffinityCookie={COOKIE}")
+    assert out.returncode == 0, out.stderr
     try:
+        vs = cluster.json("get", "virtualservice", "-n", "sms-app", "sms-app-vs")
+        assert not [r["name"] for r in vs["spec"]["http"] if r["name"].startswith("sticky")], vs["spec"]["http"]
         wait(ring_hash, 60, "the gateway's v2 cluster on ring hash (istiod's reading of consistentHash)")
         visitors, further = 100, 20
 
@@ -106,10 +94,8 @@ def test_the_seeds_consistent_hash_recipe_lets_users_flip(cluster):
         with ThreadPoolExecutor(8) as pool:
             results = list(pool.map(visit, range(visitors)))
     finally:
-        for o in (vs, dr):  # the chart's objects back, as helm made them
-            latest = cluster.json("get", o["kind"].lower(), "-n", "sms-app", o["metadata"]["name"])
-            o["metadata"]["resourceVersion"] = latest["metadata"]["resourceVersion"]
-        replace(vs, dr)
+        out = cluster.helm("rollback", "sms-app", str(first), "-n", "sms-app")
+        assert out.returncode == 0, out.stderr
     flips = sum(f for _, f, _ in results)
     flipped = sum(1 for _, f, _ in results if f)
     cookies = {c.split("=")[0] for _, _, c in results}

@@ -9,7 +9,7 @@ import json
 import subprocess
 import time
 
-from conftest import GRPCURL, Visitors, exec_in, model_calls_by_version, pods, ready
+from conftest import GRPCURL, Visitors, deployed_revision, exec_in, model_calls_by_version, pods, ready
 
 
 def test_the_chart_is_served_by_istio_ingress_gateway_with_sidecars_injected(cluster):
@@ -57,7 +57,7 @@ SHARE_SAMPLE = 2000
 
 def test_helm_upgrade_moves_new_visitors_and_rollback_restores_them_with_no_failed_request(cluster):
     calls_before = model_calls_by_version(cluster)
-    revision = json.loads(cluster.helm("history", "sms-app", "-n", "sms-app", "-o", "json").stdout)[-1]["revision"]
+    revision = deployed_revision(cluster)
     with Visitors(cluster.gateway_port, new=4, pinned=2, returning=("v1", "v2"), seconds=400) as v:
         before = v.canary_share(SHARE_SAMPLE)
         t0 = time.monotonic()

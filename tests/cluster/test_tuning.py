@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import GRPCURL, Visitors, exec_in, model_calls_by_version, pods, ready, wait
+from conftest import GRPCURL, Visitors, deployed_revision, exec_in, model_calls_by_version, pods, ready, wait
 
 HOST = "sms.localhost"
 COOKIE = "sms-app-version"
@@ -56,11 +56,7 @@ def upgrade(cluster, *sets: str) -> int:
     """`helm upgrade --reuse-values --set ...`; the new revision."""
     out = cluster.helm("upgrade", "sms-app", "helm/", "-n", "sms-app", "--reuse-values", "--set", ",".join(sets))
     assert out.returncode == 0, out.stderr
-    return revision(cluster)
-
-
-def revision(cluster) -> int:
-    return json.loads(cluster.helm("history", "sms-app", "-n", "sms-app", "-o", "json").stdout)[-1]["revision"]
+    return deployed_revision(cluster)
 
 
 def rollback(cluster, to: int) -> None:
@@ -78,7 +74,7 @@ def test_forced_versions_and_a_rollback_to_100_0_and_back_under_load_with_no_fai
     for what, (want, kw) in cases.items():
         seen = versions(answers(cluster, 50, **kw))
         assert seen == {want: 50}, f"{what}: {seen}"
-    first = revision(cluster)
+    first = deployed_revision(cluster)
     canary_pods = {p["metadata"]["name"] for p in pods(cluster, **{"app.kubernetes.io/component": "app",
                                                                     "version": "v2"})}
     restored = False
@@ -117,7 +113,7 @@ def test_forced_versions_and_a_rollback_to_100_0_and_back_under_load_with_no_fai
 
 
 def test_helm_upgrade_switches_the_sticky_cookie_and_the_mirror_live_with_no_failed_request(cluster):
-    first = revision(cluster)
+    first = deployed_revision(cluster)
     v2_cookie = dict(headers={"Cookie": f"{COOKIE}=v2"})
     restored = False
     try:
