@@ -26,16 +26,24 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user and system) the process tree has used so far."""
-    total = 0
-    for p in descendants(pid):
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds_of(pids: list[int]) -> float:
+    """CPU time (user and system) these processes have used so far (gone ones count 0)."""
+    ticks = 0
+    for pid in pids:
         try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
             continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    return ticks / HZ
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time the process tree has used so far."""
+    return cpu_seconds_of(descendants(pid))
 
 
 def proc_kib(pid: int, key: str, file: str = "status") -> int:
@@ -62,25 +70,17 @@ class OtherCpu:
     (the machine's user, system and steal time less ours): a figure taken while this is well
     above 0 was measured on a shared machine and moves with the neighbours' load."""
 
-    HZ = os.sysconf("SC_CLK_TCK")
-
     @staticmethod
     def machine() -> float:
         user, nice, system, _idle, _iowait, _irq, _softirq, steal = map(
             int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
-        return (user + nice + system + steal) / OtherCpu.HZ
+        return (user + nice + system + steal) / HZ
 
     @staticmethod
     def ours() -> float:
         t = os.times()  # this process and its waited-for descendants
-        live = 0
-        for pid in descendants(os.getpid())[1:]:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                live += int(fields[11]) + int(fields[12])  # utime, stime
-            except (OSError, IndexError, ValueError):
-                continue
-        return t.user + t.system + t.children_user + t.children_system + live / OtherCpu.HZ
+        live = cpu_seconds_of(descendants(os.getpid())[1:])
+        return t.user + t.system + t.children_user + t.children_system + live
 
     def __enter__(self):
         self.t0, self.m0, self.o0 = time.monotonic(), self.machine(), self.ours()
