@@ -271,3 +271,40 @@ def deployed_revision(cluster) -> int:
     `helm rollback` goes to this one)."""
     history = json.loads(cluster.helm("history", "sms-app", "-n", "sms-app", "-o", "json").stdout)
     return next(h["revision"] for h in reversed(history) if h["status"] == "deployed")
+
+
+HOST = "sms.localhost"  # the gateway's host for the app (istio.hosts in the cluster's values)
+COOKIE = "sms-app-version"  # the sticky version cookie (istio.canary.stickyCookie.name)
+
+
+@dataclass
+class Answer:
+    status: int
+    version: str | None  # the app version that answered (200 only)
+    set_cookie: str | None  # the Set-Cookie header's name=value, if any
+    set_cookie_header: str
+    body: str
+
+
+def post(port: int, i: int, host: str = HOST, headers: dict | None = None) -> Answer:
+    """One visitor's message through the gateway, a new text each time (v2's cache would
+    answer a repeated one without the model)."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", "/sms/", json.dumps({"sms": f"message {i}: lunch at noon, or later?"}),
+                     {"Host": host, "Content-Type": "application/json", **(headers or {})})
+        r = conn.getresponse()
+        body = r.read().decode(errors="replace")
+        cookie = r.getheader("set-cookie") or ""
+        version = json.loads(body)["app_version"] if r.status == 200 else None
+        return Answer(r.status, version, cookie.split(";")[0] or None, cookie, body)
+    finally:
+        conn.close()
+
+
+def answers(cluster, n: int, **kw) -> list[Answer]:
+    """n messages through the gateway, eight at a time (`post`'s keywords)."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(lambda i: post(cluster.gateway_port, i, **kw), range(n)))

@@ -14,16 +14,14 @@ The canary is given its pod back at the end."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import subprocess
 import time
 
-from conftest import ROOT, Visitors, api, pods, ready, wait
+from conftest import COOKIE, ROOT, Answer, Visitors, api, pods, post, ready, wait
 
 EXPERIMENT = ROOT / "target" / "debug" / "sms-experiment"
 CANARY = "sms-app-app-canary"
-COOKIE = "sms-app-version"
 
 
 def value(cluster, expr: str) -> float | None:
@@ -36,20 +34,12 @@ def alert(cluster, name: str) -> dict | None:
                  and a["labels"].get("version") == "v2" and a["labels"].get("namespace") == "sms-app"), None)
 
 
-def new_visitor_sent_to_v2(cluster, tries: int = 400) -> tuple[int, str, dict]:
+def new_visitor_sent_to_v2(cluster, tries: int = 400) -> Answer:
     """The first answer, to a visitor without a cookie, that pins it to v2."""
     for i in range(tries):
-        conn = http.client.HTTPConnection("127.0.0.1", cluster.gateway_port, timeout=10)
-        try:
-            conn.request("POST", "/sms/", json.dumps({"sms": f"new visitor {i}"}),
-                         {"Host": "sms.localhost", "Content-Type": "application/json"})
-            r = conn.getresponse()
-            body = r.read()
-            cookie = r.getheader("set-cookie") or ""
-            if f"{COOKIE}=v2" in cookie:
-                return r.status, body.decode(errors="replace")[:80], dict(r.getheaders())
-        finally:
-            conn.close()
+        r = post(cluster.gateway_port, i)
+        if r.set_cookie == f"{COOKIE}=v2":
+            return r
     raise AssertionError(f"none of {tries} new visitors was sent to v2")
 
 
@@ -64,10 +54,10 @@ def test_a_dead_canary_is_seen_by_the_gateway_the_alert_and_the_verdict(cluster)
             killed = time.monotonic()
             wait(lambda: not pods(cluster, **{"app.kubernetes.io/component": "app", "version": "v2"}), 120,
                  "the canary's pods to go")
-            status, body, headers = new_visitor_sent_to_v2(cluster)
-            cookie = headers.get("set-cookie", headers.get("Set-Cookie", ""))
-            print(f"dead canary: a new visitor sent to v2 got {status} {body!r} with Set-Cookie: {cookie}")
-            assert status == 503 and "Max-Age=" in cookie, (status, headers)
+            r = new_visitor_sent_to_v2(cluster)
+            print(f"dead canary: a new visitor sent to v2 got {r.status} {r.body[:80]!r} with Set-Cookie: "
+                  f"{r.set_cookie_header}")
+            assert r.status == 503 and "Max-Age=" in r.set_cookie_header, (r.status, r.set_cookie_header)
             # the users' error share (the gateway's view) shows it; the app's own shows nothing
             wait(lambda: (value(cluster, user_share) or 0) > 0.5, 180, "v2's user error share above 50 %")
             assert not value(cluster, app_share), value(cluster, app_share)

@@ -8,10 +8,9 @@ import json
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import deployed_revision, wait
+from conftest import COOKIE, deployed_revision, post, wait
 
 APP = "sms-app-app"
-COOKIE = "sms-app-version"
 
 
 def gateway_pod(cluster) -> dict:
@@ -48,22 +47,6 @@ def test_the_gateway_closes_idle_connections_to_the_app_before_the_app_does(clus
     assert app_env["IDLE_TIMEOUT_SECS"] == "30", app_env
 
 
-def post(port: int, i: int, cookie: str | None = None) -> tuple[str | None, str]:
-    import http.client
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        headers = {"Host": "sms.localhost", "Content-Type": "application/json"}
-        if cookie:
-            headers["Cookie"] = cookie
-        conn.request("POST", "/sms/", json.dumps({"sms": f"message {i}: see you at noon"}), headers)
-        r = conn.getresponse()
-        body = r.read()
-        version = json.loads(body)["app_version"] if r.status == 200 else None
-        return version, (r.getheader("set-cookie") or "").split(";")[0]
-    finally:
-        conn.close()
-
-
 def test_the_seeds_consistent_hash_recipe_lets_users_flip(cluster):
     """The seed's recipe (section 6.2): a weighted split plus a DestinationRule
     `consistentHash.httpCookie` on the version cookie and no cookie routes, set with the
@@ -87,9 +70,11 @@ def test_the_seeds_consistent_hash_recipe_lets_users_flip(cluster):
         visitors, further = 100, 20
 
         def visit(i: int) -> tuple[str | None, int, str]:
-            v, cookie = post(cluster.gateway_port, i)
-            flips = sum(post(cluster.gateway_port, i * 100 + k, cookie)[0] != v for k in range(further))
-            return v, flips, cookie
+            first = post(cluster.gateway_port, i)
+            again = dict(headers={"Cookie": first.set_cookie}) if first.set_cookie else {}
+            flips = sum(post(cluster.gateway_port, i * 100 + k, **again).version != first.version
+                        for k in range(further))
+            return first.version, flips, first.set_cookie or ""
 
         with ThreadPoolExecutor(8) as pool:
             results = list(pool.map(visit, range(visitors)))

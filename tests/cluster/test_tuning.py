@@ -9,44 +9,13 @@ through a sidecar."""
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import re
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
-from conftest import GRPCURL, Visitors, deployed_revision, exec_in, model_calls_by_version, pods, ready, wait
-
-HOST = "sms.localhost"
-COOKIE = "sms-app-version"
-
-
-class Answer:
-    def __init__(self, status: int, version: str | None, set_cookie: str | None):
-        self.status, self.version, self.set_cookie = status, version, set_cookie
-
-
-def post(port: int, i: int, host: str = HOST, headers: dict | None = None) -> Answer:
-    """One visitor's message through the gateway (a new text each time: v2's cache would
-    answer a repeated one without the model)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("POST", "/sms/", json.dumps({"sms": f"message {i}: lunch at noon, or later?"}),
-                     {"Host": host, "Content-Type": "application/json", **(headers or {})})
-        r = conn.getresponse()
-        body = r.read()
-        cookie = r.getheader("set-cookie")
-        version = json.loads(body)["app_version"] if r.status == 200 else None
-        return Answer(r.status, version, cookie.split(";")[0] if cookie else None)
-    finally:
-        conn.close()
-
-
-def answers(cluster, n: int, **kw) -> list[Answer]:
-    with ThreadPoolExecutor(8) as pool:
-        return list(pool.map(lambda i: post(cluster.gateway_port, i, **kw), range(n)))
-
+from conftest import (COOKIE, GRPCURL, HOST, Answer, Visitors, answers, deployed_revision, exec_in,
+                      model_calls_by_version, pods, ready, wait)
 
 def versions(rs: list[Answer]) -> Counter:
     return Counter(r.version if r.status == 200 else r.status for r in rs)
