@@ -109,14 +109,17 @@ def by_name(doc: dict) -> dict:
 def test_1_low_traffic_keeps_running(exp):
     assert not api(exp, "query", query="sum(sms_messages_classified_total) > 0")["result"], "seen traffic already"
     print("verdict, low traffic (40 requests from 20 visitors):")
-    # A series appears with its first call, and what it holds at its first scrape is no
-    # increase to rate(): a few calls first, until both apps' and both models' counters
-    # are scraped, then the rest.
+    # A histogram's series appears with its first call (counters are exported at 0 from the
+    # start), and what it holds at its first scrape is no increase to rate(): a few calls
+    # first, until the histograms the verdict reads are scraped for both versions (the
+    # apps' latency, the models' inference time, the shadow's gap), then the rest.
     def versions(metric: str) -> set:
         return {r["metric"].get("version") for r in api(exp, "query", query=metric)["result"]}
 
     def warmed(seed=iter(range(100, 200))):
-        if versions("sms_messages_classified_total") == versions("sms_model_requests_total") == {"v1", "v2"}:
+        if (versions("sms_request_latency_seconds_count{route=\"/sms/\"}")
+                == versions("sms_model_inference_seconds_count") == {"v1", "v2"}
+                and api(exp, "query", query="sms_shadow_probability_gap_count")["result"]):
             return True
         send(exp, 2, concurrency=1, per_visitor=1, seed=next(seed))
         time.sleep(16)  # a scrape
