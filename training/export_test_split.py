@@ -1,6 +1,6 @@
 """Writes the held-out test split that training uses (train.py's load_dataset and split: the
 same de-duplication, the same stratified 80/20 with seed 42) as JSON lines
-{"sms": text, "label": "ham"|"spam"}, for the local mesh's traffic generator
+{"sms": text, "label": "ham"|"spam"}, for the local experiment's traffic generator
 (`make mesh-traffic`, scripts/ensure-test-split.sh). The data set is the one in the pinned
 PyPI package; the file goes under .cache/ and is never committed.
 

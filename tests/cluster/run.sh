@@ -3,12 +3,14 @@
 # helm built from their Go modules, the project's node running the pods as processes in
 # network namespaces; helm install/upgrade/rollback, the API server's own validation, pods
 # recreated, and nothing left behind when the cluster is stopped or killed. Needs root
-# (network namespaces). Extra arguments go to pytest.
+# (network namespaces). `make mesh` is this cluster: its upgrade and `make mesh-traffic` are
+# tested here too. Extra arguments go to pytest.
 source "$(dirname "$0")/../../scripts/lib.sh"
 cd "$ROOT"
 [ "$(id -u)" -eq 0 ] || die "the cluster tests need root: the cluster makes network namespaces and veth pairs"
 apt_ensure iproute2 openssl nftables iptables curl
 scripts/ensure-cluster-tools.sh >/dev/null || die "building the cluster's tools failed"
+scripts/ensure-cluster-tools.sh istioctl >/dev/null || die "building istioctl failed"  # istioctl analyze
 services_ensure  # the pods run the debug builds (CLUSTER_PROFILE=debug)
 GRPCURL_V1="$(grpcurl_v1_ensure)"  # run inside a pod, as a mesh client
 export GRPCURL_V1

@@ -1,5 +1,5 @@
 """The one parser of the services' metrics pages (tooling/smsdev/promtext.py), which the
-bench, the mesh supervisor and the suites read every counter through."""
+bench and the suites read every counter through."""
 
 from __future__ import annotations
 

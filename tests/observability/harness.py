@@ -89,7 +89,7 @@ def wait_http_ok(url: str, proc: Proc, timeout: float = 60):
 # --------------------------------------------------------------------------- Prometheus
 
 class Prometheus:
-    """A real Prometheus as smsdev.prometheus describes it (the one `make mesh` runs too),
+    """A real Prometheus as smsdev.prometheus describes it (Debian's package),
     with a client for its HTTP API."""
 
     def __init__(self, group: ProcGroup, workdir: Path, config: dict, name: str = "prometheus",

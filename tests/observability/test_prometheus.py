@@ -42,7 +42,7 @@ RULE_FILES = sorted(RULES.parent.glob("*.rules.yml"))
 
 # Alerts on what the proxies count (the ingress gateway's answers), which this stack of
 # services without proxies cannot show: each fires on real Envoys in the file named.
-PROXY_ALERTS = {"CanaryUnreachable": "tests/mesh/test_dead_canary.py"}
+PROXY_ALERTS = {"CanaryUnreachable": "tests/cluster/test_dead_canary.py"}
 
 
 def alert_rules():

@@ -8,8 +8,8 @@ it by its package name.
   stack        the services' description (which binary, environment, ports, readiness)
   prometheus   a Prometheus scraping the local processes as the chart's ServiceMonitors do
   run          `make run`
-  mesh         `make mesh` and `make mesh-traffic`: the experiment on one machine
-  cluster      `make cluster`: a real Kubernetes on this machine and its supervisor
+  cluster      `make cluster` (and `make mesh`): a real Kubernetes on this machine and its supervisor
+  traffic      `make mesh-traffic`: labelled visitors through the cluster's ingress gateway
   protos       Python modules generated from .proto files, as subpackages (smsdev.generated)
 """
 

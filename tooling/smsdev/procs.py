@@ -1,6 +1,6 @@
 """Processes of the local stack, started, watched and stopped by their own PID (SIGTERM,
 then SIGKILL), each logging to a file of its own; readiness is polled, never slept on. A
-supervisor's children (`make run`, `make mesh`, `make cluster`) die with it however it
+supervisor's children (`make run`, `make cluster`) die with it however it
 ends, even by SIGKILL (`die_with_parent`), and are recorded in its run state
 (smsdev.runstate) while they run. Also: free ports, and what listens where (by /proc).
 
@@ -34,8 +34,8 @@ _ports = random.Random()  # its own generator: a test seeding `random` must not 
 def free_port() -> int:
     """A port free on 127.0.0.1 now, from below the kernel's ephemeral range: a port the
     kernel hands out (bind to 0) can be taken again as the local port of any outgoing
-    connection before the server binds it, and load tests open thousands (an Envoy of the
-    mesh suite once failed with `Address already in use` that way)."""
+    connection before the server binds it, and load tests open thousands (an Envoy of a
+    local test once failed with `Address already in use` that way)."""
     low = 32768
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
@@ -92,8 +92,8 @@ _LAUNCH = (
 
 class _Spawner:
     """The parent-death signal fires when the *thread* that forked the child ends, not the
-    process: a child started from a short-lived thread (an HTTP handler serving
-    `scripts/mesh.sh upgrade`) would be killed when that request is answered. So every such
+    process: a child started from a short-lived thread (a handler serving one request)
+    would be killed when that thread ends. So every such
     child is forked by this one thread, which lives as long as the process."""
 
     def __init__(self):

@@ -1,8 +1,8 @@
 """A real Prometheus (Debian's package) for the local stack: its configuration equivalent to
 the chart's ServiceMonitors (a static scrape of the local processes with the labels the
 Prometheus operator adds), the rule files it evaluates, and the process itself as a
-Service of smsdev.stack. Used by `make mesh` and the observability suite. Standard
-library only."""
+Service of smsdev.stack. Used by the observability suite (the cluster runs its own,
+configured by the Prometheus Operator). Standard library only."""
 
 from __future__ import annotations
 

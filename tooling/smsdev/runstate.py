@@ -1,4 +1,4 @@
-"""A supervisor's run directory (`make run`, `make mesh`, `make cluster`): one supervisor at
+"""A supervisor's run directory (`make run`, `make cluster`): one supervisor at
 a time (a lock), and the processes it runs, so the next start can clean up after one that
 could not stop them. Standard library only."""
 

@@ -1,8 +1,8 @@
 """The local stack, described once: which binaries, the environment each gets, the ports,
 and when each is ready. Every place that runs the services on this machine goes through
-here: `make run` (smsdev.run), `make bench`, `make mesh` (smsdev.mesh.plan builds each
-rendered Deployment's process with `model`/`app`), and the ui, protocol, reliability,
-observability and mesh test suites. The processes themselves are smsdev.procs'; a
+here: `make run` (smsdev.run), `make bench`, and the ui, protocol, reliability and
+observability test suites (the cluster's pods run the same binaries from the chart's
+Deployments). The processes themselves are smsdev.procs'; a
 Prometheus is smsdev.prometheus'.
 
 Standard library only.

@@ -1,6 +1,7 @@
 """`make mesh-traffic` (scripts/mesh-traffic.sh): labelled messages from the data set's test
-split replayed through the local mesh's gateway as many visitors, so that the experiment
-gathers evidence and `make experiment` reaches a verdict in minutes. See docs/mesh.md.
+split replayed through the local cluster's ingress gateway as many visitors, so that the
+experiment gathers evidence and `make experiment` reaches a verdict in minutes. See
+docs/mesh.md.
 
 Each visitor is a client with a cookie jar of its own (the gateway's sticky cookie pins it
 to the version it was sent to, as a browser is pinned) that sends a few messages, each as
@@ -17,7 +18,7 @@ ham messages: a shifted mix, for the drift rules and PredictionDrift. Bounded by
 and --count, whichever comes first; --concurrency visitors at a time, at most --rate
 requests a second (0: as fast as the visitors get answers).
 
-  python -m smsdev.mesh.traffic --messages FILE [--gateway URL] [--host HOST] [--duration S] [--count N]
+  python -m smsdev.traffic --messages FILE [--gateway URL] [--host HOST] [--duration S] [--count N]
                                 [--concurrency C] [--rate R] [--per-visitor K] [--wrong-guesses SHARE] [--zipf S] [--seed N]
                                 [--mix split|spam-only|ham-only] [--cookie NAME] [--json]
 
@@ -39,11 +40,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import requests
 
-from smsdev.mesh import instance
+from smsdev.cluster import access
+from smsdev.cluster.settings import Settings
 
 LABELS = ("ham", "spam")
 # The messages a mix sends: the whole split (its own spam share), or only one label.
@@ -229,20 +230,18 @@ def run(gateway: str, host: str, messages: list[tuple[str, str]], *, duration: f
     return out
 
 
-def running_gateway(mesh_dir: Path) -> tuple[str, str] | None:
-    """(URL to connect to, Host header) of the running `make mesh`, from its instance file."""
-    try:
-        gw = urlsplit((instance.read(mesh_dir) or {})["gateway"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return f"http://127.0.0.1:{gw.port or 80}", gw.hostname or "sms.localhost"
+def running_gateway(state: Path) -> tuple[str, str] | None:
+    """(URL, Host header) of the running `make mesh` / `make cluster`'s ingress gateway,
+    from its access file."""
+    found = access.read(state) or {}
+    return (found["gateway"], found.get("host", access.HOST)) if "gateway" in found else None
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="make mesh-traffic", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--messages", type=Path, required=True, help="JSON lines {sms, label} (the test split)")
-    p.add_argument("--gateway", help="gateway URL (default: the running make mesh's, from MESH_DIR/instance.json)")
+    p.add_argument("--gateway", help="gateway URL (default: the running make mesh's, from CLUSTER_DIR/access.json)")
     p.add_argument("--host", help="Host header (default: the running mesh's, sms.localhost)")
     p.add_argument("--duration", type=float, default=60, help="stop after this many seconds (default 60; 0: no limit)")
     p.add_argument("--count", type=int, default=20000, help="stop after this many requests (default 20000; 0: no limit)")
@@ -262,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--concurrency and --per-visitor must be at least 1")
     gateway, host = a.gateway, a.host
     if not gateway:
-        found = running_gateway(instance.run_dir())
+        found = running_gateway(Settings().state)
         if not found:
             print("error: no running mesh found (start it with `make mesh`, or give --gateway)", file=sys.stderr)
             return 1

@@ -34,7 +34,7 @@ impl Query<'_> {
     /// Requests the ingress gateway routed to each app version over the window, by
     /// `class` (`2`..`5` for 2xx..5xx): what users got, a canary's own silence included
     /// (dead, it counts nothing; the gateway answers 503). Istio's `istio_requests_total`
-    /// as the gateway reports it, or plain Envoy's per-subset cluster counts (`make mesh`).
+    /// as the gateway reports it, or a stock Envoy's per-subset cluster counts (`make mesh`).
     pub(super) fn gateway_responses(&self) -> String {
         let re = |v: &str| v.replace('.', r"\\.");
         let versions = format!("{}|{}", re(&self.s.baseline), re(&self.s.candidate));

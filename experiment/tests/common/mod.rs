@@ -62,8 +62,8 @@ impl Scenario {
         }
     }
 
-    /// The ingress gateway's view of one app version, `ok` and 5xx requests a minute: plain
-    /// Envoy's counts per subset cluster (as `make mesh` scrapes them), and another
+    /// The ingress gateway's view of one app version, `ok` and 5xx requests a minute: a stock
+    /// Envoy's counts per subset cluster (as `make mesh`'s cluster scrapes them), and another
     /// namespace's app of the same release name that must not be counted.
     pub fn gateway(&mut self, version: &str, ok: f64, failed: f64) {
         for (namespace, ok, failed) in [(self.namespace, ok, failed), ("elsewhere", 10.0 * ok, 0.0)] {

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 
+from smsdev.cluster import access
 from smsdev.cluster.settings import Settings
 from smsdev.cluster.supervisor import Cluster
 from smsdev.console import log as say
@@ -51,6 +52,7 @@ def cmd_run(args: list[str]) -> int:
         say(f"cluster ready in {time.monotonic() - c.started:.0f} s: release {s.release} in namespace "
             f"{s.release_namespace}, every pod Running and Ready")
         say(f"export KUBECONFIG={c.kubeconfig} PATH={s.bin}:$PATH   # kubectl, helm")
+        access.write(s.state, s.gateway_port, s.prometheus_port, c.kubeconfig)
         while not stopping.wait(1):
             for p in c.procs.procs:
                 if not p.alive() and not p.expected_exit:
@@ -58,6 +60,7 @@ def cmd_run(args: list[str]) -> int:
                     stopping.set()
     finally:
         say("stopping the cluster")
+        access.remove(s.state)
         c.stop()
         c.run.release()
     return 0

@@ -32,8 +32,9 @@ def module_dir(module: str, workdir: Path, cwd: Path | None = None) -> Path:
 
 
 def istio_dir(workdir: Path) -> Path:
-    """The Istio source the mesh pins (istio/local/xds/go.mod): its CRDs and charts."""
-    return module_dir("istio.io/istio", workdir, cwd=ROOT / "istio" / "local" / "xds")
+    """The Istio source the cluster's istiod is built from (cluster/build/istio/go.mod): its
+    CRDs and charts."""
+    return module_dir("istio.io/istio", workdir, cwd=ROOT / "cluster" / "build" / "istio")
 
 
 def prometheus_operator_dir(workdir: Path) -> Path:
@@ -46,7 +47,7 @@ def flagger_dir(workdir: Path) -> Path:
 
 def crd_files(workdir: Path) -> list[Path]:
     """The CRDs the chart's objects need, from each project's own Go module (the
-    versions the chart tests validate against): Istio's (the version istio/local/xds
+    versions the chart tests validate against): Istio's (the version cluster/build/istio
     pins), the Prometheus Operator's and Flagger's."""
     istio, prom, flagger = istio_dir(workdir), prometheus_operator_dir(workdir), flagger_dir(workdir)
     return [istio / "manifests/charts/base/files/crd-all.gen.yaml",

