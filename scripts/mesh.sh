@@ -27,6 +27,5 @@ shift
 # Run from the user's directory: a `-f values.yaml` is relative to it.
 state="${CLUSTER_DIR:-$ROOT/.cache/cluster}"
 [ -f "$state/access.json" ] || die "no running cluster in ${state#"$ROOT"/} (start it with make mesh, or make cluster)"
-kubeconfig="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["kubeconfig"])' "$state/access.json")"
 bin="${CLUSTER_BIN:-$ROOT/.cache/cluster/bin}"
-exec "$bin/helm" --kubeconfig "$kubeconfig" upgrade sms-app "$ROOT/helm" -n sms-app --reuse-values --wait --timeout 5m "$@"
+exec "$bin/helm" --kubeconfig "$state/kubeconfig" upgrade sms-app "$ROOT/helm" -n sms-app --reuse-values --wait --timeout 5m "$@"

@@ -18,11 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from smsdev.cluster.objects import HOST  # the gateway's host for the app in the cluster's values
+
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "test-output" / "cluster"
 BIN = ROOT / ".cache" / "cluster" / "bin"
 # grpcurl built for running inside a pod, as a mesh client (tests/cluster/run.sh)
 GRPCURL = os.environ.get("GRPCURL_V1", "")
+COOKIE = "sms-app-version"  # the sticky version cookie (istio.canary.stickyCookie.name)
 
 
 def free_port() -> int:
@@ -155,9 +158,9 @@ class Visitors:
         import http.client
         conn = None
         sent = 0
-        cookie = f"sms-app-version={version}" if version else None
+        cookie = f"{COOKIE}={version}" if version else None
         while not self.stopping.is_set() and time.monotonic() - self.started < self.seconds:
-            headers = {"Host": "sms.localhost", "Content-Type": "application/json"}
+            headers = {"Host": HOST, "Content-Type": "application/json"}
             if cookie and kind != "new":
                 headers["Cookie"] = cookie
             status, got = 0, None
@@ -271,10 +274,6 @@ def deployed_revision(cluster) -> int:
     `helm rollback` goes to this one)."""
     history = json.loads(cluster.helm("history", "sms-app", "-n", "sms-app", "-o", "json").stdout)
     return next(h["revision"] for h in reversed(history) if h["status"] == "deployed")
-
-
-HOST = "sms.localhost"  # the gateway's host for the app (istio.hosts in the cluster's values)
-COOKIE = "sms-app-version"  # the sticky version cookie (istio.canary.stickyCookie.name)
 
 
 @dataclass

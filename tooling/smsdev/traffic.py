@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--messages", type=Path, required=True, help="JSON lines {sms, label} (the test split)")
     p.add_argument("--gateway", help="gateway URL (default: the running make mesh's, from CLUSTER_DIR/access.json)")
-    p.add_argument("--host", help="Host header (default: the running mesh's, sms.localhost)")
+    p.add_argument("--host", help=f"Host header (default: the running cluster's, {access.HOST})")
     p.add_argument("--duration", type=float, default=60, help="stop after this many seconds (default 60; 0: no limit)")
     p.add_argument("--count", type=int, default=20000, help="stop after this many requests (default 20000; 0: no limit)")
     p.add_argument("--concurrency", type=int, default=8, help="visitors at a time (default 8)")
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             print("error: no running mesh found (start it with `make mesh`, or give --gateway)", file=sys.stderr)
             return 1
         gateway, host = found[0], host or found[1]
-    host = host or "sms.localhost"
+    host = host or access.HOST
     try:
         messages = load_messages(a.messages)
         print(f"==> {len(select(messages, a.mix))} labelled messages ({a.mix}), {a.concurrency} visitors at a time, {a.per_visitor} messages "

@@ -52,7 +52,7 @@ def cmd_run(args: list[str]) -> int:
         say(f"cluster ready in {time.monotonic() - c.started:.0f} s: release {s.release} in namespace "
             f"{s.release_namespace}, every pod Running and Ready")
         say(f"export KUBECONFIG={c.kubeconfig} PATH={s.bin}:$PATH   # kubectl, helm")
-        access.write(s.state, s.gateway_port, s.prometheus_port, c.kubeconfig)
+        access.write(s.state, s.gateway_port, s.prometheus_port)
         while not stopping.wait(1):
             for p in c.procs.procs:
                 if not p.alive() and not p.expected_exit:

@@ -1,5 +1,5 @@
 """The running cluster's access points, `access.json` in its state directory: the ingress
-gateway's URL and Host, Prometheus' URL and the kubeconfig, so that another terminal
+gateway's URL and Host and Prometheus' URL, so that another terminal
 (`make mesh-traffic`, `scripts/mesh.sh upgrade`) finds the cluster that runs, whatever
 ports it was given. Written once the cluster is ready, removed when it stops (the lock
 says whether one runs). Standard library only."""
@@ -9,18 +9,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-HOST = "sms.localhost"  # browsers resolve *.localhost to the loopback; the chart's local values serve it
+from smsdev.cluster.objects import HOST
 
 
 def path(state: Path) -> Path:
     return state / "access.json"
 
 
-def write(state: Path, gateway_port: int, prometheus_port: int, kubeconfig: Path) -> None:
+def write(state: Path, gateway_port: int, prometheus_port: int) -> None:
     tmp = path(state).with_suffix(".tmp")
     tmp.write_text(json.dumps({"gateway": f"http://127.0.0.1:{gateway_port}", "host": HOST,
-                               "prometheus": f"http://127.0.0.1:{prometheus_port}",
-                               "kubeconfig": str(kubeconfig)}, indent=1) + "\n")
+                               "prometheus": f"http://127.0.0.1:{prometheus_port}"}, indent=1) + "\n")
     tmp.replace(path(state))
 
 

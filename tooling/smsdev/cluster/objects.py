@@ -94,9 +94,10 @@ COREFILE = """.:53 {{
 }}
 """
 # The local experiment's values (a --set of the user's wins): the shadow runs, and the
-# gateway also answers `sms.localhost` (browsers resolve *.localhost to the loopback).
+# gateway also answers HOST (browsers resolve *.localhost to the loopback).
+HOST = "sms.localhost"
 LOCAL_VALUES = ["--set", "modelService.shadow.enabled=true",
-                "--set", "istio.hosts={sms-istio.local,sms.localhost}",
+                "--set", f"istio.hosts={{sms-istio.local,{HOST}}}",
                 # the gateway's stock Envoy has no istio_requests_total: its own counts instead
                 "--set", "monitoring.gateway.metric=envoy_cluster_upstream_rq_xx"]
 # The gateway's Envoy keeps (beside Istio's defaults) the per-subset answer counts of every

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from smsdev import ROOT
-from smsdev.cluster import access, gomod, netns, pki
+from smsdev.cluster import gomod, netns, pki
 from smsdev.cluster.objects import (BRIDGE, COREFILE, DNS_OBJECTS, FLAGGER, GATE_PORT, GATE_SETTINGS, GATEWAY_VALUES,
-                                    ISTIOD_VALUES, LOCAL_VALUES, NODE, NODE_RBAC, PROMETHEUS_OBJECTS,
+                                    HOST, ISTIOD_VALUES, LOCAL_VALUES, NODE, NODE_RBAC, PROMETHEUS_OBJECTS,
                                     PROMETHEUS_OPERATOR, PROMETHEUS_URL)
 from smsdev.cluster.settings import Settings
 from smsdev.console import log as say
@@ -339,7 +339,7 @@ class Cluster:
         dialer = netns.Dialer(self.s.namespace)
         address = self.gateway_address()
         self.relays.append(netns.Relay(dialer, self.s.gateway_port, lambda: address, "gateway").start())
-        say(f"the ingress gateway serves http://127.0.0.1:{self.s.gateway_port} (Host {access.HOST})")
+        say(f"the ingress gateway serves http://127.0.0.1:{self.s.gateway_port} (Host {HOST})")
 
     def stop(self) -> None:
         for r in self.relays:
