@@ -37,7 +37,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=sms/v1/classifier.proto");
 
     // The Open Inference Protocol, the same way: messages and client, then the server
-    // over those messages with a codec that refuses what does not decode as INVALID_ARGUMENT.
+    // over those messages (its ModelInfer answer its own, infer_answer.rs) with a codec
+    // that refuses what does not decode as INVALID_ARGUMENT.
     let inference = ["inference/grpc_service.proto"];
     tonic_prost_build::configure()
         .build_server(false)
@@ -45,7 +46,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // not 312, and prost's first push into `inputs` (room for four) stays under the
         // size at which glibc's malloc consolidates its free lists on every call.
         .boxed(".inference.ModelInferRequest.InferInputTensor.contents")
-        .boxed(".inference.ModelInferResponse.InferOutputTensor.contents")
         .codec_path("crate::codec::SmallBufferCodec")
         .out_dir(&client_dir)
         .file_descriptor_set_path(out.join("inference_descriptor.bin"))
@@ -54,6 +54,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(false)
         .out_dir(&server_dir)
         .extern_path(".inference", "crate::inference")
+        // The server answers ModelInfer with the same message encoded from borrowed parts.
+        .extern_path(".inference.ModelInferResponse", "crate::infer_answer::ModelInferAnswer")
         .codec_path("crate::codec::InferenceRequestCodec")
         .compile_with_config(config(), &inference, &["."])?;
     println!("cargo:rerun-if-changed=inference/grpc_service.proto");

@@ -21,8 +21,16 @@ fn buffers() -> BufferSettings {
 }
 
 /// The client's codec: tonic's prost codec with `buffers()`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SmallBufferCodec<T, U>(PhantomData<(T, U)>);
+
+// By hand: derived, it would ask the messages to be `Default`, and the server's ModelInfer
+// answer (infer_answer.rs) is not.
+impl<T, U> Default for SmallBufferCodec<T, U> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
 
 impl<T, U> Codec for SmallBufferCodec<T, U>
 where
@@ -66,8 +74,14 @@ impl Protocol for Inference {
 
 /// A server's codec: `SmallBufferCodec`, with requests that do not decode refused as
 /// INVALID_ARGUMENT naming the protocol `P`.
-#[derive(Debug, Clone, Default)]
-pub struct ServerCodec<T, U, P>(SmallBufferCodec<T, U>, std::marker::PhantomData<P>);
+#[derive(Debug, Clone)]
+pub struct ServerCodec<T, U, P>(SmallBufferCodec<T, U>, PhantomData<P>);
+
+impl<T, U, P> Default for ServerCodec<T, U, P> {
+    fn default() -> Self {
+        Self(SmallBufferCodec::default(), PhantomData)
+    }
+}
 
 /// The `sms.v1` server's codec.
 pub type RequestValidatingCodec<T, U> = ServerCodec<T, U, SmsV1>;

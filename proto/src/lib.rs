@@ -4,6 +4,7 @@
 //! is in `sms-runtime`.
 
 pub mod codec;
+pub mod infer_answer;
 
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/client/sms.v1.rs"));

@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
-use sms_proto::inference::{
-    InferParameter, InferTensorContents, ModelInferRequest, ModelInferResponse, ModelMetadataRequest,
-    ModelMetadataResponse, ModelReadyRequest, ModelReadyResponse, ServerLiveRequest, ServerLiveResponse,
-    ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest, ServerReadyResponse,
-    grpc_inference_service_server::GrpcInferenceService, infer_parameter::ParameterChoice,
-    model_infer_response::InferOutputTensor,
+use sms_proto::{
+    infer_answer::ModelInferAnswer,
+    inference::{
+        InferParameter, ModelInferRequest, ModelMetadataRequest, ModelMetadataResponse, ModelReadyRequest,
+        ModelReadyResponse, ServerLiveRequest, ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse,
+        ServerReadyRequest, ServerReadyResponse, grpc_inference_service_server::GrpcInferenceService,
+        infer_parameter::ParameterChoice,
+    },
 };
 use sms_runtime::trace::{self, Metadata};
 use tonic::{Request, Response, Status};
@@ -119,7 +121,7 @@ impl GrpcInferenceService for OipGrpc {
         Ok(Response::new(self.0.model_metadata()))
     }
 
-    async fn model_infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
+    async fn model_infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferAnswer>, Status> {
         let oip = &self.0;
         let (texts, raw) = texts_of(oip, request.get_ref())?;
         let wanted = Output::selection(request.get_ref().outputs.iter().map(|o| o.name.as_str()))?;
@@ -129,39 +131,15 @@ impl GrpcInferenceService for OipGrpc {
         // The request is let go before the wait, so the call's state (boxed by async_trait)
         // does not carry it: a state of a kilobyte or more takes the allocator's slow path.
         let id = request.into_inner().id;
-        let answers = oip.infer(texts, guess, parent, deadline, Protocol::OipGrpc).await?;
-        let n = answers.labels.len() as i64;
-        let mut response = ModelInferResponse {
-            model_name: MODEL_NAME.into(),
-            model_version: oip.version().to_string(),
+        let mut answers = oip.infer(texts, guess, parent, deadline, Protocol::OipGrpc).await?;
+        let outputs = wanted.into_iter().map(|output| output.tensor(&mut answers)).collect();
+        Ok(Response::new(ModelInferAnswer {
+            model_name: MODEL_NAME,
+            model_version: oip.version.clone(),
             id,
-            outputs: Vec::with_capacity(wanted.len()),
-            ..Default::default()
-        };
-        for output in wanted {
-            let contents = if raw {
-                response.raw_output_contents.push(output.raw(&answers));
-                None
-            } else {
-                Some(Box::new(match output {
-                    Output::Label => InferTensorContents {
-                        bytes_contents: answers.labels.iter().map(|l| l.as_bytes().to_vec()).collect(),
-                        ..Default::default()
-                    },
-                    Output::Probability => {
-                        InferTensorContents { fp32_contents: answers.spam_probabilities.clone(), ..Default::default() }
-                    }
-                }))
-            };
-            response.outputs.push(InferOutputTensor {
-                name: output.name().into(),
-                datatype: output.datatype().into(),
-                shape: vec![n],
-                parameters: Default::default(),
-                contents,
-            });
-        }
-        Ok(Response::new(response))
+            outputs,
+            raw,
+        }))
     }
 }
 

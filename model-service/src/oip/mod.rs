@@ -49,15 +49,18 @@ pub const SERVER_NAME: &str = "sms-model-service";
 /// The model and server facts both forms answer with.
 pub struct Oip {
     pub serving: Arc<Serving>,
+    /// The served version (MODEL_VERSION), shared by every answer.
+    version: Arc<str>,
 }
 
 impl Oip {
     pub fn new(serving: Arc<Serving>) -> Self {
-        Self { serving }
+        let version = serving.model_version.as_str().into();
+        Self { serving, version }
     }
 
     pub fn version(&self) -> &str {
-        &self.serving.model_version
+        &self.version
     }
 
     /// OK for the served model (any version when `version` is empty), else NOT_FOUND

@@ -1,6 +1,7 @@
 //! The model's outputs (`label`, `spam_probability`): picked by name from a request, and
-//! encoded as the protocol's raw bytes.
+//! taken from the answers as the protocol's tensors or raw bytes.
 
+use sms_proto::infer_answer::{Elements, OutputTensor, put_raw_bytes, put_raw_fp32};
 use tonic::Status;
 
 use super::{LABEL, MODEL_NAME, PROBABILITY};
@@ -57,16 +58,21 @@ impl Output {
     /// This output's elements as raw bytes: length-prefixed UTF-8 for `BYTES`, 4-byte
     /// little-endian floats for `FP32`.
     pub fn raw(self, answers: &Answers) -> Vec<u8> {
+        let mut raw = Vec::new();
         match self {
-            Self::Label => {
-                let mut raw = Vec::with_capacity(answers.labels.len() * 8);
-                for label in &answers.labels {
-                    raw.extend_from_slice(&(label.len() as u32).to_le_bytes());
-                    raw.extend_from_slice(label.as_bytes());
-                }
-                raw
-            }
-            Self::Probability => answers.spam_probabilities.iter().flat_map(|p| p.to_le_bytes()).collect(),
+            Self::Label => put_raw_bytes(&answers.labels, &mut raw),
+            Self::Probability => put_raw_fp32(&answers.spam_probabilities, &mut raw),
         }
+        raw
+    }
+
+    /// This output as the gRPC answer's tensor, its elements taken from `answers` (a
+    /// request names each output once: `selection`).
+    pub fn tensor(self, answers: &mut Answers) -> OutputTensor {
+        let elements = match self {
+            Self::Label => Elements::Bytes(std::mem::take(&mut answers.labels)),
+            Self::Probability => Elements::Fp32(std::mem::take(&mut answers.spam_probabilities)),
+        };
+        OutputTensor { name: self.name(), datatype: self.datatype(), elements }
     }
 }
