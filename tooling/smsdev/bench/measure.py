@@ -70,10 +70,12 @@ def check_codes(name: str, codes: dict, load: dict, allowed: set, abandoned_at_e
 
 
 def grpc_load(s: Session, name: str, group: str, svc: local.Service, proc: procs.Proc, connections: int,
-              streams: int = 1, **extra) -> dict:
-    """Classify at `connections` x `streams` in flight, every answer Ok."""
+              streams: int = 1, warm: bool = True, **extra) -> dict:
+    """Classify at `connections` x `streams` in flight, every answer Ok; after a warm-up
+    load unless `warm` is off (the run follows another on the same server)."""
     grpc, metrics = svc.addresses["grpc"], svc.addresses["metrics"]
-    s.h2.run(grpc, connections=connections, streams=streams, duration=s.a.warmup)
+    if warm:
+        s.h2.run(grpc, connections=connections, streams=streams, duration=s.a.warmup)
     before = model_codes(scrape(metrics))
     cpu = cpu_seconds(proc.pid)
     with OtherCpu() as others:
@@ -112,12 +114,13 @@ def http_load(s: Session, name: str, group: str, url: str, proc: procs.Proc, con
 
 
 def oip_load(s: Session, name: str, h2: H2load, grpc: str, pid: int, rows: int, metrics: str | None = None,
-             connections: int = 16) -> dict:
-    """One ModelInfer load of `rows` rows a call; on the model service (`metrics`) every row
-    is checked as counted."""
+             connections: int = 16, warm: bool = True) -> dict:
+    """One ModelInfer load of `rows` rows a call (after a warm-up load unless `warm` is
+    off); on the model service (`metrics`) every row is checked as counted."""
     def predictions() -> float:
         return sum(by_label(scrape(metrics), "sms_model_predictions_total", "protocol").values())
-    h2.run(grpc, connections=connections, duration=s.a.warmup)
+    if warm:
+        h2.run(grpc, connections=connections, duration=s.a.warmup)
     before = predictions() if metrics else 0
     # Every process the server started, each once (rss_mib sums the tree); the peak sampled
     # every 0.25 s beside the load (the bench's own CPU, not counted in "others").
