@@ -125,7 +125,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         source: config.source.clone(),
         comparison: comparison.clone(),
         request_timeout: config.request_timeout,
-        model_version: config.model_version.clone(),
+        model_version: config.model_version.as_str().into(),
         // A call holds a place in the queue per row: one larger than the queue could never run.
         max_rows: config.max_batch_rows.min(pool.capacity()),
     });

@@ -35,8 +35,8 @@ pub struct Serving {
     pub comparison: Option<Arc<Comparison>>,
     /// Longest a call may take (REQUEST_TIMEOUT_MS); a shorter grpc-timeout wins.
     pub request_timeout: Duration,
-    /// The version folder served (MODEL_VERSION).
-    pub model_version: String,
+    /// The version folder served (MODEL_VERSION), shared by every answer that names it.
+    pub model_version: Arc<str>,
     /// Most rows one inference call may carry (MAX_BATCH_ROWS).
     pub max_rows: usize,
 }

@@ -135,7 +135,7 @@ impl GrpcInferenceService for OipGrpc {
         let outputs = wanted.into_iter().map(|output| output.tensor(&mut answers)).collect();
         Ok(Response::new(ModelInferAnswer {
             model_name: MODEL_NAME,
-            model_version: oip.version.clone(),
+            model_version: oip.serving.model_version.clone(),
             id,
             outputs,
             raw,

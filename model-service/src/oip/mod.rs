@@ -49,18 +49,15 @@ pub const SERVER_NAME: &str = "sms-model-service";
 /// The model and server facts both forms answer with.
 pub struct Oip {
     pub serving: Arc<Serving>,
-    /// The served version (MODEL_VERSION), shared by every answer.
-    version: Arc<str>,
 }
 
 impl Oip {
     pub fn new(serving: Arc<Serving>) -> Self {
-        let version = serving.model_version.as_str().into();
-        Self { serving, version }
+        Self { serving }
     }
 
     pub fn version(&self) -> &str {
-        &self.version
+        &self.serving.model_version
     }
 
     /// OK for the served model (any version when `version` is empty), else NOT_FOUND
